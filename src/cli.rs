@@ -1,0 +1,83 @@
+//! The binary's edge: parse the command line, run one command, turn errors
+//! into one clear line and an exit code.
+
+mod mount;
+mod stats;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fetchfs",
+    version,
+    about = "Mount URLs as files, backed by a persistent content-addressed cache"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mount origins at MOUNTPOINT; stays in the foreground until unmounted, Ctrl-C or SIGTERM.
+    Mount(MountArgs),
+    /// Print the mount's cache figures as a table.
+    Stats {
+        /// A mounted fetchfs.
+        mountpoint: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// An empty directory to mount on.
+    pub mountpoint: PathBuf,
+    /// Where blobs and the index live [default: $XDG_CACHE_HOME/fetchfs or ~/.cache/fetchfs].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// An origin: MOUNTPOINT/NAME/p is URL/p. May be given several times.
+    #[arg(long = "origin", value_name = "NAME=URL")]
+    pub origins: Vec<String>,
+    /// A TOML config file; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Serve MOUNTPOINT/https/<host>/... and MOUNTPOINT/http/... for any host.
+    #[arg(long)]
+    pub any_host: bool,
+    /// Evict least recently used bodies beyond this size (e.g. "20 GiB").
+    #[arg(long, value_name = "SIZE")]
+    pub max_cache_size: Option<String>,
+    /// Never contact origins; serve only what is cached.
+    #[arg(long)]
+    pub offline: bool,
+    /// Let other users access the mount.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Detach once the mount is ready.
+    #[arg(long)]
+    pub daemon: bool,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Mount(args) => mount::run(args),
+        Command::Stats { mountpoint } => stats::run(&mountpoint),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("fetchfs: {error:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! `fetchfs mount`: open the cache, mount, serve until told to stop, unmount.
+//!
+//! Stopping: Ctrl-C and SIGTERM unmount. If a process still holds a file open
+//! the unmount is busy, so the mount is detached and its FUSE connection
+//! aborted: the mountpoint is an ordinary directory again either way, never
+//! "Transport endpoint is not connected". An external `umount` ends the
+//! session and the process exits cleanly too.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use fuser::{MountOption, SessionACL};
+
+use super::MountArgs;
+use crate::cache::Cache;
+use crate::config::{Config, Overrides};
+use crate::fs::FetchFs;
+use crate::store::Store;
+
+/// FUSE dispatch threads; replies that wait on the network are answered from tokio tasks.
+const DISPATCH_THREADS: usize = 4;
+/// The kernel's read-ahead for the mount: bigger reads, fewer round trips.
+const READ_AHEAD_KB: u32 = 1024;
+/// How long a busy unmount may take before the connection is aborted.
+const UNMOUNT_GRACE: Duration = Duration::from_secs(2);
+
+enum Event {
+    Signal,
+    SessionEnded,
+}
+
+pub fn run(args: MountArgs) -> anyhow::Result<()> {
+    let mountpoint = check_mountpoint(&args.mountpoint)?;
+    let config = Config::load(&Overrides {
+        config_file: args.config.clone(),
+        cache_dir: args.cache_dir.clone(),
+        origins: args.origins.clone(),
+        any_host: args.any_host,
+        max_cache_size: args.max_cache_size.clone(),
+        offline: args.offline,
+        allow_other: args.allow_other,
+    })?;
+    if args.daemon {
+        return daemonize(|ready| {
+            let log = daemon_log(&config.cache_dir)?;
+            init_logging(&args, Some(log));
+            serve(&config, &mountpoint, Some(ready))
+        });
+    }
+    init_logging(&args, None);
+    serve(&config, &mountpoint, None)
+}
+
+fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
+    let meta = fs::metadata(path).with_context(|| format!("mountpoint {}", path.display()))?;
+    if !meta.is_dir() {
+        bail!("mountpoint {} is not a directory", path.display());
+    }
+    Ok(path.canonicalize()?)
+}
+
+/// Mounts and serves until a signal or an external unmount. `ready` is told
+/// once the mount answers requests (daemon mode).
+fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::Result<()> {
+    let store = Store::open(&config.cache_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fetchfs-io")
+        .build()
+        .context("starting the I/O runtime")?;
+    let cache = Cache::new(store, config.offline);
+    let fs = FetchFs::new(config, cache, runtime.handle().clone());
+
+    let mut options = fuser::Config::default();
+    options.mount_options = vec![
+        MountOption::FSName("fetchfs".into()),
+        MountOption::Subtype("fetchfs".into()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+    ];
+    if config.allow_other {
+        options.acl = SessionACL::All;
+    }
+    options.n_threads = Some(DISPATCH_THREADS);
+    options.clone_fd = true;
+    let mut session = fuser::Session::new(fs, mountpoint, &options)
+        .with_context(|| format!("mounting on {}", mountpoint.display()))?;
+    let (events, next_event) = mpsc::channel();
+    let signal_events = events.clone();
+    ctrlc::set_handler(move || {
+        let _ = signal_events.send(Event::Signal);
+    })
+    .context("installing the signal handler")?;
+    let mut unmounter = session.unmount_callable();
+    let session_thread = std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || {
+            let result = session.run();
+            let _ = events.send(Event::SessionEnded);
+            result
+        })?;
+    // Only now: a stat of the mountpoint is answered by the session just started.
+    let device = fs::metadata(mountpoint).map(|m| m.dev()).unwrap_or(0);
+    raise_read_ahead(device);
+    tracing::info!(
+        "mounted {} (cache {})",
+        mountpoint.display(),
+        config.cache_dir.display()
+    );
+    if let Some(ready) = ready {
+        let _ = File::from(ready).write_all(b"ok\n");
+    }
+
+    if let Ok(Event::Signal) = next_event.recv() {
+        tracing::info!("unmounting {}", mountpoint.display());
+        if let Err(error) = unmounter.unmount() {
+            tracing::warn!(
+                "unmount of {} failed ({error}); detaching it",
+                mountpoint.display()
+            );
+            detach(mountpoint, device);
+        }
+        if next_event.recv_timeout(UNMOUNT_GRACE).is_err() {
+            abort_connection(device);
+        }
+    }
+    if session_thread.is_finished() {
+        if let Ok(Err(error)) = session_thread.join() {
+            tracing::warn!("FUSE session ended with: {error}");
+        }
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// Lazy unmount: the mountpoint is free at once, open files keep working until closed.
+fn detach(mountpoint: &Path, device: u64) {
+    if let Err(error) = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH) {
+        tracing::warn!("detaching {}: {error}", mountpoint.display());
+        abort_connection(device);
+    }
+}
+
+/// Ends the FUSE connection so nothing waits on this process any more.
+fn abort_connection(device: u64) {
+    let path = format!(
+        "/sys/fs/fuse/connections/{}/abort",
+        nix::sys::stat::minor(device)
+    );
+    if let Err(error) = fs::write(&path, "1") {
+        tracing::debug!("{path}: {error}");
+    }
+}
+
+fn raise_read_ahead(device: u64) {
+    let (major, minor) = (nix::sys::stat::major(device), nix::sys::stat::minor(device));
+    let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    if let Err(error) = fs::write(&path, READ_AHEAD_KB.to_string()) {
+        tracing::debug!("cannot raise read-ahead ({path}): {error}");
+    }
+}
+
+/// Forks; the child serves and the parent exits once the child reports the
+/// mount ready (or prints the child's error and fails).
+fn daemonize(serve: impl FnOnce(OwnedFd) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let (read_end, write_end) = nix::unistd::pipe().context("creating the readiness pipe")?;
+    // SAFETY: no other thread exists yet (nothing has been spawned before this
+    // point), so the child may run arbitrary code after fork.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(write_end);
+            let mut answer = String::new();
+            let _ = File::from(read_end).read_to_string(&mut answer);
+            match answer.as_str() {
+                "ok\n" => Ok(()),
+                "" => bail!("the daemon exited before the mount was ready"),
+                message => bail!("{}", message.trim_end()),
+            }
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(read_end);
+            let _ = nix::unistd::setsid();
+            let error_pipe = write_end.try_clone().ok();
+            let result = serve(write_end);
+            if let (Err(error), Some(pipe)) = (&result, error_pipe) {
+                let _ = File::from(pipe).write_all(format!("{error:#}\n").as_bytes());
+            }
+            std::process::exit(if result.is_ok() { 0 } else { 1 });
+        }
+    }
+}
+
+/// The daemon's log, `CACHE_DIR/fetchfs.log`; stdio goes to /dev/null.
+fn daemon_log(cache_dir: &Path) -> anyhow::Result<File> {
+    fs::create_dir_all(cache_dir).with_context(|| format!("cache dir {}", cache_dir.display()))?;
+    let path = cache_dir.join("fetchfs.log");
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening the log {}", path.display()))?;
+    let null = File::options().read(true).write(true).open("/dev/null")?;
+    for target in [0, 1, 2] {
+        // SAFETY: dup2 onto the standard descriptors of this freshly forked,
+        // single-threaded child; both descriptors are valid.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), target) };
+    }
+    Ok(log)
+}
+
+fn init_logging(args: &MountArgs, log_file: Option<File>) {
+    let default = match (args.quiet, args.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "fetchfs=debug,info",
+        (false, _) => "fetchfs=trace,debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match log_file {
+        Some(file) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
+}

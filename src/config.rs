@@ -1,0 +1,382 @@
+//! Settings, read once from the TOML file and the command line, then validated.
+//!
+//! Everything the rest of the daemon sees is already checked: origin names are
+//! unique and usable as directory names, URLs are http(s), durations and sizes
+//! are parsed. Flags override the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// How long a response without any freshness information stays fresh, unless configured.
+pub const DEFAULT_TTL: Duration = Duration::ZERO;
+/// How long a 404 or 410 is remembered.
+pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
+/// Whole-request timeout for metadata requests, and the longest gap between body bytes.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed to open a connection to an origin.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Names that cannot be origins: they are taken by the mount's own tree.
+const RESERVED_NAMES: &[&str] = &[".fetchfs", "http", "https"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("--origin {0:?}: expected NAME=URL")]
+    OriginSyntax(String),
+    #[error("origin {name:?}: {message}")]
+    Origin { name: String, message: String },
+    #[error("origin name {0:?} is given twice")]
+    OriginClash(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How directories below an origin are discovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ListingMode {
+    /// Trailing-slash redirects and HTML/JSON autoindex listings.
+    #[default]
+    Auto,
+    /// No listings: a name that is not a file is a virtual directory.
+    None,
+}
+
+/// One named origin, validated.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub name: String,
+    /// The origin's URL; may carry a base path.
+    pub url: Url,
+    pub default_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub listing: ListingMode,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Extra request headers, sent only to this origin's host.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Origin {
+    /// An origin with default settings: from `--origin`, or a host of the `--any-host` tree.
+    pub fn with_defaults(name: String, url: Url) -> Origin {
+        Origin {
+            name,
+            url,
+            default_ttl: DEFAULT_TTL,
+            negative_ttl: DEFAULT_NEGATIVE_TTL,
+            listing: ListingMode::Auto,
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// The validated settings of one mount.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cache_dir: PathBuf,
+    pub origins: Vec<Origin>,
+    pub any_host: bool,
+    pub max_cache_size: Option<u64>,
+    pub offline: bool,
+    pub allow_other: bool,
+}
+
+/// What the command line says, before it is merged with the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    /// `NAME=URL` strings, as typed.
+    pub origins: Vec<String>,
+    pub any_host: bool,
+    pub max_cache_size: Option<String>,
+    pub offline: bool,
+    pub allow_other: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    any_host: bool,
+    max_cache_size: Option<String>,
+    #[serde(default)]
+    offline: bool,
+    #[serde(default)]
+    allow_other: bool,
+    #[serde(default)]
+    origins: BTreeMap<String, FileOrigin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOrigin {
+    url: String,
+    default_ttl: Option<String>,
+    negative_ttl: Option<String>,
+    #[serde(default)]
+    listing: ListingMode,
+    timeout: Option<String>,
+    connect_timeout: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Reads the config file (if any), applies the flags on top and validates the result.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = match &overrides.config_file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let mut origins = Vec::new();
+        for (name, origin) in file.origins {
+            origins.push(origin_from_file(name, origin)?);
+        }
+        let from_file = origins.len();
+        for spec in &overrides.origins {
+            let (name, url) = spec
+                .split_once('=')
+                .ok_or_else(|| ConfigError::OriginSyntax(spec.clone()))?;
+            let url = parse_origin_url(name, url)?;
+            // A flag overrides the URL of the file's origin of the same name and keeps its
+            // other settings; two flags with one name are a clash.
+            match origins.iter().position(|o| o.name == name) {
+                Some(i) if i >= from_file => {
+                    return Err(ConfigError::OriginClash(name.to_string()));
+                }
+                Some(i) => origins[i].url = url,
+                None => origins.push(Origin::with_defaults(name.to_string(), url)),
+            }
+        }
+        check_origin_names(&origins)?;
+        let any_host = overrides.any_host || file.any_host;
+        if origins.is_empty() && !any_host {
+            return Err(ConfigError::Invalid(
+                "no origin configured: pass --origin NAME=URL, a config file with [origins.NAME], or --any-host".into(),
+            ));
+        }
+        let max_cache_size = match overrides
+            .max_cache_size
+            .as_ref()
+            .or(file.max_cache_size.as_ref())
+        {
+            Some(text) => Some(parse_size(text)?),
+            None => None,
+        };
+        let cache_dir = overrides
+            .cache_dir
+            .clone()
+            .or(file.cache_dir)
+            .unwrap_or_else(default_cache_dir);
+        Ok(Config {
+            cache_dir,
+            origins,
+            any_host,
+            max_cache_size,
+            offline: overrides.offline || file.offline,
+            allow_other: overrides.allow_other || file.allow_other,
+        })
+    }
+}
+
+/// `$XDG_CACHE_HOME/fetchfs`, else `~/.cache/fetchfs`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("fetchfs");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache").join("fetchfs")
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.message().to_string(),
+    })
+}
+
+fn origin_from_file(name: String, file: FileOrigin) -> Result<Origin, ConfigError> {
+    let duration = |field: &str, value: Option<String>, default: Duration| match value {
+        None => Ok(default),
+        Some(text) => humantime::parse_duration(&text).map_err(|e| ConfigError::Origin {
+            name: name.clone(),
+            message: format!("{field} = {text:?}: {e}"),
+        }),
+    };
+    let url = parse_origin_url(&name, &file.url)?;
+    let mut headers = Vec::new();
+    for (key, value) in file.headers {
+        let valid = reqwest::header::HeaderName::from_bytes(key.as_bytes()).is_ok()
+            && reqwest::header::HeaderValue::from_str(&value).is_ok();
+        if !valid {
+            return Err(ConfigError::Origin {
+                name,
+                message: format!("header {key:?} is not a valid HTTP header"),
+            });
+        }
+        headers.push((key, value));
+    }
+    Ok(Origin {
+        default_ttl: duration("default_ttl", file.default_ttl, DEFAULT_TTL)?,
+        negative_ttl: duration("negative_ttl", file.negative_ttl, DEFAULT_NEGATIVE_TTL)?,
+        timeout: duration("timeout", file.timeout, DEFAULT_TIMEOUT)?,
+        connect_timeout: duration(
+            "connect_timeout",
+            file.connect_timeout,
+            DEFAULT_CONNECT_TIMEOUT,
+        )?,
+        listing: file.listing,
+        headers,
+        url,
+        name,
+    })
+}
+
+fn parse_origin_url(name: &str, text: &str) -> Result<Url, ConfigError> {
+    let bad = |message: String| ConfigError::Origin {
+        name: name.to_string(),
+        message,
+    };
+    let url = Url::parse(text).map_err(|e| bad(format!("{text:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(format!(
+            "{text:?}: only http and https URLs are supported"
+        )));
+    }
+    if url.host_str().is_none() || url.query().is_some() || url.fragment().is_some() {
+        return Err(bad(format!(
+            "{text:?}: expected scheme://host[:port][/base/path]"
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "put credentials in [origins.NAME.headers], not in the URL".into(),
+        ));
+    }
+    Ok(url)
+}
+
+fn check_origin_names(origins: &[Origin]) -> Result<(), ConfigError> {
+    for (i, origin) in origins.iter().enumerate() {
+        let name = origin.name.as_str();
+        let usable = !name.is_empty()
+            && name != "."
+            && name != ".."
+            && !name.contains(['/', '\0'])
+            && !RESERVED_NAMES.contains(&name);
+        if !usable {
+            return Err(ConfigError::Origin {
+                name: name.to_string(),
+                message: format!("not a usable directory name (reserved: {RESERVED_NAMES:?})"),
+            });
+        }
+        if origins[..i].iter().any(|o| o.name == name) {
+            return Err(ConfigError::OriginClash(name.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Parses "20 GiB", "500MB", "1048576".
+pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| ConfigError::Invalid(format!("size {text:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overrides(origins: &[&str]) -> Overrides {
+        Overrides {
+            origins: origins.iter().map(|s| s.to_string()).collect(),
+            cache_dir: Some("/tmp/x".into()),
+            ..Overrides::default()
+        }
+    }
+
+    #[test]
+    fn origin_flag_parses() {
+        let config =
+            Config::load(&overrides(&["pypi=https://files.pythonhosted.org/base"])).unwrap();
+        assert_eq!(config.origins[0].name, "pypi");
+        assert_eq!(config.origins[0].url.path(), "/base");
+    }
+
+    #[test]
+    fn origin_clash_is_refused() {
+        let err = Config::load(&overrides(&["a=http://h/", "a=http://g/"])).unwrap_err();
+        assert!(matches!(err, ConfigError::OriginClash(_)), "{err}");
+    }
+
+    #[test]
+    fn reserved_and_bad_names_are_refused() {
+        for spec in [
+            ".fetchfs=http://h/",
+            "https=http://h/",
+            "a/b=http://h/",
+            "=http://h/",
+        ] {
+            assert!(Config::load(&overrides(&[spec])).is_err(), "{spec}");
+        }
+        assert!(Config::load(&overrides(&["a=ftp://h/"])).is_err());
+        assert!(Config::load(&overrides(&["a"])).is_err());
+        assert!(Config::load(&overrides(&[])).is_err());
+    }
+
+    #[test]
+    fn file_settings_and_flag_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "max_cache_size = \"1 MiB\"\n[origins.o]\nurl = \"http://h/a\"\ndefault_ttl = \"1h\"\nlisting = \"none\"\n[origins.o.headers]\nAuthorization = \"Bearer x\"\n",
+        )
+        .unwrap();
+        let mut flags = overrides(&["o=http://g/b"]);
+        flags.config_file = Some(path);
+        let config = Config::load(&flags).unwrap();
+        let origin = &config.origins[0];
+        assert_eq!(origin.url.as_str(), "http://g/b");
+        assert_eq!(origin.default_ttl, Duration::from_secs(3600));
+        assert_eq!(origin.listing, ListingMode::None);
+        assert_eq!(
+            origin.headers,
+            vec![("Authorization".into(), "Bearer x".into())]
+        );
+        assert_eq!(config.max_cache_size, Some(1024 * 1024));
+    }
+
+    #[test]
+    fn garbage_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[origins.o]\nurl = 3\n").unwrap();
+        let mut flags = overrides(&[]);
+        flags.config_file = Some(path);
+        let err = Config::load(&flags).unwrap_err().to_string();
+        assert!(err.contains("c.toml"), "{err}");
+    }
+}

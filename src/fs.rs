@@ -1,0 +1,693 @@
+//! The fuser adapter: kernel requests in, cache calls out, errno at the edge.
+//!
+//! Thin on purpose: no HTTP and no RocksDB here. A request that may touch the
+//! network (lookup of an origin path, open of a file not stored, listing a
+//! directory, a read ahead of a download) hands its reply to a tokio task and
+//! returns, so one slow origin never stalls the dispatch threads.
+//!
+//! Kernel caching: a stored body's inode never changes content, so it is
+//! opened with `FOPEN_KEEP_CACHE`; the kernel keeps a path's entry for the
+//! entry's remaining freshness, then looks it up again, and the lookup
+//! revalidates. A file not stored yet has an entry timeout of zero, so the
+//! first lookup after its download is committed answers with the blob inode.
+
+mod handles;
+mod nodes;
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+};
+
+use crate::cache::{Cache, CacheError, DirEntry, Location, Opened, Resolved, StoredFile};
+use crate::config::{Config, Origin};
+use crate::control::{CONTROL_DIR, ControlFile};
+use crate::namespace;
+use crate::store::BLOB_INO_BIT;
+use handles::{Handle, HandleTable};
+use nodes::{CONTROL_DIR_INO, Node, NodeTable, ROOT_INO, control_ino};
+
+/// Entries and attributes that never change (root, control folder, origin roots).
+const STATIC_TTL: Duration = Duration::from_secs(3600);
+/// How long a directory stays a directory without asking again.
+const DIR_TTL: Duration = Duration::from_secs(60);
+/// A blob's content never changes, but its link count does.
+const BLOB_ATTR_TTL: Duration = Duration::from_secs(1);
+/// Attributes of a file that is not stored yet (its size from a HEAD).
+const REMOTE_ATTR_TTL: Duration = Duration::from_secs(1);
+/// The longest a path's entry is trusted, however long its body stays fresh.
+const MAX_ENTRY_TTL: Duration = Duration::from_secs(24 * 3600);
+const BLOCK_SIZE: u32 = 4096;
+
+pub struct FetchFs {
+    cache: Arc<Cache>,
+    runtime: tokio::runtime::Handle,
+    nodes: Arc<NodeTable>,
+    handles: Arc<HandleTable>,
+    origins: Vec<Arc<Origin>>,
+    any_host: bool,
+    owner: (u32, u32),
+    mounted_at: SystemTime,
+}
+
+impl FetchFs {
+    pub fn new(config: &Config, cache: Arc<Cache>, runtime: tokio::runtime::Handle) -> FetchFs {
+        FetchFs {
+            cache,
+            runtime,
+            nodes: Arc::new(NodeTable::default()),
+            handles: Arc::new(HandleTable::default()),
+            origins: config.origins.iter().cloned().map(Arc::new).collect(),
+            any_host: config.any_host,
+            owner: (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            ),
+            mounted_at: SystemTime::now(),
+        }
+    }
+
+    fn attrs(&self) -> Attrs {
+        Attrs {
+            owner: self.owner,
+            mounted_at: self.mounted_at,
+        }
+    }
+
+    /// A child of the root: an origin, the control folder, or an any-host scheme.
+    fn root_child(&self, name: &[u8]) -> Option<(u64, Node)> {
+        if name == CONTROL_DIR.as_bytes() {
+            return Some((CONTROL_DIR_INO, Node::ControlDir));
+        }
+        if let Some(origin) = self.origins.iter().find(|o| o.name.as_bytes() == name) {
+            let node = Node::Dir(Location::root(Arc::clone(origin)));
+            return Some((self.nodes.insert(ROOT_INO, name, node.clone()), node));
+        }
+        let scheme = match name {
+            b"http" if self.any_host => "http",
+            b"https" if self.any_host => "https",
+            _ => return None,
+        };
+        let node = Node::Scheme(scheme);
+        Some((self.nodes.insert(ROOT_INO, name, node.clone()), node))
+    }
+
+    fn static_entry(&self, ino: u64, node: &Node, reply: ReplyEntry) {
+        let attr = self.attrs().of_node(ino, node, &self.cache);
+        reply.entry(&STATIC_TTL, &attr, Generation(0));
+    }
+
+    fn lookup_in_dir(&self, parent: u64, loc: &Location, name: &[u8], reply: ReplyEntry) {
+        let child = match loc.child(name) {
+            Ok(child) => child,
+            Err(_) => return reply.error(Errno::ENOENT),
+        };
+        let (cache, nodes, attrs) = (
+            Arc::clone(&self.cache),
+            Arc::clone(&self.nodes),
+            self.attrs(),
+        );
+        let name = name.to_vec();
+        self.runtime.spawn(async move {
+            match cache.resolve(&child).await {
+                Ok(Resolved::Stored(stored)) => {
+                    let entry_ttl = stored.ttl.min(MAX_ENTRY_TTL);
+                    reply.entry_with_ttls(
+                        &BLOB_ATTR_TTL,
+                        &entry_ttl,
+                        &attrs.of_blob(&stored),
+                        Generation(0),
+                    );
+                }
+                Ok(Resolved::Remote(file)) => {
+                    let ino = nodes.insert(parent, &name, Node::Remote { loc: child, file });
+                    let attr =
+                        attrs.file(ino, file.size, file.mtime.unwrap_or(attrs.mounted_at), 1);
+                    reply.entry_with_ttls(&REMOTE_ATTR_TTL, &Duration::ZERO, &attr, Generation(0));
+                }
+                Ok(Resolved::Directory) => {
+                    let ino = nodes.insert(parent, &name, Node::Dir(child));
+                    reply.entry(&DIR_TTL, &attrs.dir(ino), Generation(0));
+                }
+                Err(error) => reply.error(errno(&error)),
+            }
+        });
+    }
+
+    fn open_control(&self, file: ControlFile, reply: ReplyOpen) {
+        let content = Arc::new(file.render(&self.cache.stats()));
+        let fh = self.handles.insert(Handle::Control(content));
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+    }
+
+    fn open_remote(&self, loc: Location, reply: ReplyOpen) {
+        let (cache, handles) = (Arc::clone(&self.cache), Arc::clone(&self.handles));
+        self.runtime.spawn(async move {
+            match cache.open(&loc).await {
+                Ok(Opened::Stored(file)) => {
+                    let fh = handles.insert(Handle::Stored(Arc::new(file)));
+                    reply.opened(FileHandle(fh), FopenFlags::empty());
+                }
+                Ok(Opened::Streaming(download)) => {
+                    let fh = handles.insert(Handle::Streaming(download));
+                    reply.opened(FileHandle(fh), FopenFlags::empty());
+                }
+                Err(error) => reply.error(errno(&error)),
+            }
+        });
+    }
+
+    fn open_dir_listing(&self, ino: u64, loc: Location, reply: ReplyOpen) {
+        let (cache, handles, nodes) = (
+            Arc::clone(&self.cache),
+            Arc::clone(&self.handles),
+            Arc::clone(&self.nodes),
+        );
+        self.runtime.spawn(async move {
+            match cache.list(&loc).await {
+                Ok(entries) => {
+                    let with_inos = entries
+                        .into_iter()
+                        .filter_map(|entry| {
+                            let child = loc.child(&entry.name).ok()?;
+                            let node = if entry.is_dir {
+                                Node::Dir(child)
+                            } else {
+                                return Some((0, entry));
+                            };
+                            Some((nodes.insert(ino, &entry.name, node), entry))
+                        })
+                        .collect();
+                    let fh = handles.insert(Handle::Dir(Arc::new(with_inos)));
+                    reply.opened(FileHandle(fh), FopenFlags::empty());
+                }
+                Err(error) => reply.error(errno(&error)),
+            }
+        });
+    }
+
+    /// The fixed entries of the root, the control folder and an any-host scheme folder.
+    fn static_listing(&self, node: &Node) -> Vec<(u64, DirEntry)> {
+        let dir = |name: &str, ino: u64| {
+            (
+                ino,
+                DirEntry {
+                    name: name.as_bytes().to_vec(),
+                    is_dir: true,
+                },
+            )
+        };
+        match node {
+            Node::Root => {
+                let mut entries = vec![dir(CONTROL_DIR, CONTROL_DIR_INO)];
+                for origin in &self.origins {
+                    if let Some((ino, _)) = self.root_child(origin.name.as_bytes()) {
+                        entries.push(dir(&origin.name, ino));
+                    }
+                }
+                if self.any_host {
+                    for scheme in ["http", "https"] {
+                        if let Some((ino, _)) = self.root_child(scheme.as_bytes()) {
+                            entries.push(dir(scheme, ino));
+                        }
+                    }
+                }
+                entries
+            }
+            Node::ControlDir => ControlFile::ALL
+                .iter()
+                .map(|f| {
+                    (
+                        control_ino(*f),
+                        DirEntry {
+                            name: f.name().as_bytes().to_vec(),
+                            is_dir: false,
+                        },
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Filesystem for FetchFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name.as_bytes();
+        match self.nodes.get(parent.0) {
+            Some(Node::Root) => match self.root_child(name) {
+                Some((ino, node)) => self.static_entry(ino, &node, reply),
+                None => reply.error(Errno::ENOENT),
+            },
+            Some(Node::ControlDir) => match ControlFile::from_name(name) {
+                Some(file) => self.static_entry(control_ino(file), &Node::Control(file), reply),
+                None => reply.error(Errno::ENOENT),
+            },
+            Some(Node::Scheme(scheme)) => match namespace::any_host_base(scheme, name) {
+                Ok(base) => {
+                    let host = String::from_utf8_lossy(name);
+                    let origin = Arc::new(Origin::with_defaults(format!("{scheme}/{host}"), base));
+                    let node = Node::Dir(Location::root(origin));
+                    let ino = self.nodes.insert(parent.0, name, node.clone());
+                    reply.entry(&DIR_TTL, &self.attrs().dir(ino), Generation(0));
+                }
+                Err(_) => reply.error(Errno::ENOENT),
+            },
+            Some(Node::Dir(loc)) => self.lookup_in_dir(parent.0, &loc, name, reply),
+            Some(_) => reply.error(Errno::ENOTDIR),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let attrs = self.attrs();
+        if ino.0 & BLOB_INO_BIT != 0 {
+            return match self.cache.blob(ino.0) {
+                Ok(stored) => reply.attr(&BLOB_ATTR_TTL, &attrs.of_blob(&stored)),
+                Err(error) => reply.error(errno(&error)),
+            };
+        }
+        match self.nodes.get(ino.0) {
+            Some(node) => {
+                let ttl = if matches!(node, Node::Remote { .. }) {
+                    REMOTE_ATTR_TTL
+                } else {
+                    STATIC_TTL
+                };
+                reply.attr(&ttl, &attrs.of_node(ino.0, &node, &self.cache));
+            }
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        if ino.0 & BLOB_INO_BIT != 0 {
+            return match self.cache.open_blob(ino.0) {
+                Ok(file) => {
+                    let fh = self.handles.insert(Handle::Stored(Arc::new(file)));
+                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                }
+                Err(error) => reply.error(errno(&error)),
+            };
+        }
+        match self.nodes.get(ino.0) {
+            Some(Node::Control(file)) => self.open_control(file, reply),
+            Some(Node::Remote { loc, .. }) => self.open_remote(loc, reply),
+            Some(_) => reply.error(Errno::EISDIR),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        let counters_cache = Arc::clone(&self.cache);
+        let served = move |bytes: &[u8], reply: ReplyData| {
+            counters_cache
+                .counters()
+                .add_bytes_served(bytes.len() as u64);
+            reply.data(bytes);
+        };
+        match self.handles.get(fh.0) {
+            Some(Handle::Stored(file)) => {
+                let mut buf = vec![0u8; size as usize];
+                match read_full_at(&file, &mut buf, offset) {
+                    Ok(n) => served(&buf[..n], reply),
+                    Err(e) => reply.error(Errno::from(e)),
+                }
+            }
+            Some(Handle::Streaming(download)) if download.is_readable(offset, size) => {
+                match download.read_available(offset, size) {
+                    Ok(bytes) => served(&bytes, reply),
+                    Err(error) => reply.error(errno(&CacheError::from(error))),
+                }
+            }
+            Some(Handle::Streaming(download)) => {
+                self.runtime.spawn(async move {
+                    match download.read(offset, size).await {
+                        Ok(bytes) => served(&bytes, reply),
+                        Err(error) => reply.error(errno(&CacheError::from(error))),
+                    }
+                });
+            }
+            Some(Handle::Control(content)) => {
+                let start = (offset as usize).min(content.len());
+                let end = start.saturating_add(size as usize).min(content.len());
+                reply.data(&content[start..end]);
+            }
+            Some(Handle::Dir(_)) => reply.error(Errno::EISDIR),
+            None => reply.error(Errno::EBADF),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.remove(fh.0);
+        reply.ok();
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.nodes.get(ino.0) {
+            Some(Node::Dir(loc)) => self.open_dir_listing(ino.0, loc, reply),
+            Some(node) if node.is_dir() => {
+                let fh = self
+                    .handles
+                    .insert(Handle::Dir(Arc::new(self.static_listing(&node))));
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Some(_) => reply.error(Errno::ENOTDIR),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(Handle::Dir(entries)) = self.handles.get(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        let dots = [(ino.0, b".".as_slice()), (ROOT_INO, b"..".as_slice())];
+        let all = dots.iter().map(|(ino, name)| (*ino, *name, true)).chain(
+            entries
+                .iter()
+                .map(|(ino, e)| (*ino, e.name.as_slice(), e.is_dir)),
+        );
+        for (index, (child_ino, name, is_dir)) in all.enumerate().skip(offset as usize) {
+            let kind = if is_dir {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            };
+            // d_ino of a file not looked up yet is unknown; any non-zero number will do.
+            let shown_ino = if child_ino == 0 {
+                u64::MAX >> 1
+            } else {
+                child_ino
+            };
+            if reply.add(
+                INodeNo(shown_ino),
+                index as u64 + 1,
+                kind,
+                OsStr::from_bytes(name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.remove(fh.0);
+        reply.ok();
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        reply.error(Errno::NO_XATTR);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let stats = self.cache.stats();
+        let blocks = stats.cache_bytes.div_ceil(u64::from(BLOCK_SIZE));
+        reply.statfs(blocks, 0, 0, stats.entries, 0, BLOCK_SIZE, 255, BLOCK_SIZE);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        if mask.contains(fuser::AccessFlags::W_OK) {
+            return reply.error(Errno::EROFS);
+        }
+        reply.ok();
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The one place a cache error becomes what a reader sees.
+fn errno(error: &CacheError) -> Errno {
+    match error {
+        CacheError::NotFound | CacheError::Name(_) | CacheError::Offline { .. } => Errno::ENOENT,
+        CacheError::Forbidden { .. } => Errno::EACCES,
+        CacheError::Status { .. }
+        | CacheError::Origin(_)
+        | CacheError::Download(_)
+        | CacheError::Store(_)
+        | CacheError::Io(_) => {
+            tracing::warn!("{error}");
+            Errno::EIO
+        }
+    }
+}
+
+/// Builds attributes; owner and times are the mount's.
+#[derive(Clone, Copy)]
+struct Attrs {
+    owner: (u32, u32),
+    mounted_at: SystemTime,
+}
+
+impl Attrs {
+    fn dir(&self, ino: u64) -> FileAttr {
+        self.build(ino, 0, self.mounted_at, FileType::Directory, 0o555, 2)
+    }
+
+    fn file(&self, ino: u64, size: u64, mtime: SystemTime, links: u64) -> FileAttr {
+        self.build(ino, size, mtime, FileType::RegularFile, 0o444, links)
+    }
+
+    fn of_blob(&self, stored: &StoredFile) -> FileAttr {
+        self.file(stored.ino, stored.size, stored.mtime, stored.links.max(1))
+    }
+
+    fn of_node(&self, ino: u64, node: &Node, cache: &Cache) -> FileAttr {
+        match node {
+            Node::Remote { file, .. } => {
+                self.file(ino, file.size, file.mtime.unwrap_or(self.mounted_at), 1)
+            }
+            Node::Control(file) => {
+                let size = file.render(&cache.stats()).len() as u64;
+                self.file(ino, size, SystemTime::now(), 1)
+            }
+            _ => self.dir(ino),
+        }
+    }
+
+    fn build(
+        &self,
+        ino: u64,
+        size: u64,
+        mtime: SystemTime,
+        kind: FileType,
+        perm: u16,
+        links: u64,
+    ) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            crtime: mtime,
+            kind,
+            perm,
+            nlink: u32::try_from(links).unwrap_or(u32::MAX),
+            uid: self.owner.0,
+            gid: self.owner.1,
+            rdev: 0,
+            blksize: BLOCK_SIZE,
+            flags: 0,
+        }
+    }
+}

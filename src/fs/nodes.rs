@@ -1,0 +1,102 @@
+//! The inode table of the paths the kernel has looked up.
+//!
+//! Two kinds of inode numbers: a stored body's inode comes from the index (top
+//! bit set, stable across remounts, shared by every path with that body); all
+//! other nodes (directories, control files, files not stored yet) get a number
+//! from this table, one per (parent, name), for the life of the mount.
+
+use std::collections::HashMap;
+
+use crate::cache::{Location, RemoteFile};
+use crate::control::ControlFile;
+
+pub const ROOT_INO: u64 = 1;
+pub const CONTROL_DIR_INO: u64 = 2;
+/// Control files take the numbers after the control folder.
+const FIRST_CONTROL_INO: u64 = 3;
+const FIRST_DYNAMIC_INO: u64 = 64;
+
+#[derive(Debug, Clone)]
+pub enum Node {
+    Root,
+    ControlDir,
+    Control(ControlFile),
+    /// `MNT/http` or `MNT/https` with `--any-host`: one directory per host below.
+    Scheme(&'static str),
+    Dir(Location),
+    /// A file the origin has and the store does not yet.
+    Remote {
+        loc: Location,
+        file: RemoteFile,
+    },
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        matches!(
+            self,
+            Node::Root | Node::ControlDir | Node::Scheme(_) | Node::Dir(_)
+        )
+    }
+}
+
+pub fn control_ino(file: ControlFile) -> u64 {
+    let index = ControlFile::ALL
+        .iter()
+        .position(|f| *f == file)
+        .unwrap_or(0);
+    FIRST_CONTROL_INO + index as u64
+}
+
+#[derive(Debug)]
+pub struct NodeTable {
+    inner: parking_lot::Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    nodes: HashMap<u64, Node>,
+    by_name: HashMap<(u64, Vec<u8>), u64>,
+    next: u64,
+}
+
+impl Default for NodeTable {
+    fn default() -> Self {
+        let mut nodes = HashMap::new();
+        nodes.insert(ROOT_INO, Node::Root);
+        nodes.insert(CONTROL_DIR_INO, Node::ControlDir);
+        for file in ControlFile::ALL {
+            nodes.insert(control_ino(file), Node::Control(file));
+        }
+        NodeTable {
+            inner: parking_lot::Mutex::new(Inner {
+                nodes,
+                by_name: HashMap::new(),
+                next: FIRST_DYNAMIC_INO,
+            }),
+        }
+    }
+}
+
+impl NodeTable {
+    pub fn get(&self, ino: u64) -> Option<Node> {
+        self.inner.lock().nodes.get(&ino).cloned()
+    }
+
+    /// The inode of `name` in `parent`, now describing `node`.
+    pub fn insert(&self, parent: u64, name: &[u8], node: Node) -> u64 {
+        let mut inner = self.inner.lock();
+        let key = (parent, name.to_vec());
+        let ino = match inner.by_name.get(&key) {
+            Some(ino) => *ino,
+            None => {
+                let ino = inner.next;
+                inner.next += 1;
+                inner.by_name.insert(key, ino);
+                ino
+            }
+        };
+        inner.nodes.insert(ino, node);
+        ino
+    }
+}

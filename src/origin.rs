@@ -1,0 +1,325 @@
+//! HTTP to the origins: metadata probes, streaming bodies, listings.
+//!
+//! Redirects are followed here, not by reqwest, for two reasons: a redirect
+//! from `dir` to `dir/` is how a directory is recognised, and an origin's
+//! configured headers (credentials) must never be sent to another host.
+//! Each origin gets its own client so its connect timeout applies; a request
+//! waits at most the origin's `timeout` for headers and for each body chunk.
+
+pub mod listing;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use url::Url;
+
+use crate::config::Origin;
+use crate::control::stats::Counters;
+pub use listing::ListingEntry;
+
+/// Redirect hops followed before giving up.
+const MAX_REDIRECTS: usize = 10;
+/// Listings bigger than this are not parsed.
+const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    #[error("{url}: no answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("{url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("{url}: more than {MAX_REDIRECTS} redirects")]
+    TooManyRedirects { url: String },
+    #[error("{url}: body cut short after {received} of {expected:?} bytes")]
+    CutShort {
+        url: String,
+        received: u64,
+        expected: Option<u64>,
+    },
+    #[error("offline: {url} is not cached")]
+    Offline { url: String },
+}
+
+/// The status and headers of an origin's answer, after redirects.
+#[derive(Debug)]
+pub struct Head {
+    /// The URL that answered, after redirects.
+    pub url: Url,
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The request as sent to that URL (for cache policy).
+    pub request_headers: HeaderMap,
+}
+
+impl Head {
+    /// The body size the origin announced, if any.
+    pub fn content_length(&self) -> Option<u64> {
+        self.headers
+            .get(header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn header_str(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name)?.to_str().ok()
+    }
+}
+
+/// A response whose body is read chunk by chunk.
+pub struct BodyStream {
+    pub head: Head,
+    response: reqwest::Response,
+    timeout: Duration,
+    received: u64,
+    counters: Arc<Counters>,
+}
+
+impl BodyStream {
+    /// The next chunk, `None` at the end. A connection that closes early, a
+    /// chunked body without its last chunk, or fewer bytes than announced are
+    /// errors, never a short end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, OriginError> {
+        let url = self.head.url.as_str();
+        let chunk = match tokio::time::timeout(self.timeout, self.response.chunk()).await {
+            Err(_) => {
+                return Err(OriginError::Timeout {
+                    url: url.to_string(),
+                    timeout: self.timeout,
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(OriginError::CutShort {
+                    url: format!("{url} ({})", error_chain(&e)),
+                    received: self.received,
+                    expected: self.head.content_length(),
+                });
+            }
+            Ok(Ok(chunk)) => chunk,
+        };
+        match chunk {
+            Some(bytes) => {
+                self.received += bytes.len() as u64;
+                self.counters.add_bytes_from_origin(bytes.len() as u64);
+                Ok(Some(bytes))
+            }
+            None => match self.head.content_length() {
+                Some(expected) if expected != self.received => Err(OriginError::CutShort {
+                    url: url.to_string(),
+                    received: self.received,
+                    expected: Some(expected),
+                }),
+                _ => Ok(None),
+            },
+        }
+    }
+}
+
+/// HTTP clients for the configured origins (and any-host origins, made on first use).
+pub struct OriginClient {
+    clients: parking_lot::Mutex<HashMap<String, reqwest::Client>>,
+    offline: bool,
+    counters: Arc<Counters>,
+}
+
+impl OriginClient {
+    pub fn new(offline: bool, counters: Arc<Counters>) -> OriginClient {
+        OriginClient {
+            clients: parking_lot::Mutex::new(HashMap::new()),
+            offline,
+            counters,
+        }
+    }
+
+    /// Status and headers of `url`, without its body: a HEAD, or a GET dropped
+    /// after the headers when the origin refuses HEAD.
+    pub async fn head(&self, origin: &Origin, url: &Url) -> Result<Head, OriginError> {
+        let head = self
+            .send(origin, Method::HEAD, url, HeaderMap::new())
+            .await?
+            .0;
+        if matches!(
+            head.status,
+            StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED
+        ) {
+            return Ok(self
+                .send(origin, Method::GET, url, HeaderMap::new())
+                .await?
+                .0);
+        }
+        Ok(head)
+    }
+
+    /// A GET whose body the caller streams. `extra` carries conditional headers.
+    pub async fn get(
+        &self,
+        origin: &Origin,
+        url: &Url,
+        extra: HeaderMap,
+    ) -> Result<BodyStream, OriginError> {
+        let (head, response) = self.send(origin, Method::GET, url, extra).await?;
+        Ok(BodyStream {
+            head,
+            response,
+            timeout: origin.timeout,
+            received: 0,
+            counters: Arc::clone(&self.counters),
+        })
+    }
+
+    /// The entries of the listing served at `dir_url` (ending in '/'), or
+    /// `None` when that URL does not serve a listing.
+    pub async fn listing(
+        &self,
+        origin: &Origin,
+        dir_url: &Url,
+    ) -> Result<Option<Vec<ListingEntry>>, OriginError> {
+        let mut body = self.get(origin, dir_url, HeaderMap::new()).await?;
+        if !body.head.status.is_success() {
+            return Ok(None);
+        }
+        let content_type = body
+            .head
+            .header_str(header::CONTENT_TYPE)
+            .map(str::to_string);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next_chunk().await? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_LISTING_BYTES {
+                return Ok(None);
+            }
+        }
+        let base = &body.head.url;
+        Ok(listing::parse_listing(
+            base,
+            content_type.as_deref(),
+            &bytes,
+        ))
+    }
+
+    async fn send(
+        &self,
+        origin: &Origin,
+        method: Method,
+        url: &Url,
+        extra: HeaderMap,
+    ) -> Result<(Head, reqwest::Response), OriginError> {
+        if self.offline {
+            return Err(OriginError::Offline {
+                url: url.to_string(),
+            });
+        }
+        let client = self.client(origin)?;
+        let origin_host = (
+            origin.url.scheme().to_string(),
+            origin.url.host_str().map(str::to_string),
+            origin.url.port_or_known_default(),
+        );
+        let mut current = url.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let same_host = (
+                current.scheme().to_string(),
+                current.host_str().map(str::to_string),
+                current.port_or_known_default(),
+            ) == origin_host;
+            let mut headers = extra.clone();
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+            if same_host {
+                for (name, value) in &origin.headers {
+                    if let (Ok(name), Ok(value)) = (
+                        header::HeaderName::from_bytes(name.as_bytes()),
+                        HeaderValue::from_str(value),
+                    ) {
+                        headers.insert(name, value);
+                    }
+                }
+            }
+            self.counters.add_origin_request();
+            let request = client
+                .request(method.clone(), current.clone())
+                .headers(headers.clone());
+            let response = match tokio::time::timeout(origin.timeout, request.send()).await {
+                Err(_) => {
+                    self.counters.add_origin_error();
+                    return Err(OriginError::Timeout {
+                        url: current.to_string(),
+                        timeout: origin.timeout,
+                    });
+                }
+                Ok(Err(e)) => {
+                    self.counters.add_origin_error();
+                    return Err(OriginError::Transport {
+                        url: current.to_string(),
+                        message: error_chain(&e),
+                    });
+                }
+                Ok(Ok(response)) => response,
+            };
+            let status = response.status();
+            if status.is_server_error() {
+                self.counters.add_origin_error();
+            }
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                let target = response
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|location| current.join(location).ok())
+                    .filter(|target| matches!(target.scheme(), "http" | "https"));
+                if let Some(target) = target {
+                    current = target;
+                    continue;
+                }
+            }
+            let head = Head {
+                url: current,
+                status,
+                headers: response.headers().clone(),
+                request_headers: headers,
+            };
+            return Ok((head, response));
+        }
+        self.counters.add_origin_error();
+        Err(OriginError::TooManyRedirects {
+            url: url.to_string(),
+        })
+    }
+
+    fn client(&self, origin: &Origin) -> Result<reqwest::Client, OriginError> {
+        let mut clients = self.clients.lock();
+        if let Some(client) = clients.get(&origin.name) {
+            return Ok(client.clone());
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(origin.connect_timeout)
+            .user_agent(concat!("fetchfs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| OriginError::Transport {
+                url: origin.url.to_string(),
+                message: error_chain(&e),
+            })?;
+        clients.insert(origin.name.clone(), client.clone());
+        Ok(client)
+    }
+}
+
+/// An error with its causes, one line ("connection refused" is often three levels down).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,211 @@
+//! The disk: content-addressed blob files ([`blobs`]) and the RocksDB index
+//! ([`index`]), kept consistent by one commit protocol.
+//!
+//! Commit: stream into `tmp/`, hashing as bytes arrive; fsync; rename into
+//! `blobs/`; then one RocksDB write batch points the URL at the blob. A crash
+//! before the batch leaves a blob no record names (harmless, `verify` removes
+//! it); a crash never leaves a record whose blob is missing.
+//!
+//! ```text
+//! CACHE_DIR/
+//!   VERSION   on-disk format version
+//!   lock      flock()ed by the live mount, holds its pid
+//!   index/    RocksDB
+//!   blobs/    finished bodies, blobs/ab/cd/<blake3 hex>
+//!   tmp/      in-flight downloads, emptied at start
+//! ```
+
+pub mod blobs;
+pub mod index;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use blobs::{BlobDir, PartialBlob};
+pub use index::{BLOB_INO_BIT, BlobRecord, Index, IndexError, Linked, NewBody, Totals, UrlRecord};
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cache dir {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "cache dir {path} is used by another fetchfs mount (pid {pid}); unmount it or pass --cache-dir"
+    )]
+    Busy { path: PathBuf, pid: String },
+    #[error(
+        "cache dir {path} has on-disk format {found}, this fetchfs uses {FORMAT_VERSION}; pass another --cache-dir or remove it"
+    )]
+    Version { path: PathBuf, found: String },
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("blob store: {0}")]
+    Blob(#[from] io::Error),
+}
+
+/// One cache dir, opened by exactly one live mount.
+pub struct Store {
+    pub blobs: BlobDir,
+    pub index: Index,
+    /// Holds the flock for as long as the store is open.
+    _lock: File,
+}
+
+impl Store {
+    pub fn open(cache_dir: &Path) -> Result<Store, StoreError> {
+        let io_err = |source| StoreError::Io {
+            path: cache_dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(cache_dir).map_err(io_err)?;
+        let lock = lock_cache_dir(cache_dir)?;
+        check_version(cache_dir)?;
+        let blobs = BlobDir::open(cache_dir).map_err(io_err)?;
+        let index = Index::open(&cache_dir.join("index"))?;
+        Ok(Store {
+            blobs,
+            index,
+            _lock: lock,
+        })
+    }
+
+    /// Makes a finished download permanent and points `url` at it; deletes the
+    /// body the URL pointed at before if nothing else does.
+    /// `mtime` (seconds since the epoch) applies if the body is new to the store.
+    pub fn commit(
+        &self,
+        partial: PartialBlob,
+        url: &str,
+        mtime: u64,
+        meta: serde_json::Value,
+    ) -> Result<(blake3::Hash, BlobRecord), StoreError> {
+        let size = partial.len();
+        let (hash, _) = self.blobs.persist(partial)?;
+        let linked = self
+            .index
+            .link(url, NewBody { hash, size, mtime }, meta, unix_now())?;
+        self.delete_orphan(linked.orphaned);
+        Ok((hash, linked.blob))
+    }
+
+    /// Drops a URL's record, and its body if nothing else points at it.
+    pub fn remove_url(&self, url: &str) -> Result<(), StoreError> {
+        let orphaned = self.index.remove_url(url)?;
+        self.delete_orphan(orphaned);
+        Ok(())
+    }
+
+    fn delete_orphan(&self, orphaned: Option<(blake3::Hash, BlobRecord)>) {
+        if let Some((hash, _)) = orphaned
+            && let Err(e) = self.blobs.remove(&hash)
+        {
+            tracing::warn!(blob = %hash, "cannot delete unreferenced blob: {e}");
+        }
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn lock_cache_dir(cache_dir: &Path) -> Result<File, StoreError> {
+    let path = cache_dir.join("lock");
+    let io_err = |source| StoreError::Io {
+        path: cache_dir.to_path_buf(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err)?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !locked {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        return Err(StoreError::Busy {
+            path: cache_dir.to_path_buf(),
+            pid: pid.trim().to_string(),
+        });
+    }
+    file.set_len(0).map_err(io_err)?;
+    write!(file, "{}", std::process::id()).map_err(io_err)?;
+    Ok(file)
+}
+
+fn check_version(cache_dir: &Path) -> Result<(), StoreError> {
+    let path = cache_dir.join("VERSION");
+    match fs::read_to_string(&path) {
+        Ok(text) if text.trim() == FORMAT_VERSION.to_string() => Ok(()),
+        Ok(text) => Err(StoreError::Version {
+            path: cache_dir.to_path_buf(),
+            found: text.trim().to_string(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::write(&path, format!("{FORMAT_VERSION}\n")).map_err(|source| StoreError::Io {
+                path: cache_dir.to_path_buf(),
+                source,
+            })
+        }
+        Err(source) => Err(StoreError::Io {
+            path: cache_dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_open_is_refused_with_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains(&std::process::id().to_string()), "{err}");
+    }
+
+    #[test]
+    fn wrong_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("VERSION"), "99\n").unwrap();
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Version { .. })
+        ));
+    }
+
+    #[test]
+    fn commit_replaces_and_deletes_the_old_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let write = |bytes: &[u8]| {
+            let mut partial = store.blobs.create_partial().unwrap();
+            partial.append(bytes).unwrap();
+            partial
+        };
+        let (old, _) = store
+            .commit(write(b"v1"), "http://h/f", 0, serde_json::json!({}))
+            .unwrap();
+        let (new, record) = store
+            .commit(write(b"v2"), "http://h/f", 0, serde_json::json!({}))
+            .unwrap();
+        assert_eq!(record.refs, 1);
+        assert!(!store.blobs.path(&old).exists());
+        assert!(store.blobs.path(&new).exists());
+        store.remove_url("http://h/f").unwrap();
+        assert!(!store.blobs.path(&new).exists());
+    }
+}

@@ -1,0 +1,172 @@
+//! Finished bodies as read-only files named by their blake3 hash, and the
+//! temporary files they are streamed into.
+//!
+//! A body is written to `tmp/` while it downloads, hashed as the bytes arrive,
+//! fsynced, and renamed to `blobs/ab/cd/<hex>`. A file under `blobs/` is
+//! therefore always whole and matches its name; `tmp/` is emptied at start.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The directory pair `blobs/` and `tmp/` of one cache dir.
+#[derive(Debug)]
+pub struct BlobDir {
+    blobs: PathBuf,
+    tmp: PathBuf,
+}
+
+impl BlobDir {
+    /// Creates both directories and removes any download a previous run left behind.
+    pub fn open(cache_dir: &Path) -> io::Result<BlobDir> {
+        let blobs = cache_dir.join("blobs");
+        let tmp = cache_dir.join("tmp");
+        fs::create_dir_all(&blobs)?;
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        fs::create_dir_all(&tmp)?;
+        Ok(BlobDir { blobs, tmp })
+    }
+
+    /// `blobs/ab/cd/abcd…`: two levels keep directories small with millions of blobs.
+    pub fn path(&self, hash: &blake3::Hash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.blobs
+            .join(&hex[0..2])
+            .join(&hex[2..4])
+            .join(hex.as_str())
+    }
+
+    /// A new, empty temporary file for one download.
+    pub fn create_partial(&self) -> io::Result<PartialBlob> {
+        let file = tempfile::Builder::new()
+            .prefix("dl-")
+            .tempfile_in(&self.tmp)?;
+        let (file, path) = file.keep().map_err(|e| e.error)?;
+        Ok(PartialBlob {
+            file: Arc::new(file),
+            path,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            kept: false,
+        })
+    }
+
+    /// Makes a finished download permanent under its hash. Returns the hash and
+    /// whether the blob was already stored (then the download is simply dropped).
+    pub fn persist(&self, mut partial: PartialBlob) -> io::Result<(blake3::Hash, bool)> {
+        let hash = partial.hasher.finalize();
+        let target = self.path(&hash);
+        if target.exists() {
+            return Ok((hash, true));
+        }
+        partial.file.sync_all()?;
+        let parent = target.parent().unwrap_or(&self.blobs);
+        fs::create_dir_all(parent)?;
+        fs::set_permissions(&partial.path, fs::Permissions::from_mode(0o444))?;
+        fs::rename(&partial.path, &target)?;
+        partial.kept = true;
+        File::open(parent)?.sync_all()?;
+        Ok((hash, false))
+    }
+
+    /// Opens a stored blob for reading.
+    pub fn open_blob(&self, hash: &blake3::Hash) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOATIME)
+            .open(self.path(hash))
+            .or_else(|_| File::open(self.path(hash)))
+    }
+
+    /// Deletes a blob's file; a reader holding it open keeps its bytes.
+    pub fn remove(&self, hash: &blake3::Hash) -> io::Result<()> {
+        match fs::remove_file(self.path(hash)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A body being downloaded into `tmp/`: appended to by one writer, read at any
+/// offset below `len()` by any number of readers through [`PartialBlob::file`].
+#[derive(Debug)]
+pub struct PartialBlob {
+    file: Arc<File>,
+    path: PathBuf,
+    hasher: blake3::Hasher,
+    len: u64,
+    kept: bool,
+}
+
+impl PartialBlob {
+    /// Appends bytes at the end and feeds them to the hash.
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(bytes, self.len)?;
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The file being written; it stays readable after it is renamed into `blobs/`.
+    pub fn file(&self) -> Arc<File> {
+        Arc::clone(&self.file)
+    }
+}
+
+impl Drop for PartialBlob {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_blob_persists_under_its_hash_and_dedups() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobDir::open(dir.path()).unwrap();
+        let mut partial = blobs.create_partial().unwrap();
+        partial.append(b"hello ").unwrap();
+        partial.append(b"world").unwrap();
+        let file = partial.file();
+        let (hash, existed) = blobs.persist(partial).unwrap();
+        assert!(!existed);
+        assert_eq!(hash, blake3::hash(b"hello world"));
+        assert_eq!(fs::read(blobs.path(&hash)).unwrap(), b"hello world");
+        let mut buf = [0u8; 5];
+        file.read_exact_at(&mut buf, 6).unwrap();
+        assert_eq!(&buf, b"world");
+
+        let mut again = blobs.create_partial().unwrap();
+        again.append(b"hello world").unwrap();
+        let (_, existed) = blobs.persist(again).unwrap();
+        assert!(existed);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn abandoned_download_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobDir::open(dir.path()).unwrap();
+        let mut partial = blobs.create_partial().unwrap();
+        partial.append(b"cut sh").unwrap();
+        drop(partial);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}

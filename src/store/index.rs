@@ -1,0 +1,502 @@
+//! The RocksDB index: which URL has which body, and what each body is.
+//!
+//! Column families:
+//! - `urls`: URL string → [`UrlRecord`] (the blob it points at, plus the cache
+//!   layer's metadata, opaque here).
+//! - `blobs`: 32-byte blake3 hash → [`BlobRecord`] (size, inode number, how many
+//!   URLs point at it, last access).
+//! - `meta`: `ino/<u64 BE>` → hash, so a blob's inode number resolves after a
+//!   remount and never names two blobs.
+//!
+//! Every change that touches more than one record is one write batch, so a
+//! crash leaves either the old state or the new one.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+const CF_URLS: &str = "urls";
+const CF_BLOBS: &str = "blobs";
+const CF_META: &str = "meta";
+/// Blob inode numbers have the top bit set; the filesystem's own inodes never do.
+pub const BLOB_INO_BIT: u64 = 1 << 63;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index database: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("index record for {key} is corrupt: {message}")]
+    Corrupt { key: String, message: String },
+}
+
+/// What the index knows of one URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UrlRecord {
+    #[serde(with = "hash_hex")]
+    pub blob: blake3::Hash,
+    pub size: u64,
+    /// The cache layer's metadata (response headers, freshness); opaque to the store.
+    pub meta: serde_json::Value,
+}
+
+/// What the index knows of one stored body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub size: u64,
+    pub ino: u64,
+    /// How many URLs point at this body.
+    pub refs: u64,
+    /// Seconds since the epoch of the last open, for LRU eviction.
+    pub last_access: u64,
+    /// The body's modification time (seconds since the epoch): the
+    /// Last-Modified of the URL that first stored it. One inode, one mtime.
+    pub mtime: u64,
+}
+
+/// A stored body a URL is about to point at.
+#[derive(Debug, Clone, Copy)]
+pub struct NewBody {
+    pub hash: blake3::Hash,
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub mtime: u64,
+}
+
+/// The outcome of pointing a URL at a body.
+#[derive(Debug, Clone, Copy)]
+pub struct Linked {
+    pub blob: BlobRecord,
+    /// The body the URL pointed at before, if nothing points at it any more.
+    pub orphaned: Option<(blake3::Hash, BlobRecord)>,
+}
+
+/// Sizes of what is indexed, kept current by every write.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub entries: u64,
+    pub blobs: u64,
+    pub cache_bytes: u64,
+    pub logical_bytes: u64,
+}
+
+pub struct Index {
+    db: Arc<DB>,
+    /// Serialises read-modify-write sequences on reference counts and totals.
+    write_lock: parking_lot::Mutex<Totals>,
+}
+
+impl Index {
+    pub fn open(path: &Path) -> Result<Index, IndexError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let families = [CF_URLS, CF_BLOBS, CF_META]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, path, families)?;
+        let index = Index {
+            db: Arc::new(db),
+            write_lock: parking_lot::Mutex::new(Totals::default()),
+        };
+        let totals = index.count_totals()?;
+        *index.write_lock.lock() = totals;
+        Ok(index)
+    }
+
+    pub fn totals(&self) -> Totals {
+        *self.write_lock.lock()
+    }
+
+    pub fn url(&self, url: &str) -> Result<Option<UrlRecord>, IndexError> {
+        self.get(CF_URLS, url.as_bytes())
+    }
+
+    pub fn blob(&self, hash: &blake3::Hash) -> Result<Option<BlobRecord>, IndexError> {
+        self.get(CF_BLOBS, hash.as_bytes())
+    }
+
+    /// The blob that owns inode `ino`.
+    pub fn blob_by_ino(&self, ino: u64) -> Result<Option<(blake3::Hash, BlobRecord)>, IndexError> {
+        let Some(bytes) = self.db.get_cf(self.cf(CF_META), ino_key(ino))? else {
+            return Ok(None);
+        };
+        let hash = hash_from_bytes(&bytes).ok_or_else(|| IndexError::Corrupt {
+            key: format!("ino/{ino}"),
+            message: "not a 32-byte hash".into(),
+        })?;
+        Ok(self.blob(&hash)?.map(|record| (hash, record)))
+    }
+
+    /// URLs whose string starts with `prefix`, in order, at most `limit`.
+    pub fn urls_with_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, UrlRecord)>, IndexError> {
+        let mode = IteratorMode::From(prefix.as_bytes(), rocksdb::Direction::Forward);
+        let mut found = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_URLS), mode) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix.as_bytes()) || found.len() >= limit {
+                break;
+            }
+            let url = String::from_utf8_lossy(&key).into_owned();
+            let record = decode(&url, &value)?;
+            found.push((url, record));
+        }
+        Ok(found)
+    }
+
+    /// Points `url` at the stored body `hash` of `size` bytes, in one batch:
+    /// the URL record, the new body's reference count (and inode, if new), and
+    /// the previous body's count. A body nothing points at any more is dropped
+    /// from the index and returned, for the caller to delete its file.
+    pub fn link(
+        &self,
+        url: &str,
+        body: NewBody,
+        meta: serde_json::Value,
+        now: u64,
+    ) -> Result<Linked, IndexError> {
+        let NewBody { hash, size, mtime } = body;
+        let mut totals = self.write_lock.lock();
+        let mut batch = WriteBatch::default();
+        let previous = self.url(url)?;
+        let mut blob = match self.blob(&hash)? {
+            Some(record) => record,
+            None => {
+                let ino = self.free_ino(&hash)?;
+                batch.put_cf(self.cf(CF_META), ino_key(ino), hash.as_bytes());
+                totals.blobs += 1;
+                totals.cache_bytes += size;
+                BlobRecord {
+                    size,
+                    ino,
+                    refs: 0,
+                    last_access: now,
+                    mtime,
+                }
+            }
+        };
+        blob.last_access = now;
+        let mut orphaned = None;
+        match &previous {
+            Some(old) if old.blob == hash => {}
+            Some(old) => {
+                blob.refs += 1;
+                orphaned = self.unref(&mut batch, &mut totals, &old.blob)?;
+            }
+            None => {
+                blob.refs += 1;
+                totals.entries += 1;
+            }
+        }
+        if let Some(old) = &previous {
+            totals.logical_bytes -= old.size.min(totals.logical_bytes);
+        }
+        totals.logical_bytes += size;
+        batch.put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&blob));
+        let record = UrlRecord {
+            blob: hash,
+            size,
+            meta,
+        };
+        batch.put_cf(self.cf(CF_URLS), url.as_bytes(), encode(&record));
+        let before = *totals;
+        self.db.write(batch).inspect_err(|_| *totals = before)?;
+        Ok(Linked { blob, orphaned })
+    }
+
+    /// Replaces the cache metadata of an existing URL record (after a 304).
+    pub fn update_meta(&self, url: &str, meta: serde_json::Value) -> Result<(), IndexError> {
+        let _guard = self.write_lock.lock();
+        if let Some(mut record) = self.url(url)? {
+            record.meta = meta;
+            self.db
+                .put_cf(self.cf(CF_URLS), url.as_bytes(), encode(&record))?;
+        }
+        Ok(())
+    }
+
+    /// Records that a body was opened, for LRU eviction.
+    pub fn touch(&self, hash: &blake3::Hash, now: u64) -> Result<(), IndexError> {
+        let _guard = self.write_lock.lock();
+        if let Some(mut record) = self.blob(hash)?
+            && record.last_access != now
+        {
+            record.last_access = now;
+            self.db
+                .put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&record))?;
+        }
+        Ok(())
+    }
+
+    /// Drops a URL's record; returns the body if nothing points at it any more.
+    pub fn remove_url(&self, url: &str) -> Result<Option<(blake3::Hash, BlobRecord)>, IndexError> {
+        let mut totals = self.write_lock.lock();
+        let Some(old) = self.url(url)? else {
+            return Ok(None);
+        };
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_URLS), url.as_bytes());
+        let before = *totals;
+        totals.entries -= 1;
+        totals.logical_bytes -= old.size.min(totals.logical_bytes);
+        let orphaned = self.unref(&mut batch, &mut totals, &old.blob)?;
+        self.db.write(batch).inspect_err(|_| *totals = before)?;
+        Ok(orphaned)
+    }
+
+    fn unref(
+        &self,
+        batch: &mut WriteBatch,
+        totals: &mut Totals,
+        hash: &blake3::Hash,
+    ) -> Result<Option<(blake3::Hash, BlobRecord)>, IndexError> {
+        let Some(mut record) = self.blob(hash)? else {
+            return Ok(None);
+        };
+        record.refs = record.refs.saturating_sub(1);
+        if record.refs > 0 {
+            batch.put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&record));
+            return Ok(None);
+        }
+        batch.delete_cf(self.cf(CF_BLOBS), hash.as_bytes());
+        batch.delete_cf(self.cf(CF_META), ino_key(record.ino));
+        totals.blobs -= 1;
+        totals.cache_bytes -= record.size.min(totals.cache_bytes);
+        Ok(Some((*hash, record)))
+    }
+
+    /// The inode for a new blob: derived from its hash so it is the same on
+    /// every machine, moved along on the (unlikely) collision.
+    fn free_ino(&self, hash: &blake3::Hash) -> Result<u64, IndexError> {
+        let bytes = hash.as_bytes();
+        let mut candidate = u64::from_be_bytes([
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+        ]);
+        loop {
+            candidate |= BLOB_INO_BIT;
+            match self.db.get_cf(self.cf(CF_META), ino_key(candidate))? {
+                Some(owner) if owner.as_slice() != hash.as_bytes() => {
+                    candidate = candidate.wrapping_add(1)
+                }
+                _ => return Ok(candidate),
+            }
+        }
+    }
+
+    fn count_totals(&self) -> Result<Totals, IndexError> {
+        let mut totals = Totals::default();
+        for item in self.db.iterator_cf(self.cf(CF_URLS), IteratorMode::Start) {
+            let (key, value) = item?;
+            let record: UrlRecord = decode(&String::from_utf8_lossy(&key), &value)?;
+            totals.entries += 1;
+            totals.logical_bytes += record.size;
+        }
+        for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
+            let (key, value) = item?;
+            let record: BlobRecord = decode(&hex(&key), &value)?;
+            totals.blobs += 1;
+            totals.cache_bytes += record.size;
+        }
+        Ok(totals)
+    }
+
+    fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        family: &str,
+        key: &[u8],
+    ) -> Result<Option<T>, IndexError> {
+        match self.db.get_pinned_cf(self.cf(family), key)? {
+            Some(bytes) => decode(&String::from_utf8_lossy(key), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        // The three families are created at open, so they are always there.
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+}
+
+fn ino_key(ino: u64) -> Vec<u8> {
+    let mut key = b"ino/".to_vec();
+    key.extend_from_slice(&ino.to_be_bytes());
+    key
+}
+
+fn hash_from_bytes(bytes: &[u8]) -> Option<blake3::Hash> {
+    <[u8; 32]>::try_from(bytes)
+        .ok()
+        .map(blake3::Hash::from_bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising plain structs of numbers, strings and JSON values cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, IndexError> {
+    serde_json::from_slice(bytes).map_err(|e| IndexError::Corrupt {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+mod hash_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(hash: &blake3::Hash, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(hash.to_hex().as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<blake3::Hash, D::Error> {
+        let text = String::deserialize(d)?;
+        blake3::Hash::from_hex(text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> serde_json::Value {
+        serde_json::json!({})
+    }
+
+    #[test]
+    fn link_counts_refs_and_orphans_old_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let a = blake3::hash(b"a");
+        let b = blake3::hash(b"bb");
+        let first = index
+            .link(
+                "http://h/1",
+                NewBody {
+                    hash: a,
+                    size: 1,
+                    mtime: 0,
+                },
+                meta(),
+                10,
+            )
+            .unwrap();
+        let second = index
+            .link(
+                "http://h/2",
+                NewBody {
+                    hash: a,
+                    size: 1,
+                    mtime: 0,
+                },
+                meta(),
+                11,
+            )
+            .unwrap();
+        assert_eq!(second.blob.refs, 2);
+        assert_eq!(first.blob.ino, second.blob.ino);
+        assert!(first.blob.ino & BLOB_INO_BIT != 0);
+        assert_eq!(
+            index.totals(),
+            Totals {
+                entries: 2,
+                blobs: 1,
+                cache_bytes: 1,
+                logical_bytes: 2
+            }
+        );
+
+        let moved = index
+            .link(
+                "http://h/1",
+                NewBody {
+                    hash: b,
+                    size: 2,
+                    mtime: 0,
+                },
+                meta(),
+                12,
+            )
+            .unwrap();
+        assert!(moved.orphaned.is_none());
+        let moved = index
+            .link(
+                "http://h/2",
+                NewBody {
+                    hash: b,
+                    size: 2,
+                    mtime: 0,
+                },
+                meta(),
+                13,
+            )
+            .unwrap();
+        assert_eq!(moved.orphaned.map(|(h, _)| h), Some(a));
+        assert_eq!(
+            index.totals(),
+            Totals {
+                entries: 2,
+                blobs: 1,
+                cache_bytes: 2,
+                logical_bytes: 4
+            }
+        );
+        assert_eq!(
+            index.blob_by_ino(moved.blob.ino).unwrap().map(|(h, _)| h),
+            Some(b)
+        );
+        assert!(index.blob_by_ino(first.blob.ino).unwrap().is_none());
+    }
+
+    #[test]
+    fn totals_survive_reopen_and_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = blake3::hash(b"a");
+        {
+            let index = Index::open(dir.path()).unwrap();
+            index
+                .link(
+                    "http://h/d/1",
+                    NewBody {
+                        hash: a,
+                        size: 1,
+                        mtime: 0,
+                    },
+                    meta(),
+                    1,
+                )
+                .unwrap();
+            index
+                .link(
+                    "http://h/d/2",
+                    NewBody {
+                        hash: a,
+                        size: 1,
+                        mtime: 0,
+                    },
+                    meta(),
+                    1,
+                )
+                .unwrap();
+        }
+        let index = Index::open(dir.path()).unwrap();
+        assert_eq!(index.totals().entries, 2);
+        assert_eq!(index.urls_with_prefix("http://h/d/", 10).unwrap().len(), 2);
+        assert!(index.remove_url("http://h/d/1").unwrap().is_none());
+        assert_eq!(
+            index.remove_url("http://h/d/2").unwrap().map(|(h, _)| h),
+            Some(a)
+        );
+        assert_eq!(index.totals(), Totals::default());
+    }
+}
