@@ -319,12 +319,12 @@ impl Cache {
         let now = SystemTime::now();
         self.counters.add_revalidation();
         let conditional = meta.conditional_headers(url, now);
-        let body = match self.origin.get(&loc.origin, url, conditional).await {
+        let mut body = match self.origin.get(&loc.origin, url, conditional).await {
             Ok(body) => body,
             Err(error) => return self.serve_stale(url, &record.blob, &error.to_string()),
         };
-        let status = body.head.status;
-        if status == StatusCode::NOT_MODIFIED {
+        if body.head.status == StatusCode::NOT_MODIFIED {
+            let status = body.head.status;
             let refreshed = meta.revalidated(
                 url,
                 &body.head.request_headers,
@@ -341,7 +341,13 @@ impl Cache {
                 let remaining = refreshed.remaining(SystemTime::now());
                 return self.stored_file(&record.blob, remaining);
             }
+            // The 304 confirms another response than the stored one: fetch anew.
+            body = match self.origin.get(&loc.origin, url, HeaderMap::new()).await {
+                Ok(body) => body,
+                Err(error) => return self.serve_stale(url, &record.blob, &error.to_string()),
+            };
         }
+        let status = body.head.status;
         if status.is_server_error() {
             return self.serve_stale(url, &record.blob, &format!("origin answered {status}"));
         }

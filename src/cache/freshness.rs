@@ -91,9 +91,19 @@ impl EntryMeta {
         default_ttl: Duration,
         now: SystemTime,
     ) -> Option<EntryMeta> {
+        let mut response = response.clone();
+        if status == StatusCode::NOT_MODIFIED
+            && !response.contains_key(header::ETAG)
+            && !response.contains_key(header::LAST_MODIFIED)
+        {
+            // A 304 without validators (python's http.server sends none) answers
+            // our conditional request for the one response we store: it
+            // confirms that response (RFC 9111 §4.3.4 selects the stored one).
+            self.copy_validators(&mut response);
+        }
         let after = self.policy.after_response(
             &request_parts(url, request),
-            &response_parts(status, response),
+            &response_parts(status, &response),
             now,
         );
         match after {
@@ -106,6 +116,18 @@ impl EntryMeta {
                 policy,
             }),
             AfterResponse::Modified(..) => None,
+        }
+    }
+
+    fn copy_validators(&self, headers: &mut HeaderMap) {
+        let stored = [
+            (header::ETAG, &self.etag),
+            (header::LAST_MODIFIED, &self.last_modified),
+        ];
+        for (name, value) in stored {
+            if let Some(value) = value.as_deref().and_then(|v| v.parse().ok()) {
+                headers.insert(name, value);
+            }
         }
     }
 
@@ -220,6 +242,29 @@ mod tests {
         assert!(entry.remaining(SystemTime::now()) > Duration::from_secs(3590));
         let no_cache = meta(&[("cache-control", "no-cache")], Duration::from_secs(3600));
         assert_eq!(no_cache.remaining(SystemTime::now()), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_304_without_validators_confirms_the_stored_response() {
+        let url = Url::parse("http://h/f").unwrap();
+        let entry = meta(
+            &[
+                ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+                ("cache-control", "max-age=0"),
+            ],
+            Duration::ZERO,
+        );
+        let conditional = entry.conditional_headers(&url, SystemTime::now());
+        assert!(conditional.contains_key("if-modified-since"));
+        let refreshed = entry.revalidated(
+            &url,
+            &conditional,
+            StatusCode::NOT_MODIFIED,
+            &headers(&[("cache-control", "max-age=60")]),
+            Duration::ZERO,
+            SystemTime::now(),
+        );
+        assert!(refreshed.unwrap().remaining(SystemTime::now()) > Duration::from_secs(50));
     }
 
     #[test]

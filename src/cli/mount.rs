@@ -7,7 +7,7 @@
 //! session and the process exits cleanly too.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -176,8 +176,10 @@ fn daemonize(serve: impl FnOnce(OwnedFd) -> anyhow::Result<()>) -> anyhow::Resul
     match unsafe { nix::unistd::fork() }.context("fork")? {
         nix::unistd::ForkResult::Parent { .. } => {
             drop(write_end);
+            // One line: "ok", or the child's error. The child keeps the pipe
+            // open while it serves, so wait for the line, not for the end.
             let mut answer = String::new();
-            let _ = File::from(read_end).read_to_string(&mut answer);
+            let _ = BufReader::new(File::from(read_end)).read_line(&mut answer);
             match answer.as_str() {
                 "ok\n" => Ok(()),
                 "" => bail!("the daemon exited before the mount was ready"),
