@@ -39,6 +39,10 @@ use crate::store::{Store, StoreError};
 const PROBE_TTL: Duration = Duration::from_secs(5);
 /// How long an origin's directory listing is reused.
 const LISTING_TTL: Duration = Duration::from_secs(10);
+/// Requests for one URL that arrive while its validation runs, or this soon
+/// after it finished, share its answer: a burst of readers of a `no-cache`
+/// or expired entry causes one conditional request, not one per reader.
+const COLLAPSE_WINDOW: Duration = Duration::from_millis(200);
 /// Cached URLs scanned at most to list one directory.
 const MAX_CACHED_SCAN: usize = 100_000;
 
@@ -111,6 +115,26 @@ pub struct DirEntry {
     pub is_dir: bool,
 }
 
+/// When URLs were last validated with their origin, for request collapsing.
+#[derive(Default)]
+struct RecentValidations {
+    at: HashMap<String, Instant>,
+}
+
+impl RecentValidations {
+    fn record(&mut self, url: &str) {
+        // Entries older than the window serve nobody; drop them as the map grows.
+        if self.at.len() >= 1024 {
+            self.at.retain(|_, at| at.elapsed() < COLLAPSE_WINDOW);
+        }
+        self.at.insert(url.to_string(), Instant::now());
+    }
+
+    fn at(&self, url: &str) -> Option<Instant> {
+        self.at.get(url).copied()
+    }
+}
+
 /// An origin's listing of one directory, as fetched at `at`.
 struct Listing {
     at: Instant,
@@ -133,7 +157,8 @@ pub struct Cache {
     origin: OriginClient,
     counters: Arc<Counters>,
     offline: bool,
-    url_locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    url_locks: parking_lot::Mutex<HashMap<String, UrlLock>>,
+    validations: parking_lot::Mutex<RecentValidations>,
     downloads: parking_lot::Mutex<HashMap<String, Arc<Download>>>,
     probes: parking_lot::Mutex<HashMap<String, Probe>>,
     negative: parking_lot::Mutex<HashMap<String, Instant>>,
@@ -149,6 +174,7 @@ impl Cache {
             counters,
             offline,
             url_locks: Default::default(),
+            validations: Default::default(),
             downloads: Default::default(),
             probes: Default::default(),
             negative: Default::default(),
@@ -170,7 +196,7 @@ impl Cache {
             return Ok(Resolved::Directory);
         }
         let url = loc.file_url()?;
-        let _guard = self.lock_url(url.as_str()).await;
+        let guard = self.lock_url(url.as_str()).await;
         if let Some(download) = self.download(url.as_str()) {
             return Ok(remote_of(&download));
         }
@@ -180,10 +206,13 @@ impl Cache {
                 .as_ref()
                 .map(|m| m.remaining(SystemTime::now()))
                 .unwrap_or_default();
-            if meta.is_some() && (!remaining.is_zero() || self.offline) {
+            let usable = !remaining.is_zero() || self.offline || self.shares_validation(&guard);
+            if meta.is_some() && usable {
                 return self.stored_file(&record.blob, remaining);
             }
-            return self.revalidate(loc, &url).await;
+            let resolved = self.revalidate(loc, &url).await;
+            self.validations.lock().record(url.as_str());
+            return resolved;
         }
         if self.is_known_missing(url.as_str()) {
             return Err(CacheError::NotFound);
@@ -641,13 +670,22 @@ impl Cache {
         }
     }
 
+    /// Whether a validation of the guarded URL finished while this request
+    /// waited, or just before it came: then it shares that answer.
+    fn shares_validation(&self, guard: &UrlGuard<'_>) -> bool {
+        let validated_at = self.validations.lock().at(&guard.url);
+        validated_at.is_some_and(|at| at + COLLAPSE_WINDOW >= guard.asked_at)
+    }
+
     /// The URL's lock: every origin exchange for one URL happens under it.
     async fn lock_url(&self, url: &str) -> UrlGuard<'_> {
+        let asked_at = Instant::now();
         let lock = Arc::clone(self.url_locks.lock().entry(url.to_string()).or_default());
         let guard = lock.lock_owned().await;
         UrlGuard {
             cache: self,
             url: url.to_string(),
+            asked_at,
             guard: Some(guard),
         }
     }
@@ -671,9 +709,14 @@ fn remote_of(download: &Download) -> Resolved {
     })
 }
 
+/// One URL's exchange lock: every origin exchange for the URL happens under it.
+type UrlLock = Arc<tokio::sync::Mutex<()>>;
+
 struct UrlGuard<'a> {
     cache: &'a Cache,
     url: String,
+    /// When this request started waiting for the lock.
+    asked_at: Instant,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 

@@ -239,6 +239,18 @@ impl FetchFs {
 }
 
 impl Filesystem for FetchFs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // Without it the kernel serialises lookups in one directory, so one
+        // slow origin request would hold up every other name beside it.
+        if config
+            .add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS)
+            .is_err()
+        {
+            tracing::warn!("the kernel cannot run lookups in one directory in parallel");
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.as_bytes();
         match self.nodes.get(parent.0) {

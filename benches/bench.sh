@@ -1,0 +1,429 @@
+#!/usr/bin/env bash
+# fetchfs against its peers, on one machine, from one local nginx origin.
+#
+#   benches/bench.sh            (as root; benches/README.md explains the numbers)
+#
+# Generates a 1 GiB random file and 200 random 1 MiB files, serves them with
+# nginx on 127.0.0.1, and reads them with curl, straight from disk, through
+# fetchfs, through `httpdirfs --cache` and through `rclone mount
+# --vfs-cache-mode full`. Prints MB/s (10^6 bytes per second) and the ratios
+# fetchfs/peer. Every mount is undone and nginx stopped on exit.
+#
+# Environment:
+#   BENCH_SYSTEMS   which columns to run (default: "curl disk fetchfs httpdirfs rclone")
+#   BENCH_DIR       where the data and caches go (default: /var/tmp; not a tmpfs)
+#   FETCHFS_BIN     use this fetchfs binary instead of building the release one
+#   CARGO_TARGET_DIR  default ~/.cache/fetchfs-target
+#   BENCH_READ_TIMEOUT  seconds one measurement may take before it counts as failed (default 300)
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fetchfs-target}"
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+readonly SYSTEMS="${BENCH_SYSTEMS:-curl disk fetchfs httpdirfs rclone}"
+readonly READ_TIMEOUT_S="${BENCH_READ_TIMEOUT:-300}"
+readonly BIG_FILE_BYTES=$((1024 * 1024 * 1024))
+readonly SMALL_FILE_BYTES=$((1024 * 1024))
+readonly SMALL_FILE_COUNT=200
+readonly SMALL_TOTAL_BYTES=$((SMALL_FILE_BYTES * SMALL_FILE_COUNT))
+readonly MOUNT_WAIT_S=60
+readonly STOP_WAIT_S=15
+readonly FETCHFS_ORIGIN=bench
+
+work_dir=""
+nginx_pid=""
+mount_pid=""
+mnt=""
+mount_root=""
+port=""
+drop_caches_works=yes
+declare -A result=()
+declare -a small_names=()
+
+log() { printf '%s\n' "$*" >&2; }
+
+runs() { [[ " $SYSTEMS " == *" $1 "* ]]; }
+
+is_mounted() {
+    awk -v m="$1" '$2 == m && $3 ~ /^fuse/ { found = 1 } END { exit !found }' /proc/mounts
+}
+
+# Waits up to $2 seconds for pid $1 to exit; returns 1 if it is still running.
+wait_for_exit() {
+    local pid=$1 deciseconds=$(($2 * 10))
+    while kill -0 "$pid" 2>/dev/null; do
+        ((deciseconds-- > 0)) || return 1
+        sleep 0.1
+    done
+    wait "$pid" 2>/dev/null || true
+}
+
+# SIGTERM first (each of the three unmounts on it), lazy unmount as the fallback.
+stop_mount() {
+    if [[ -n "$mount_pid" ]] && kill -0 "$mount_pid" 2>/dev/null; then
+        kill -TERM "$mount_pid"
+        wait_for_exit "$mount_pid" "$STOP_WAIT_S" || log "bench: pid $mount_pid ignored SIGTERM"
+    fi
+    if [[ -n "$mnt" ]] && is_mounted "$mnt"; then
+        umount -l "$mnt" 2>/dev/null || fusermount3 -uz "$mnt" || true
+    fi
+    if [[ -n "$mount_pid" ]] && kill -0 "$mount_pid" 2>/dev/null; then
+        kill -KILL "$mount_pid" || true
+        wait "$mount_pid" 2>/dev/null || true
+    fi
+    mount_pid=""
+    mnt=""
+}
+
+cleanup() {
+    local status=$?
+    set +e
+    stop_mount
+    if [[ -n "$nginx_pid" ]]; then
+        kill -QUIT "$nginx_pid" 2>/dev/null
+        wait_for_exit "$nginx_pid" 10 || kill -KILL "$nginx_pid" 2>/dev/null
+    fi
+    if [[ -n "$work_dir" ]]; then
+        rm -rf "$work_dir"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A port nothing listens on: connecting to it is refused.
+free_port() {
+    local candidate
+    for _ in $(seq 100); do
+        candidate=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    log "bench: no free port found"
+    return 1
+}
+
+drop_caches() {
+    sync
+    if ! { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
+        drop_caches_works=no
+    fi
+}
+
+# The origin serves from the page cache in every cold measurement, so that
+# "cold" measures the client, not nginx's disk.
+warm_origin() {
+    cat "$work_dir/data/big.bin" "${small_names[@]/#/$work_dir/data/small/}" >/dev/null
+}
+
+# measure KEY BYTES COMMAND...: runs COMMAND with stdout to /dev/null and
+# stores its rate in result[KEY], or "fail".
+measure() {
+    local key=$1 bytes=$2 t0 t1
+    shift 2
+    sync
+    t0=$(date +%s%N)
+    if timeout -k 10 "$READ_TIMEOUT_S" "$@" >/dev/null; then
+        t1=$(date +%s%N)
+        result[$key]=$(awk -v b="$bytes" -v ns=$((t1 - t0)) 'BEGIN { printf "%.1f", b * 1e3 / ns }')
+    else
+        result[$key]=fail
+    fi
+    printf '  %-22s %10s MB/s\n' "$key" "${result[$key]}"
+}
+
+generate_data() {
+    local data="$work_dir/data"
+    mkdir -p "$data/small"
+    log "bench: generating 1 GiB + ${SMALL_FILE_COUNT} x 1 MiB of random data in $data"
+    head -c "$BIG_FILE_BYTES" /dev/urandom >"$data/big.bin"
+    head -c "$SMALL_TOTAL_BYTES" /dev/urandom |
+        split -b "$SMALL_FILE_BYTES" -d -a 3 --additional-suffix=.bin - "$data/small/f"
+    mapfile -t small_names < <(cd "$data/small" && ls)
+    if [[ ${#small_names[@]} -ne $SMALL_FILE_COUNT ]]; then
+        log "bench: expected $SMALL_FILE_COUNT small files, made ${#small_names[@]}"
+        return 1
+    fi
+}
+
+start_nginx() {
+    local dir="$work_dir/nginx"
+    mkdir -p "$dir/tmp"
+    port=$(free_port)
+    cat >"$dir/nginx.conf" <<EOF
+user root;
+worker_processes auto;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    default_type application/octet-stream;
+    client_body_temp_path $dir/tmp/client;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        root $work_dir/data;
+        autoindex on;
+        # One hour of freshness: warm reads measure the cache, not revalidation.
+        expires 1h;
+    }
+}
+EOF
+    nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" &
+    nginx_pid=$!
+    for _ in $(seq 100); do
+        if curl -fs -o /dev/null "http://127.0.0.1:$port/small/"; then
+            log "bench: nginx $(nginx -v 2>&1 | sed 's/.*\///') on http://127.0.0.1:$port/"
+            return 0
+        fi
+        kill -0 "$nginx_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "bench: nginx did not start; its error log:"
+    cat "$dir/error.log" >&2
+    return 1
+}
+
+fetchfs_binary() {
+    if [[ -n "${FETCHFS_BIN:-}" ]]; then
+        echo "$FETCHFS_BIN"
+        return 0
+    fi
+    local bin="$CARGO_TARGET_DIR/release/fetchfs"
+    log "bench: cargo build --release (the first build compiles RocksDB: ~15 min)"
+    if ! cargo build --release >&2; then
+        if [[ -x "$bin" ]]; then
+            log "bench: the build failed; benchmarking the existing $bin"
+        else
+            log "bench: the build failed and there is no $bin"
+            return 1
+        fi
+    fi
+    echo "$bin"
+}
+
+# wait_for_mount NAME LOG: waits for $mnt to show in /proc/mounts while
+# $mount_pid lives.
+wait_for_mount() {
+    local name=$1 log_file=$2 status
+    for _ in $(seq $((MOUNT_WAIT_S * 10))); do
+        if is_mounted "$mnt"; then
+            return 0
+        fi
+        if ! kill -0 "$mount_pid" 2>/dev/null; then
+            wait "$mount_pid" && status=0 || status=$?
+            mount_pid=""
+            log "bench: $name exited with status $status before mounting; its log:"
+            cat "$log_file" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    log "bench: $name did not mount within ${MOUNT_WAIT_S}s; its log:"
+    cat "$log_file" >&2
+    return 1
+}
+
+# mount_system NAME: mounts NAME on a fresh mountpoint with a fresh cache and
+# sets mount_root to the directory in which the origin's root appears.
+mount_system() {
+    local name=$1 url="http://127.0.0.1:$port/" state="$work_dir/$1"
+    mnt="$state/mnt"
+    mkdir -p "$mnt" "$state/cache"
+    case "$name" in
+    fetchfs)
+        "$fetchfs_bin" mount "$mnt" --origin "$FETCHFS_ORIGIN=http://127.0.0.1:$port" \
+            --cache-dir "$state/cache" >"$state/log" 2>&1 &
+        mount_root="$mnt/$FETCHFS_ORIGIN"
+        ;;
+    httpdirfs)
+        # --no-range-check: 1.2.5 wrongly reports that nginx has no range support
+        # (httpdirfs issue #188) and then crashes on the first read.
+        httpdirfs --cache --no-range-check --cache-location "$state/cache" \
+            -f "$url" "$mnt" >"$state/log" 2>&1 &
+        mount_root="$mnt"
+        ;;
+    rclone)
+        : >"$state/rclone.conf"
+        rclone mount :http: "$mnt" --http-url "$url" --vfs-cache-mode full \
+            --cache-dir "$state/cache" --config "$state/rclone.conf" --read-only \
+            >"$state/log" 2>&1 &
+        mount_root="$mnt"
+        ;;
+    esac
+    mount_pid=$!
+    wait_for_mount "$name" "$state/log"
+}
+
+# Same bytes as the origin's files, or the numbers mean nothing.
+verify_content() {
+    local name=$1 root=$2 f
+    # cmp says why on failure: "differ: byte N" or the read error.
+    if ! cmp "$root/big.bin" "$work_dir/data/big.bin" >&2; then
+        log "bench: $name: big.bin read through the mount is not the origin's file"
+        return 1
+    fi
+    for f in "${small_names[@]}"; do
+        if ! cmp "$root/small/$f" "$work_dir/data/small/$f" >&2; then
+            log "bench: $name: small/$f read through the mount is not the origin's file"
+            return 1
+        fi
+    done
+    log "bench: $name: content verified"
+}
+
+bench_mount() {
+    local name=$1 root
+    echo "$name:"
+    if ! mount_system "$name"; then
+        local row
+        for row in big_cold big_warm big_dropped small_cold small_warm small_dropped; do
+            result[$name.$row]=fail
+        done
+        stop_mount
+        return 0
+    fi
+    root=$mount_root
+    local small=("${small_names[@]/#/$root/small/}")
+
+    warm_origin
+    measure "$name.big_cold" "$BIG_FILE_BYTES" cat "$root/big.bin"
+    measure "$name.big_warm" "$BIG_FILE_BYTES" cat "$root/big.bin"
+    drop_caches
+    measure "$name.big_dropped" "$BIG_FILE_BYTES" cat "$root/big.bin"
+    warm_origin
+    measure "$name.small_cold" "$SMALL_TOTAL_BYTES" cat "${small[@]}"
+    measure "$name.small_warm" "$SMALL_TOTAL_BYTES" cat "${small[@]}"
+    drop_caches
+    measure "$name.small_dropped" "$SMALL_TOTAL_BYTES" cat "${small[@]}"
+    verify_content "$name" "$root" || result[$name.verified]=no
+
+    if [[ "$name" == fetchfs ]]; then
+        "$fetchfs_bin" stats "$mnt" || true
+    fi
+    stop_mount
+}
+
+bench_curl() {
+    local base="http://127.0.0.1:$port"
+    echo "curl:"
+    warm_origin
+    measure curl.big_cold "$BIG_FILE_BYTES" curl -sf -o /dev/null "$base/big.bin"
+    # One process, one kept-alive connection, files one after another, like `cat`.
+    measure curl.small_cold "$SMALL_TOTAL_BYTES" curl -sf "${small_names[@]/#/$base/small/}"
+}
+
+bench_disk() {
+    local data="$work_dir/data"
+    local small=("${small_names[@]/#/$data/small/}")
+    echo "disk:"
+    drop_caches
+    measure disk.big_dropped "$BIG_FILE_BYTES" cat "$data/big.bin"
+    measure disk.big_warm "$BIG_FILE_BYTES" cat "$data/big.bin"
+    drop_caches
+    measure disk.small_dropped "$SMALL_TOTAL_BYTES" cat "${small[@]}"
+    measure disk.small_warm "$SMALL_TOTAL_BYTES" cat "${small[@]}"
+}
+
+# ratio A B: A/B to two decimals, or "-" when either is missing or failed.
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else printf "-"
+    }'
+}
+
+print_table() {
+    local row label curl disk f h r
+    local rows=(big_cold big_warm big_dropped small_cold small_warm small_dropped)
+    declare -A labels=(
+        [big_cold]="1 GiB, cold"
+        [big_warm]="1 GiB, warm"
+        [big_dropped]="1 GiB, warm, caches dropped"
+        [small_cold]="200 x 1 MiB, cold"
+        [small_warm]="200 x 1 MiB, warm"
+        [small_dropped]="200 x 1 MiB, warm, dropped"
+    )
+    echo
+    echo "MB/s (10^6 bytes/s); ratios are fetchfs / peer, higher is better for fetchfs"
+    printf '%-28s %9s %9s %9s %9s %9s | %7s %7s %9s %7s\n' \
+        "" curl disk fetchfs httpdirfs rclone f/curl f/disk f/httpdirfs f/rclone
+    for row in "${rows[@]}"; do
+        label=${labels[$row]}
+        curl=${result[curl.$row]:--}
+        disk=${result[disk.$row]:--}
+        f=${result[fetchfs.$row]:--}
+        h=${result[httpdirfs.$row]:--}
+        r=${result[rclone.$row]:--}
+        printf '%-28s %9s %9s %9s %9s %9s | %7s %7s %9s %7s\n' "$label" \
+            "$curl" "$disk" "$f" "$h" "$r" \
+            "$(ratio "$f" "$curl")" "$(ratio "$f" "$disk")" "$(ratio "$f" "$h")" "$(ratio "$f" "$r")"
+    done
+    echo
+    echo "cold: first read through a fresh mount and empty cache (the origin serves from RAM);"
+    echo "warm: second read; dropped: after sync + echo 3 > /proc/sys/vm/drop_caches."
+    echo "curl's cold rows are plain downloads; disk's rows read the origin's own files."
+    if [[ "$drop_caches_works" == no ]]; then
+        echo "NOTE: drop_caches was not permitted here, so the 'dropped' rows read from the page cache."
+    fi
+    local name
+    for name in fetchfs httpdirfs rclone; do
+        if [[ "${result[$name.verified]:-}" == no ]]; then
+            echo "WARNING: $name returned wrong bytes or read errors; its numbers are meaningless."
+        fi
+    done
+}
+
+main() {
+    if [[ $(id -u) -ne 0 ]]; then
+        log "bench: run as root (it mounts filesystems and drops the page cache)"
+        return 1
+    fi
+    local started_ns
+    started_ns=$(date +%s%N)
+    local groups=(bench)
+    if runs fetchfs && [[ -z "${FETCHFS_BIN:-}" ]]; then
+        groups+=(build)
+    fi
+    scripts/install-deps.sh "${groups[@]}"
+    if runs fetchfs; then
+        fetchfs_bin=$(fetchfs_binary)
+    fi
+
+    work_dir=$(mktemp -d "${BENCH_DIR:-/var/tmp}/fetchfs-bench.XXXXXX")
+    generate_data
+    start_nginx
+    log "bench: $(nproc) cores, kernel $(uname -r), $(httpdirfs --version 2>&1 | head -1), $(rclone version | head -1)"
+
+    local name
+    for name in curl disk; do
+        if runs "$name"; then
+            "bench_$name"
+        fi
+    done
+    for name in fetchfs httpdirfs rclone; do
+        if runs "$name"; then
+            bench_mount "$name"
+        fi
+    done
+
+    print_table
+    log "bench: done in $((($(date +%s%N) - started_ns) / 1000000000)) s"
+}
+
+fetchfs_bin=""
+main "$@"

@@ -1,0 +1,311 @@
+//! Starting and stopping: SIGTERM, SIGINT and `umount` each end the daemon
+//! with exit status 0 and leave an ordinary empty directory; mistakes a user
+//! can make end with a clear message and a non-zero status, never a panic.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::mount;
+use common::*;
+
+const QUICK_EXIT: Duration = Duration::from_secs(5);
+
+fn assert_clean_unmount(mount: &Mount, how: &str) {
+    let mountpoint = mount.mountpoint();
+    assert!(
+        !is_fuse_mounted(mountpoint),
+        "{} is still mounted after {how}",
+        mountpoint.display()
+    );
+    let entries: Vec<_> = std::fs::read_dir(mountpoint)
+        .unwrap_or_else(|e| panic!("read_dir of the mountpoint after {how}: {e}"))
+        .collect();
+    assert!(
+        entries.is_empty(),
+        "mountpoint not empty after {how}: {entries:?}"
+    );
+}
+
+fn stop_and_check(signal: i32, how: &str) {
+    let origin = Origin::start();
+    origin.route("/base/f", Route::fresh(b"warm".to_vec()));
+    let mut mount = Mount::single("o", origin.url("/base"));
+    assert_eq!(read(&mount.path("o/f")), b"warm");
+    let started = Instant::now();
+
+    let status = mount.stop_with(signal);
+
+    let took = started.elapsed();
+    assert!(
+        status.success(),
+        "fetchfs exited with {status} on {how}; stderr:\n{}",
+        mount.stderr()
+    );
+    assert!(took < QUICK_EXIT, "fetchfs took {took:?} to exit on {how}");
+    assert_clean_unmount(&mount, how);
+}
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    stop_and_check(libc::SIGTERM, "SIGTERM");
+}
+
+#[test]
+fn sigint_unmounts_cleanly() {
+    stop_and_check(libc::SIGINT, "SIGINT");
+}
+
+#[test]
+fn umount_ends_the_daemon() {
+    let origin = Origin::start();
+    let mut mount = Mount::single("o", origin.url("/base"));
+    let started = Instant::now();
+
+    let status = mount.external_umount();
+
+    assert!(
+        status.success(),
+        "fetchfs exited with {status} after umount; stderr:\n{}",
+        mount.stderr()
+    );
+    assert!(started.elapsed() < QUICK_EXIT);
+    assert_clean_unmount(&mount, "umount");
+}
+
+#[test]
+fn sigterm_while_a_download_is_running_still_exits() {
+    let origin = Origin::start();
+    origin.route(
+        "/base/slow.bin",
+        Route::fresh(random_bytes(1 << 20, 61)).stall_after(64 * 1024, Duration::from_secs(30)),
+    );
+    let mut mount = Mount::single("o", origin.url("/base"));
+    let path = mount.path("o/slow.bin");
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path)?;
+        let mut buf = vec![0u8; 1 << 20];
+        file.read_exact(&mut buf)
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || origin.gets("/base/slow.bin")
+            == 1),
+        "the download never started"
+    );
+    let started = Instant::now();
+
+    mount.signal(libc::SIGTERM);
+    let status = mount.wait_exit(Duration::from_secs(10));
+
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "fetchfs still running 10 s after SIGTERM during a download; stderr:\n{}",
+            mount.stderr()
+        )
+    });
+    assert!(
+        started.elapsed() < QUICK_EXIT,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        status.success() || status.code().is_some(),
+        "killed by a signal: {status}"
+    );
+    assert!(
+        reader.join().unwrap().is_err(),
+        "the reader of an unfinished download got the full body"
+    );
+    assert!(!is_fuse_mounted(mount.mountpoint()), "still mounted");
+}
+
+#[test]
+fn missing_mountpoint_is_a_clear_error() {
+    let cache = tempfile::tempdir().unwrap();
+    let missing = cache.path().join("no/such/dir");
+    let output = run_fetchfs(
+        &[
+            "mount",
+            missing.to_str().unwrap(),
+            "--cache-dir",
+            cache.path().join("cache").to_str().unwrap(),
+            "--origin",
+            "o=http://127.0.0.1:9/base",
+        ],
+        Duration::from_secs(15),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    assert!(
+        !output.status.success(),
+        "mount on a missing directory succeeded"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "panic instead of an error message:\n{stderr}"
+    );
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    assert!(
+        last.contains("no/such/dir"),
+        "the last stderr line does not name the missing mountpoint:\n{stderr}"
+    );
+}
+
+#[test]
+fn cache_dir_of_a_live_mount_is_refused() {
+    let origin = Origin::start();
+    origin.route("/base/f", Route::fresh(b"still here".to_vec()));
+    let first = Mount::single("o", origin.url("/base"));
+    let second_mountpoint = tempfile::tempdir().unwrap();
+
+    let mut second = std::process::Command::new(mount::FETCHFS_BIN)
+        .arg("mount")
+        .arg(second_mountpoint.path())
+        .arg("--cache-dir")
+        .arg(first.cache_dir())
+        .arg("--origin")
+        .arg(format!("o={}", origin.url("/base")))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn a second fetchfs");
+    let exited = eventually(Duration::from_secs(10), || {
+        is_fuse_mounted(second_mountpoint.path()) || matches!(second.try_wait(), Ok(Some(_)))
+    });
+    if !exited || is_fuse_mounted(second_mountpoint.path()) {
+        let _ = second.kill();
+        let _ = second.wait();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(second_mountpoint.path())
+            .status();
+        panic!(
+            "a second mount on a live mount's cache dir did not fail (mounted or still running after 10 s)"
+        );
+    }
+    let output = second.wait_with_output().expect("second fetchfs output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    assert!(
+        !output.status.success(),
+        "second mount on the same cache dir exited 0"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "panic instead of an error message:\n{stderr}"
+    );
+    assert!(!stderr.trim().is_empty(), "no error message");
+    assert_eq!(
+        read(&first.path("o/f")),
+        b"still here",
+        "the first mount broke"
+    );
+}
+
+#[test]
+fn unknown_flag_is_a_clear_error() {
+    let output = run_fetchfs(
+        &["mount", "/tmp", "--no-such-flag"],
+        Duration::from_secs(15),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    assert!(!output.status.success());
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+}
+
+/// The pids of `fetchfs mount` processes serving `mountpoint`.
+fn pids_serving(mountpoint: &std::path::Path) -> Vec<u32> {
+    let wanted = mountpoint.as_os_str().as_encoded_bytes();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        if args.contains(&&b"mount"[..]) && args.contains(&wanted) && pid != std::process::id() {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Detaches a `--daemon` mount and kills its daemon if the test fails midway.
+struct DetachedMount(std::path::PathBuf);
+
+impl Drop for DetachedMount {
+    fn drop(&mut self) {
+        if is_fuse_mounted(&self.0) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+        for pid in pids_serving(&self.0) {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[test]
+fn daemon_flag_returns_once_mounted() {
+    let origin = Origin::start();
+    origin.route("/base/f", Route::fresh(b"detached".to_vec()));
+    let scratch = tempfile::tempdir().unwrap();
+    let mountpoint = scratch.path().join("mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let cache = scratch.path().join("cache");
+    let _cleanup = DetachedMount(mountpoint.clone());
+
+    let output = run_fetchfs(
+        &[
+            "mount",
+            mountpoint.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--origin",
+            &format!("o={}", origin.url("/base")),
+            "--daemon",
+        ],
+        Duration::from_secs(10),
+    );
+
+    assert!(
+        output.status.success(),
+        "fetchfs mount --daemon exited with {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        is_fuse_mounted(&mountpoint),
+        "not mounted when `mount --daemon` returned"
+    );
+    assert_eq!(read(&mountpoint.join("o/f")), b"detached");
+    assert!(
+        !pids_serving(&mountpoint).is_empty(),
+        "no daemon process left serving the mount"
+    );
+    let status = std::process::Command::new("umount")
+        .arg(&mountpoint)
+        .status()
+        .unwrap();
+    assert!(status.success(), "umount of the --daemon mount failed");
+    assert!(
+        eventually(Duration::from_secs(10), || pids_serving(&mountpoint)
+            .is_empty()),
+        "the detached daemon is still running 10 s after umount"
+    );
+}
