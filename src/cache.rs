@@ -102,6 +102,59 @@ pub enum Resolved {
     Directory,
 }
 
+/// Where a URL's entry stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryState {
+    /// Stored and fresh: served without asking the origin.
+    Fresh,
+    /// Stored, but the next lookup revalidates it.
+    Stale,
+    /// Its body is downloading now.
+    Fetching,
+    /// Not stored: the origin has it.
+    Remote,
+}
+
+impl EntryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryState::Fresh => "fresh",
+            EntryState::Stale => "stale",
+            EntryState::Fetching => "fetching",
+            EntryState::Remote => "remote",
+        }
+    }
+}
+
+/// What the cache knows of one URL (the `user.fetchfs.*` extended attributes).
+#[derive(Debug, Clone)]
+pub struct Description {
+    pub url: String,
+    pub blake3: Option<String>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub state: EntryState,
+}
+
+impl Description {
+    /// The attribute names this description has values for, and the values.
+    pub fn xattrs(&self) -> Vec<(&'static str, String)> {
+        let optional = [
+            ("user.fetchfs.blake3", &self.blake3),
+            ("user.fetchfs.etag", &self.etag),
+            ("user.fetchfs.last_modified", &self.last_modified),
+        ];
+        let mut attrs = vec![("user.fetchfs.url", self.url.clone())];
+        attrs.extend(
+            optional
+                .into_iter()
+                .filter_map(|(name, value)| Some((name, value.clone()?))),
+        );
+        attrs.push(("user.fetchfs.state", self.state.as_str().to_string()));
+        attrs
+    }
+}
+
 /// An open file's source of bytes.
 pub enum Opened {
     Stored(File),
@@ -257,6 +310,29 @@ impl Cache {
             links: record.refs,
             mtime: from_unix_secs(record.mtime),
             ttl: Duration::ZERO,
+        })
+    }
+
+    /// What the cache knows of the file at `loc`, for extended attributes; no network.
+    pub fn describe(&self, loc: &Location) -> Result<Description, CacheError> {
+        let url = loc.file_url()?;
+        let record = self.store.index.url(url.as_str())?;
+        let meta = record.as_ref().and_then(|r| EntryMeta::from_json(&r.meta));
+        let state = if self.download(url.as_str()).is_some() {
+            EntryState::Fetching
+        } else {
+            match &meta {
+                Some(meta) if !meta.remaining(SystemTime::now()).is_zero() => EntryState::Fresh,
+                Some(_) => EntryState::Stale,
+                None => EntryState::Remote,
+            }
+        };
+        Ok(Description {
+            url: url.to_string(),
+            blake3: record.map(|r| r.blob.to_hex().to_string()),
+            etag: meta.as_ref().and_then(|m| m.etag.clone()),
+            last_modified: meta.and_then(|m| m.last_modified),
+            state,
         })
     }
 

@@ -81,6 +81,20 @@ impl FetchFs {
         }
     }
 
+    /// The `user.fetchfs.*` attributes of a file inode; none for other inodes.
+    fn xattrs(&self, ino: u64) -> Vec<(&'static str, String)> {
+        let Some(loc) = self.nodes.file_location(ino) else {
+            return Vec::new();
+        };
+        match self.cache.describe(&loc) {
+            Ok(description) => description.xattrs(),
+            Err(error) => {
+                tracing::debug!("xattrs of inode {ino}: {error}");
+                Vec::new()
+            }
+        }
+    }
+
     /// A child of the root: an origin, the control folder, or an any-host scheme.
     fn root_child(&self, name: &[u8]) -> Option<(u64, Node)> {
         if name == CONTROL_DIR.as_bytes() {
@@ -118,6 +132,7 @@ impl FetchFs {
         self.runtime.spawn(async move {
             match cache.resolve(&child).await {
                 Ok(Resolved::Stored(stored)) => {
+                    nodes.remember_blob_path(stored.ino, child);
                     let entry_ttl = stored.ttl.min(MAX_ENTRY_TTL);
                     reply.entry_with_ttls(
                         &BLOB_ATTR_TTL,
@@ -465,20 +480,45 @@ impl Filesystem for FetchFs {
     fn getxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
+        ino: INodeNo,
+        name: &OsStr,
+        size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        reply.error(Errno::NO_XATTR);
+        let attrs = self.xattrs(ino.0);
+        match attrs
+            .iter()
+            .find(|(key, _)| key.as_bytes() == name.as_bytes())
+        {
+            Some((_, value)) => reply_xattr(value.as_bytes(), size, reply),
+            None => reply.error(Errno::NO_XATTR),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        let mut names = Vec::new();
+        for (name, _) in self.xattrs(ino.0) {
+            names.extend_from_slice(name.as_bytes());
+            names.push(0);
         }
+        reply_xattr(&names, size, reply);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -609,6 +649,17 @@ impl Filesystem for FetchFs {
         reply: fuser::ReplyCreate,
     ) {
         reply.error(Errno::EROFS);
+    }
+}
+
+/// Answers an xattr request: the size when asked for it, ERANGE when the buffer is short.
+fn reply_xattr(value: &[u8], size: u32, reply: fuser::ReplyXattr) {
+    if size == 0 {
+        reply.size(u32::try_from(value.len()).unwrap_or(u32::MAX));
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
     }
 }
 

@@ -56,6 +56,8 @@ pub struct NodeTable {
 #[derive(Debug)]
 struct Inner {
     nodes: HashMap<u64, Node>,
+    /// The path a stored body's inode was last looked up through (it may have several).
+    blob_paths: HashMap<u64, Location>,
     by_name: HashMap<(u64, Vec<u8>), u64>,
     next: u64,
 }
@@ -71,6 +73,7 @@ impl Default for NodeTable {
         NodeTable {
             inner: parking_lot::Mutex::new(Inner {
                 nodes,
+                blob_paths: HashMap::new(),
                 by_name: HashMap::new(),
                 next: FIRST_DYNAMIC_INO,
             }),
@@ -81,6 +84,19 @@ impl Default for NodeTable {
 impl NodeTable {
     pub fn get(&self, ino: u64) -> Option<Node> {
         self.inner.lock().nodes.get(&ino).cloned()
+    }
+
+    pub fn remember_blob_path(&self, ino: u64, loc: Location) {
+        self.inner.lock().blob_paths.insert(ino, loc);
+    }
+
+    /// The path behind a file inode: a blob's last looked-up path, or a remote file's.
+    pub fn file_location(&self, ino: u64) -> Option<Location> {
+        let inner = self.inner.lock();
+        match inner.nodes.get(&ino) {
+            Some(Node::Remote { loc, .. }) => Some(loc.clone()),
+            _ => inner.blob_paths.get(&ino).cloned(),
+        }
     }
 
     /// The inode of `name` in `parent`, now describing `node`.
