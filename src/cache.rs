@@ -17,7 +17,7 @@ mod download;
 mod freshness;
 mod location;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -43,6 +43,9 @@ const LISTING_TTL: Duration = Duration::from_secs(10);
 /// after it finished, share its answer: a burst of readers of a `no-cache`
 /// or expired entry causes one conditional request, not one per reader.
 const COLLAPSE_WINDOW: Duration = Duration::from_millis(200);
+/// Over the cap, eviction goes down to this share of it, so it runs once per
+/// few percent of new data rather than after every download.
+const EVICTION_TARGET_PERCENT: u64 = 95;
 /// Cached URLs scanned at most to list one directory.
 const MAX_CACHED_SCAN: usize = 100_000;
 
@@ -155,9 +158,16 @@ impl Description {
     }
 }
 
+/// A stored body open for reading.
+#[derive(Debug)]
+pub struct OpenBlob {
+    pub file: File,
+    pub hash: blake3::Hash,
+}
+
 /// An open file's source of bytes.
 pub enum Opened {
-    Stored(File),
+    Stored(OpenBlob),
     Streaming(Arc<Download>),
 }
 
@@ -210,6 +220,9 @@ pub struct Cache {
     origin: OriginClient,
     counters: Arc<Counters>,
     offline: bool,
+    max_cache_size: Option<u64>,
+    /// Stored bodies with open readers, and how many: never evicted.
+    open_blobs: parking_lot::Mutex<HashMap<blake3::Hash, usize>>,
     url_locks: parking_lot::Mutex<HashMap<String, UrlLock>>,
     validations: parking_lot::Mutex<RecentValidations>,
     downloads: parking_lot::Mutex<HashMap<String, Arc<Download>>>,
@@ -219,13 +232,16 @@ pub struct Cache {
 }
 
 impl Cache {
-    pub fn new(store: Store, offline: bool) -> Arc<Cache> {
+    /// `max_cache_size` caps the bytes of stored bodies (least recently used go first).
+    pub fn new(store: Store, offline: bool, max_cache_size: Option<u64>) -> Arc<Cache> {
         let counters = Arc::new(Counters::default());
         Arc::new(Cache {
             store: Arc::new(store),
             origin: OriginClient::new(offline, Arc::clone(&counters)),
             counters,
             offline,
+            max_cache_size,
+            open_blobs: Default::default(),
             url_locks: Default::default(),
             validations: Default::default(),
             downloads: Default::default(),
@@ -285,15 +301,44 @@ impl Cache {
     }
 
     /// Opens a stored body by its inode (an open of a path the kernel already resolved).
-    pub fn open_blob(&self, ino: u64) -> Result<File, CacheError> {
+    pub fn open_blob(&self, ino: u64) -> Result<OpenBlob, CacheError> {
         let stored = self.blob(ino)?;
-        let file = self.store.blobs.open_blob(&stored.hash)?;
-        let _ = self
-            .store
-            .index
-            .touch(&stored.hash, crate::store::unix_now());
+        self.open_stored(stored.hash)
+    }
+
+    /// Opens a stored body for reading; it is not evicted until `close_blob`.
+    fn open_stored(&self, hash: blake3::Hash) -> Result<OpenBlob, CacheError> {
+        let file = self.store.blobs.open_blob(&hash)?;
+        *self.open_blobs.lock().entry(hash).or_default() += 1;
+        let _ = self.store.index.touch(&hash, crate::store::unix_now_ms());
         self.counters.add_hit();
-        Ok(file)
+        Ok(OpenBlob { file, hash })
+    }
+
+    /// A reader of a stored body is done with it.
+    pub fn close_blob(&self, hash: &blake3::Hash) {
+        let mut open = self.open_blobs.lock();
+        if let Some(count) = open.get_mut(hash) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(hash);
+            }
+        }
+    }
+
+    /// Evicts least recently used bodies once the store is over its cap.
+    fn enforce_cap(&self) -> Result<(), CacheError> {
+        let Some(cap) = self.max_cache_size else {
+            return Ok(());
+        };
+        if self.store.index.totals().cache_bytes <= cap {
+            return Ok(());
+        }
+        let target = cap / 100 * EVICTION_TARGET_PERCENT;
+        let keep: HashSet<blake3::Hash> = self.open_blobs.lock().keys().copied().collect();
+        let evicted = self.store.evict_to(target, &keep)?;
+        self.counters.add_evictions(evicted);
+        Ok(())
     }
 
     /// The attributes of a stored body by its inode.
@@ -346,13 +391,7 @@ impl Cache {
             return Ok(Opened::Streaming(download));
         }
         if let Some(record) = self.store.index.url(url.as_str())? {
-            let file = self.store.blobs.open_blob(&record.blob)?;
-            let _ = self
-                .store
-                .index
-                .touch(&record.blob, crate::store::unix_now());
-            self.counters.add_hit();
-            return Ok(Opened::Stored(file));
+            return Ok(Opened::Stored(self.open_stored(record.blob)?));
         }
         if self.offline {
             return Err(CacheError::Offline {
@@ -651,6 +690,9 @@ impl Cache {
         tokio::task::spawn_blocking(move || store.commit(partial, &url, mtime, meta.to_json()))
             .await
             .map_err(|e| CacheError::Io(std::io::Error::other(e)))??;
+        if let Err(error) = self.enforce_cap() {
+            tracing::warn!("evicting to stay under the cache size cap: {error}");
+        }
         Ok(())
     }
 

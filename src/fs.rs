@@ -166,8 +166,8 @@ impl FetchFs {
         let (cache, handles) = (Arc::clone(&self.cache), Arc::clone(&self.handles));
         self.runtime.spawn(async move {
             match cache.open(&loc).await {
-                Ok(Opened::Stored(file)) => {
-                    let fh = handles.insert(Handle::Stored(Arc::new(file)));
+                Ok(Opened::Stored(blob)) => {
+                    let fh = handles.insert(Handle::Stored(Arc::new(blob)));
                     reply.opened(FileHandle(fh), FopenFlags::empty());
                 }
                 Ok(Opened::Streaming(download)) => {
@@ -320,8 +320,8 @@ impl Filesystem for FetchFs {
         }
         if ino.0 & BLOB_INO_BIT != 0 {
             return match self.cache.open_blob(ino.0) {
-                Ok(file) => {
-                    let fh = self.handles.insert(Handle::Stored(Arc::new(file)));
+                Ok(blob) => {
+                    let fh = self.handles.insert(Handle::Stored(Arc::new(blob)));
                     reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
                 }
                 Err(error) => reply.error(errno(&error)),
@@ -354,9 +354,9 @@ impl Filesystem for FetchFs {
             reply.data(bytes);
         };
         match self.handles.get(fh.0) {
-            Some(Handle::Stored(file)) => {
+            Some(Handle::Stored(blob)) => {
                 let mut buf = vec![0u8; size as usize];
-                match read_full_at(&file, &mut buf, offset) {
+                match read_full_at(&blob.file, &mut buf, offset) {
                     Ok(n) => served(&buf[..n], reply),
                     Err(e) => reply.error(Errno::from(e)),
                 }
@@ -395,7 +395,9 @@ impl Filesystem for FetchFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.remove(fh.0);
+        if let Some(Handle::Stored(blob)) = self.handles.remove(fh.0) {
+            self.cache.close_blob(&blob.hash);
+        }
         reply.ok();
     }
 

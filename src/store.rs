@@ -18,6 +18,7 @@
 pub mod blobs;
 pub mod index;
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -52,6 +53,8 @@ pub enum StoreError {
 pub struct Store {
     pub blobs: BlobDir,
     pub index: Index,
+    /// Serialises placing blobs with evicting them.
+    placement: parking_lot::Mutex<()>,
     /// Holds the flock for as long as the store is open.
     _lock: File,
 }
@@ -70,6 +73,7 @@ impl Store {
         Ok(Store {
             blobs,
             index,
+            placement: parking_lot::Mutex::new(()),
             _lock: lock,
         })
     }
@@ -85,10 +89,15 @@ impl Store {
         meta: serde_json::Value,
     ) -> Result<(blake3::Hash, BlobRecord), StoreError> {
         let size = partial.len();
+        let mut partial = partial;
+        partial.sync()?;
+        // Placing the file and linking it are one step for eviction: it never
+        // deletes a blob between "already stored" and the new link.
+        let _placing = self.placement.lock();
         let (hash, _) = self.blobs.persist(partial)?;
         let linked = self
             .index
-            .link(url, NewBody { hash, size, mtime }, meta, unix_now())?;
+            .link(url, NewBody { hash, size, mtime }, meta, unix_now_ms())?;
         self.delete_orphan(linked.orphaned);
         Ok((hash, linked.blob))
     }
@@ -100,6 +109,36 @@ impl Store {
         Ok(())
     }
 
+    /// Evicts least recently used bodies, and the entries pointing at them,
+    /// until the store holds at most `target` bytes; `keep` (bodies with open
+    /// readers) are never chosen. Returns how many bodies went.
+    pub fn evict_to(&self, target: u64, keep: &HashSet<blake3::Hash>) -> Result<u64, StoreError> {
+        let _placing = self.placement.lock();
+        let stored = self.index.totals().cache_bytes;
+        if stored <= target {
+            return Ok(0);
+        }
+        let mut excess = stored - target;
+        let mut victims = HashSet::new();
+        for (hash, record) in self.index.blobs_by_last_access()? {
+            if excess == 0 {
+                break;
+            }
+            if keep.contains(&hash) {
+                continue;
+            }
+            excess = excess.saturating_sub(record.size);
+            victims.insert(hash);
+        }
+        self.index.drop_blobs(&victims)?;
+        for hash in &victims {
+            if let Err(e) = self.blobs.remove(hash) {
+                tracing::warn!(blob = %hash, "cannot delete evicted blob: {e}");
+            }
+        }
+        Ok(victims.len() as u64)
+    }
+
     fn delete_orphan(&self, orphaned: Option<(blake3::Hash, BlobRecord)>) {
         if let Some((hash, _)) = orphaned
             && let Err(e) = self.blobs.remove(&hash)
@@ -109,10 +148,11 @@ impl Store {
     }
 }
 
-pub fn unix_now() -> u64 {
+/// Milliseconds since the epoch: open times must order a burst of reads.
+pub fn unix_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
@@ -175,6 +215,35 @@ mod tests {
         let _store = Store::open(dir.path()).unwrap();
         let err = Store::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains(&std::process::id().to_string()), "{err}");
+    }
+
+    #[test]
+    fn eviction_drops_the_least_recently_used_and_spares_kept_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut hashes = Vec::new();
+        for (i, body) in [b"aaaa", b"bbbb", b"cccc"].iter().enumerate() {
+            let mut partial = store.blobs.create_partial().unwrap();
+            partial.append(*body).unwrap();
+            let (hash, _) = store
+                .commit(partial, &format!("http://h/{i}"), 0, serde_json::json!({}))
+                .unwrap();
+            store.index.touch(&hash, 100 + i as u64).unwrap();
+            hashes.push(hash);
+        }
+        let keep = HashSet::from([hashes[0]]);
+        assert_eq!(store.evict_to(8, &keep).unwrap(), 1);
+        assert!(
+            store.blobs.path(&hashes[0]).exists(),
+            "kept body was evicted"
+        );
+        assert!(
+            !store.blobs.path(&hashes[1]).exists(),
+            "the least recently used unkept body stays"
+        );
+        assert!(store.index.url("http://h/1").unwrap().is_none());
+        assert_eq!(store.index.totals().cache_bytes, 8);
+        assert_eq!(store.index.totals().entries, 2);
     }
 
     #[test]

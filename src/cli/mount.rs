@@ -74,7 +74,7 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
         .thread_name("fetchfs-io")
         .build()
         .context("starting the I/O runtime")?;
-    let cache = Cache::new(store, config.offline);
+    let cache = Cache::new(store, config.offline, config.max_cache_size);
     let fs = FetchFs::new(config, cache, runtime.handle().clone());
 
     let mut options = fuser::Config::default();

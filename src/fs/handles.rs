@@ -1,16 +1,15 @@
 //! Open files and directories, by file handle number.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::cache::{DirEntry, Download};
+use crate::cache::{DirEntry, Download, OpenBlob};
 
 #[derive(Clone)]
 pub enum Handle {
     /// A stored body: reads go straight to its blob file.
-    Stored(Arc<File>),
+    Stored(Arc<OpenBlob>),
     /// A body still downloading: reads wait for their bytes.
     Streaming(Arc<Download>),
     /// A control file's content, rendered at open.
@@ -36,7 +35,7 @@ impl HandleTable {
         self.handles.lock().get(&fh).cloned()
     }
 
-    pub fn remove(&self, fh: u64) {
-        self.handles.lock().remove(&fh);
+    pub fn remove(&self, fh: u64) -> Option<Handle> {
+        self.handles.lock().remove(&fh)
     }
 }

@@ -52,6 +52,7 @@ impl BlobDir {
             hasher: blake3::Hasher::new(),
             len: 0,
             kept: false,
+            synced: false,
         })
     }
 
@@ -63,7 +64,7 @@ impl BlobDir {
         if target.exists() {
             return Ok((hash, true));
         }
-        partial.file.sync_all()?;
+        partial.sync()?;
         let parent = target.parent().unwrap_or(&self.blobs);
         fs::create_dir_all(parent)?;
         fs::set_permissions(&partial.path, fs::Permissions::from_mode(0o444))?;
@@ -83,6 +84,7 @@ impl BlobDir {
     }
 
     /// Deletes a blob's file; a reader holding it open keeps its bytes.
+    /// A missing file is not an error.
     pub fn remove(&self, hash: &blake3::Hash) -> io::Result<()> {
         match fs::remove_file(self.path(hash)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -100,6 +102,7 @@ pub struct PartialBlob {
     hasher: blake3::Hasher,
     len: u64,
     kept: bool,
+    synced: bool,
 }
 
 impl PartialBlob {
@@ -108,6 +111,16 @@ impl PartialBlob {
         self.file.write_all_at(bytes, self.len)?;
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes the bytes to disk; `persist` does it if the caller did not,
+    /// so the slow part can happen outside any lock.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if !self.synced {
+            self.file.sync_all()?;
+            self.synced = true;
+        }
         Ok(())
     }
 

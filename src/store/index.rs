@@ -48,8 +48,8 @@ pub struct BlobRecord {
     pub ino: u64,
     /// How many URLs point at this body.
     pub refs: u64,
-    /// Seconds since the epoch of the last open, for LRU eviction.
-    pub last_access: u64,
+    /// Milliseconds since the epoch of the last open, for LRU eviction.
+    pub last_access_ms: u64,
     /// The body's modification time (seconds since the epoch): the
     /// Last-Modified of the URL that first stored it. One inode, one mtime.
     pub mtime: u64,
@@ -158,7 +158,7 @@ impl Index {
         url: &str,
         body: NewBody,
         meta: serde_json::Value,
-        now: u64,
+        now_ms: u64,
     ) -> Result<Linked, IndexError> {
         let NewBody { hash, size, mtime } = body;
         let mut totals = self.write_lock.lock();
@@ -175,12 +175,12 @@ impl Index {
                     size,
                     ino,
                     refs: 0,
-                    last_access: now,
+                    last_access_ms: now_ms,
                     mtime,
                 }
             }
         };
-        blob.last_access = now;
+        blob.last_access_ms = now_ms;
         let mut orphaned = None;
         match &previous {
             Some(old) if old.blob == hash => {}
@@ -221,12 +221,12 @@ impl Index {
     }
 
     /// Records that a body was opened, for LRU eviction.
-    pub fn touch(&self, hash: &blake3::Hash, now: u64) -> Result<(), IndexError> {
+    pub fn touch(&self, hash: &blake3::Hash, now_ms: u64) -> Result<(), IndexError> {
         let _guard = self.write_lock.lock();
         if let Some(mut record) = self.blob(hash)?
-            && record.last_access != now
+            && record.last_access_ms != now_ms
         {
-            record.last_access = now;
+            record.last_access_ms = now_ms;
             self.db
                 .put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&record))?;
         }
@@ -247,6 +247,52 @@ impl Index {
         let orphaned = self.unref(&mut batch, &mut totals, &old.blob)?;
         self.db.write(batch).inspect_err(|_| *totals = before)?;
         Ok(orphaned)
+    }
+
+    /// Every stored body, least recently used first.
+    pub fn blobs_by_last_access(&self) -> Result<Vec<(blake3::Hash, BlobRecord)>, IndexError> {
+        let mut blobs = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
+            let (key, value) = item?;
+            let Some(hash) = hash_from_bytes(&key) else {
+                continue;
+            };
+            blobs.push((hash, decode::<BlobRecord>(&hex(&key), &value)?));
+        }
+        blobs.sort_by_key(|(_, record)| record.last_access_ms);
+        Ok(blobs)
+    }
+
+    /// Drops the given bodies and every URL that points at one of them, in one batch.
+    pub fn drop_blobs(
+        &self,
+        victims: &std::collections::HashSet<blake3::Hash>,
+    ) -> Result<(), IndexError> {
+        if victims.is_empty() {
+            return Ok(());
+        }
+        let mut totals = self.write_lock.lock();
+        let before = *totals;
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator_cf(self.cf(CF_URLS), IteratorMode::Start) {
+            let (key, value) = item?;
+            let record: UrlRecord = decode(&String::from_utf8_lossy(&key), &value)?;
+            if victims.contains(&record.blob) {
+                batch.delete_cf(self.cf(CF_URLS), &key);
+                totals.entries = totals.entries.saturating_sub(1);
+                totals.logical_bytes = totals.logical_bytes.saturating_sub(record.size);
+            }
+        }
+        for hash in victims {
+            if let Some(record) = self.blob(hash)? {
+                batch.delete_cf(self.cf(CF_BLOBS), hash.as_bytes());
+                batch.delete_cf(self.cf(CF_META), ino_key(record.ino));
+                totals.blobs = totals.blobs.saturating_sub(1);
+                totals.cache_bytes = totals.cache_bytes.saturating_sub(record.size);
+            }
+        }
+        self.db.write(batch).inspect_err(|_| *totals = before)?;
+        Ok(())
     }
 
     fn unref(

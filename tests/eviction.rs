@@ -1,0 +1,89 @@
+//! The size cap: with `--max-cache-size`, least recently used bodies are
+//! evicted to stay under it, and a body with an open handle is never deleted
+//! under its reader.
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom};
+use std::time::Duration;
+
+use common::*;
+
+const BODY_BYTES: usize = 512 * 1024;
+
+fn serve_bodies(origin: &Origin, count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let body = random_bytes(BODY_BYTES, 200 + i as u64);
+            origin.route(&format!("/base/f{i}.bin"), Route::fresh(body.clone()));
+            body
+        })
+        .collect()
+}
+
+fn capped_mount(origin: &Origin) -> Mount {
+    Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")))
+        .arg("--max-cache-size")
+        .arg("1MiB")
+        .mount()
+}
+
+#[test]
+fn cache_stays_under_max_cache_size() {
+    let origin = Origin::start();
+    let bodies = serve_bodies(&origin, 4);
+    let mount = capped_mount(&origin);
+
+    for (i, body) in bodies.iter().enumerate() {
+        assert_same_bytes(&read(&mount.path(&format!("o/f{i}.bin"))), body, "read");
+        mount.wait_idle(Duration::from_secs(10));
+    }
+
+    let settled = eventually(Duration::from_secs(5), || {
+        mount.stat("cache_bytes") <= 1 << 20
+    });
+    let stats = mount.stats();
+    assert!(settled, "cache_bytes above the 1 MiB cap: {stats}");
+    assert!(
+        mount.stat("evictions") >= 2,
+        "4 x 512 KiB under a 1 MiB cap: {stats}"
+    );
+    let gets_before = origin.gets("/base/f0.bin");
+    assert_same_bytes(
+        &read(&mount.path("o/f0.bin")),
+        &bodies[0],
+        "evicted body re-read",
+    );
+    assert!(
+        origin.gets("/base/f0.bin") > gets_before,
+        "the least recently used body was not the one evicted"
+    );
+}
+
+#[test]
+fn open_body_is_not_deleted_under_its_reader() {
+    let origin = Origin::start();
+    let bodies = serve_bodies(&origin, 4);
+    let mount = capped_mount(&origin);
+    let mut held = std::fs::File::open(mount.path("o/f0.bin")).expect("open f0");
+    let mut first_half = vec![0u8; BODY_BYTES / 2];
+    held.read_exact(&mut first_half).expect("read f0");
+    mount.wait_idle(Duration::from_secs(10));
+
+    for (i, body) in bodies.iter().enumerate().skip(1) {
+        assert_same_bytes(&read(&mount.path(&format!("o/f{i}.bin"))), body, "read");
+        mount.wait_idle(Duration::from_secs(10));
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || mount.stat("evictions") >= 1),
+        "nothing was evicted, so the held body was never at risk: {}",
+        mount.stats()
+    );
+    let mut whole = Vec::new();
+    held.seek(SeekFrom::Start(0)).unwrap();
+    let result = held.read_to_end(&mut whole);
+
+    result.unwrap_or_else(|e| panic!("reading the held file after the cap was exceeded: {e}"));
+    assert_same_bytes(&whole, &bodies[0], "held file after evictions");
+}
