@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, StatusCode};
+use serde_json::json;
 use url::Url;
 
 pub use download::{Download, DownloadError, Phase};
@@ -30,6 +31,7 @@ pub use freshness::EntryMeta;
 pub use location::Location;
 
 use crate::config::{ListingMode, Origin};
+use crate::control::events::{EventKind, Events};
 use crate::control::stats::{Counters, Stats};
 use crate::namespace::{self, NamespaceError};
 use crate::origin::{BodyStream, Head, ListingEntry, OriginClient, OriginError};
@@ -221,6 +223,7 @@ pub struct Cache {
     counters: Arc<Counters>,
     offline: bool,
     max_cache_size: Option<u64>,
+    events: Events,
     /// Stored bodies with open readers, and how many: never evicted.
     open_blobs: parking_lot::Mutex<HashMap<blake3::Hash, usize>>,
     url_locks: parking_lot::Mutex<HashMap<String, UrlLock>>,
@@ -241,6 +244,7 @@ impl Cache {
             counters,
             offline,
             max_cache_size,
+            events: Events::default(),
             open_blobs: Default::default(),
             url_locks: Default::default(),
             validations: Default::default(),
@@ -249,6 +253,10 @@ impl Cache {
             negative: Default::default(),
             listings: Default::default(),
         })
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     pub fn counters(&self) -> &Counters {
@@ -312,6 +320,8 @@ impl Cache {
         *self.open_blobs.lock().entry(hash).or_default() += 1;
         let _ = self.store.index.touch(&hash, crate::store::unix_now_ms());
         self.counters.add_hit();
+        self.events
+            .emit(EventKind::Hit, json!({ "blake3": hash.to_hex().as_str() }));
         Ok(OpenBlob { file, hash })
     }
 
@@ -338,6 +348,10 @@ impl Cache {
         let keep: HashSet<blake3::Hash> = self.open_blobs.lock().keys().copied().collect();
         let evicted = self.store.evict_to(target, &keep)?;
         self.counters.add_evictions(evicted);
+        self.events.emit(
+            EventKind::Evict,
+            json!({ "reason": "max_cache_size", "bodies": evicted }),
+        );
         Ok(())
     }
 
@@ -462,6 +476,8 @@ impl Cache {
         };
         let now = SystemTime::now();
         self.counters.add_revalidation();
+        self.events
+            .emit(EventKind::Revalidate, json!({ "url": url.as_str() }));
         let conditional = meta.conditional_headers(url, now);
         let mut body = match self.origin.get(&loc.origin, url, conditional).await {
             Ok(body) => body,
@@ -513,6 +529,10 @@ impl Cache {
     ) -> Result<Resolved, CacheError> {
         tracing::warn!("{url}: serving the stale copy, the origin failed: {reason}");
         self.counters.add_stale_served();
+        self.events.emit(
+            EventKind::Error,
+            json!({ "url": url.as_str(), "message": reason, "served": "stale" }),
+        );
         self.stored_file(blob, Duration::ZERO)
     }
 
@@ -644,6 +664,10 @@ impl Cache {
             .lock()
             .insert(url.to_string(), Arc::clone(&download));
         self.counters.download_started();
+        self.events.emit(
+            EventKind::Fetch,
+            json!({ "url": url.as_str(), "size": download.size }),
+        );
         let cache = Arc::clone(self);
         let task_download = Arc::clone(&download);
         tokio::spawn(async move {
@@ -652,6 +676,10 @@ impl Cache {
                 Ok(()) => task_download.complete(),
                 Err(error) => {
                     tracing::warn!("download of {url} failed: {error}");
+                    cache.events.emit(
+                        EventKind::Error,
+                        json!({ "url": url, "message": error.to_string() }),
+                    );
                     task_download.fail(error.to_string());
                 }
             }

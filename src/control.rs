@@ -1,5 +1,6 @@
 //! The `.fetchfs/` control folder: files a shell script reads to watch the cache.
 
+pub mod events;
 pub mod stats;
 
 /// The control folder's name at the mount root.
@@ -10,15 +11,22 @@ pub const CONTROL_DIR: &str = ".fetchfs";
 pub enum ControlFile {
     Stats,
     Metrics,
+    /// A stream: each read waits for the next events.
+    Events,
 }
 
 impl ControlFile {
-    pub const ALL: [ControlFile; 2] = [ControlFile::Stats, ControlFile::Metrics];
+    pub const ALL: [ControlFile; 3] = [
+        ControlFile::Stats,
+        ControlFile::Metrics,
+        ControlFile::Events,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             ControlFile::Stats => "stats",
             ControlFile::Metrics => "metrics",
+            ControlFile::Events => "events",
         }
     }
 
@@ -28,11 +36,12 @@ impl ControlFile {
             .find(|f| f.name().as_bytes() == name)
     }
 
-    /// What a reader of this file gets now.
-    pub fn render(self, stats: &stats::Stats) -> Vec<u8> {
+    /// What a reader of this file gets now; `None` for a stream.
+    pub fn snapshot(self, stats: &stats::Stats) -> Option<Vec<u8>> {
         match self {
-            ControlFile::Stats => stats.to_json().into_bytes(),
-            ControlFile::Metrics => stats.to_prometheus().into_bytes(),
+            ControlFile::Stats => Some(stats.to_json().into_bytes()),
+            ControlFile::Metrics => Some(stats.to_prometheus().into_bytes()),
+            ControlFile::Events => None,
         }
     }
 }

@@ -157,9 +157,17 @@ impl FetchFs {
     }
 
     fn open_control(&self, file: ControlFile, reply: ReplyOpen) {
-        let content = Arc::new(file.render(&self.cache.stats()));
-        let fh = self.handles.insert(Handle::Control(content));
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+        let handle = match file.snapshot(&self.cache.stats()) {
+            Some(content) => Handle::Control(Arc::new(content)),
+            None => Handle::Events(Arc::new(tokio::sync::Mutex::new(
+                self.cache.events().subscribe(),
+            ))),
+        };
+        let fh = self.handles.insert(handle);
+        reply.opened(
+            FileHandle(fh),
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE,
+        );
     }
 
     fn open_remote(&self, loc: Location, reply: ReplyOpen) {
@@ -379,6 +387,12 @@ impl Filesystem for FetchFs {
                 let start = (offset as usize).min(content.len());
                 let end = start.saturating_add(size as usize).min(content.len());
                 reply.data(&content[start..end]);
+            }
+            Some(Handle::Events(stream)) => {
+                self.runtime.spawn(async move {
+                    let chunk = stream.lock().await.next_chunk(size as usize).await;
+                    reply.data(&chunk);
+                });
             }
             Some(Handle::Dir(_)) => reply.error(Errno::EISDIR),
             None => reply.error(Errno::EBADF),
@@ -721,7 +735,9 @@ impl Attrs {
                 self.file(ino, file.size, file.mtime.unwrap_or(self.mounted_at), 1)
             }
             Node::Control(file) => {
-                let size = file.render(&cache.stats()).len() as u64;
+                let size = file
+                    .snapshot(&cache.stats())
+                    .map_or(0, |content| content.len() as u64);
                 self.file(ino, size, SystemTime::now(), 1)
             }
             _ => self.dir(ino),

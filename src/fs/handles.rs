@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cache::{DirEntry, Download, OpenBlob};
+use crate::control::events::EventStream;
 
 #[derive(Clone)]
 pub enum Handle {
@@ -14,6 +15,8 @@ pub enum Handle {
     Streaming(Arc<Download>),
     /// A control file's content, rendered at open.
     Control(Arc<Vec<u8>>),
+    /// The `events` stream of one reader.
+    Events(Arc<tokio::sync::Mutex<EventStream>>),
     /// A directory's entries with their inodes, listed at open.
     Dir(Arc<Vec<(u64, DirEntry)>>),
 }
