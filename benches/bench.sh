@@ -17,13 +17,10 @@
 #   BENCH_READ_TIMEOUT  seconds one measurement may take before it counts as failed (default 300)
 set -euo pipefail
 
-repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=../scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 cd "$repo_root"
-
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fetchfs-target}"
-if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-fi
+use_cargo_target_dir
 
 readonly SYSTEMS="${BENCH_SYSTEMS:-curl disk fetchfs httpdirfs rclone}"
 readonly READ_TIMEOUT_S="${BENCH_READ_TIMEOUT:-300}"
@@ -49,33 +46,9 @@ log() { printf '%s\n' "$*" >&2; }
 
 runs() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 
-is_mounted() {
-    awk -v m="$1" '$2 == m && $3 ~ /^fuse/ { found = 1 } END { exit !found }' /proc/mounts
-}
-
-# Waits up to $2 seconds for pid $1 to exit; returns 1 if it is still running.
-wait_for_exit() {
-    local pid=$1 deciseconds=$(($2 * 10))
-    while kill -0 "$pid" 2>/dev/null; do
-        ((deciseconds-- > 0)) || return 1
-        sleep 0.1
-    done
-    wait "$pid" 2>/dev/null || true
-}
-
 # SIGTERM first (each of the three unmounts on it), lazy unmount as the fallback.
 stop_mount() {
-    if [[ -n "$mount_pid" ]] && kill -0 "$mount_pid" 2>/dev/null; then
-        kill -TERM "$mount_pid"
-        wait_for_exit "$mount_pid" "$STOP_WAIT_S" || log "bench: pid $mount_pid ignored SIGTERM"
-    fi
-    if [[ -n "$mnt" ]] && is_mounted "$mnt"; then
-        umount -l "$mnt" 2>/dev/null || fusermount3 -uz "$mnt" || true
-    fi
-    if [[ -n "$mount_pid" ]] && kill -0 "$mount_pid" 2>/dev/null; then
-        kill -KILL "$mount_pid" || true
-        wait "$mount_pid" 2>/dev/null || true
-    fi
+    unmount_and_stop "$mount_pid" "$mnt" "$STOP_WAIT_S"
     mount_pid=""
     mnt=""
 }
@@ -93,23 +66,7 @@ cleanup() {
     fi
     exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# A port nothing listens on: connecting to it is refused.
-free_port() {
-    local candidate
-    for _ in $(seq 100); do
-        candidate=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
-            echo "$candidate"
-            return 0
-        fi
-    done
-    log "bench: no free port found"
-    return 1
-}
+exit_traps cleanup
 
 drop_caches() {
     sync
@@ -220,23 +177,12 @@ fetchfs_binary() {
 # wait_for_mount NAME LOG: waits for $mnt to show in /proc/mounts while
 # $mount_pid lives.
 wait_for_mount() {
-    local name=$1 log_file=$2 status
-    for _ in $(seq $((MOUNT_WAIT_S * 10))); do
-        if is_mounted "$mnt"; then
-            return 0
-        fi
-        if ! kill -0 "$mount_pid" 2>/dev/null; then
-            wait "$mount_pid" && status=0 || status=$?
-            mount_pid=""
-            log "bench: $name exited with status $status before mounting; its log:"
-            cat "$log_file" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-    log "bench: $name did not mount within ${MOUNT_WAIT_S}s; its log:"
-    cat "$log_file" >&2
-    return 1
+    local name=$1 log_file=$2 status=0
+    wait_for_fuse_mount "$mnt" "$mount_pid" "$log_file" "$MOUNT_WAIT_S" "$name" || status=$?
+    if ((status == 2)); then
+        mount_pid=""
+    fi
+    ((status == 0))
 }
 
 # mount_system NAME: mounts NAME on a fresh mountpoint with a fresh cache and

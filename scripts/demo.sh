@@ -11,13 +11,10 @@
 # FETCHFS_BIN=/path/to/fetchfs skips the build and uses that binary.
 set -euo pipefail
 
-repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$repo_root"
-
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fetchfs-target}"
-if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-fi
+use_cargo_target_dir
 
 readonly BIG_FILE_BYTES=$((16 * 1024 * 1024))
 readonly MOUNT_WAIT_SECONDS=30
@@ -34,30 +31,10 @@ else
     say() { printf '\n==> %s\n' "$*"; }
 fi
 
-is_mounted() {
-    awk -v m="$1" '$2 == m && $3 ~ /^fuse/ { found = 1 } END { exit !found }' /proc/mounts
-}
-
-# Waits up to $2 seconds for pid $1 to exit; returns 1 if it is still running.
-wait_for_exit() {
-    local pid=$1 deciseconds=$(($2 * 10))
-    while kill -0 "$pid" 2>/dev/null; do
-        ((deciseconds-- > 0)) || return 1
-        sleep 0.1
-    done
-    wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
     local status=$?
     set +e
-    if [[ -n "$daemon_pid" ]] && kill -0 "$daemon_pid" 2>/dev/null; then
-        kill -TERM "$daemon_pid"
-        wait_for_exit "$daemon_pid" "$STOP_WAIT_SECONDS" || kill -KILL "$daemon_pid"
-    fi
-    if [[ -n "$mnt" ]] && is_mounted "$mnt"; then
-        umount -l "$mnt" 2>/dev/null || fusermount3 -uz "$mnt"
-    fi
+    unmount_and_stop "$daemon_pid" "$mnt" "$STOP_WAIT_SECONDS"
     if [[ -n "$origin_pid" ]]; then
         kill "$origin_pid" 2>/dev/null
         wait "$origin_pid" 2>/dev/null
@@ -67,23 +44,7 @@ cleanup() {
     fi
     exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# A port nothing listens on: connecting to it is refused.
-free_port() {
-    local port
-    for _ in $(seq 100); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    echo "demo: no free port found" >&2
-    return 1
-}
+exit_traps cleanup
 
 # Prints how long `cat FILE` took and the rate, from date +%s%N.
 timed_read() {
@@ -128,26 +89,15 @@ start_origin() {
 }
 
 start_fetchfs() {
-    local bin=$1 port=$2 log="$work_dir/fetchfs.log" status
+    local bin=$1 port=$2 log="$work_dir/fetchfs.log" status=0
     "$bin" mount "$mnt" --origin "demo=http://127.0.0.1:$port" \
         --cache-dir "$work_dir/cache" >"$log" 2>&1 &
     daemon_pid=$!
-    for _ in $(seq $((MOUNT_WAIT_SECONDS * 10))); do
-        if is_mounted "$mnt"; then
-            return 0
-        fi
-        if ! kill -0 "$daemon_pid" 2>/dev/null; then
-            wait "$daemon_pid" && status=0 || status=$?
-            daemon_pid=""
-            echo "demo: fetchfs exited with status $status before mounting; its log:" >&2
-            cat "$log" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-    echo "demo: $mnt was not mounted after ${MOUNT_WAIT_SECONDS}s; the log so far:" >&2
-    cat "$log" >&2
-    return 1
+    wait_for_fuse_mount "$mnt" "$daemon_pid" "$log" "$MOUNT_WAIT_SECONDS" fetchfs || status=$?
+    if ((status == 2)); then
+        daemon_pid=""
+    fi
+    ((status == 0))
 }
 
 stop_fetchfs() {

@@ -372,6 +372,55 @@ impl Cache {
         })
     }
 
+    /// Fetches the file at `loc` into the cache unless it is stored and fresh.
+    pub async fn prefetch(self: &Arc<Self>, loc: &Location) {
+        let result = match self.resolve(loc).await {
+            Ok(Resolved::Remote(_)) => self.open(loc).await.map(|_| ()),
+            Ok(_) => Ok(()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            let url = loc.file_url().map(|u| u.to_string()).unwrap_or_default();
+            tracing::warn!("prefetch of {url}: {error}");
+            self.events.emit(
+                EventKind::Error,
+                json!({ "url": url, "message": error.to_string(), "prefetch": true }),
+            );
+        }
+    }
+
+    /// Every cached URL, in order.
+    pub fn cached_urls(&self) -> Result<Vec<String>, CacheError> {
+        let records = self.store.index.urls_with_prefix("", usize::MAX)?;
+        Ok(records.into_iter().map(|(url, _)| url).collect())
+    }
+
+    /// Marks a cached URL stale: its next lookup revalidates with the origin.
+    pub fn invalidate(&self, url: &str) -> Result<(), CacheError> {
+        let Some(record) = self.store.index.url(url)? else {
+            return Ok(());
+        };
+        if let Some(mut meta) = EntryMeta::from_json(&record.meta) {
+            meta.invalidated = true;
+            self.store.index.update_meta(url, meta.to_json())?;
+        }
+        self.events
+            .emit(EventKind::Invalidate, json!({ "url": url }));
+        Ok(())
+    }
+
+    /// Drops a cached URL, and its body if nothing else points at it. A
+    /// reader with the body open keeps reading it.
+    pub fn evict(&self, url: &str) -> Result<(), CacheError> {
+        self.store.remove_url(url)?;
+        self.counters.add_evictions(1);
+        self.events.emit(
+            EventKind::Evict,
+            json!({ "url": url, "reason": "requested" }),
+        );
+        Ok(())
+    }
+
     /// What the cache knows of the file at `loc`, for extended attributes; no network.
     pub fn describe(&self, loc: &Location) -> Result<Description, CacheError> {
         let url = loc.file_url()?;

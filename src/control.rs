@@ -1,6 +1,8 @@
 //! The `.fetchfs/` control folder: files a shell script reads to watch the cache.
 
+pub mod commands;
 pub mod events;
+pub mod pattern;
 pub mod stats;
 
 /// The control folder's name at the mount root.
@@ -13,13 +15,22 @@ pub enum ControlFile {
     Metrics,
     /// A stream: each read waits for the next events.
     Events,
+    /// Written: matching entries become stale.
+    Invalidate,
+    /// Written: matching entries are dropped.
+    Evict,
+    /// Written: these paths are fetched in the background.
+    Prefetch,
 }
 
 impl ControlFile {
-    pub const ALL: [ControlFile; 3] = [
+    pub const ALL: [ControlFile; 6] = [
         ControlFile::Stats,
         ControlFile::Metrics,
         ControlFile::Events,
+        ControlFile::Invalidate,
+        ControlFile::Evict,
+        ControlFile::Prefetch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -27,6 +38,9 @@ impl ControlFile {
             ControlFile::Stats => "stats",
             ControlFile::Metrics => "metrics",
             ControlFile::Events => "events",
+            ControlFile::Invalidate => "invalidate",
+            ControlFile::Evict => "evict",
+            ControlFile::Prefetch => "prefetch",
         }
     }
 
@@ -36,12 +50,23 @@ impl ControlFile {
             .find(|f| f.name().as_bytes() == name)
     }
 
-    /// What a reader of this file gets now; `None` for a stream.
+    /// Whether the file takes writes (patterns) rather than reads.
+    pub fn is_command(self) -> bool {
+        matches!(
+            self,
+            ControlFile::Invalidate | ControlFile::Evict | ControlFile::Prefetch
+        )
+    }
+
+    /// What a reader of this file gets now; `None` for a stream or a command file.
     pub fn snapshot(self, stats: &stats::Stats) -> Option<Vec<u8>> {
         match self {
             ControlFile::Stats => Some(stats.to_json().into_bytes()),
             ControlFile::Metrics => Some(stats.to_prometheus().into_bytes()),
-            ControlFile::Events => None,
+            ControlFile::Events
+            | ControlFile::Invalidate
+            | ControlFile::Evict
+            | ControlFile::Prefetch => None,
         }
     }
 }

@@ -17,7 +17,7 @@ mod nodes;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -28,6 +28,7 @@ use fuser::{
 
 use crate::cache::{Cache, CacheError, DirEntry, Location, Opened, Resolved, StoredFile};
 use crate::config::{Config, Origin};
+use crate::control::commands::Origins;
 use crate::control::{CONTROL_DIR, ControlFile};
 use crate::namespace;
 use crate::store::BLOB_INO_BIT;
@@ -55,6 +56,8 @@ pub struct FetchFs {
     any_host: bool,
     owner: (u32, u32),
     mounted_at: SystemTime,
+    /// Set once the session exists; kernel notifications go through it.
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 impl FetchFs {
@@ -71,7 +74,13 @@ impl FetchFs {
                 nix::unistd::getgid().as_raw(),
             ),
             mounted_at: SystemTime::now(),
+            notifier: Arc::default(),
         }
+    }
+
+    /// Where the mount's notifier goes once the session is created.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<fuser::Notifier>> {
+        Arc::clone(&self.notifier)
     }
 
     fn attrs(&self) -> Attrs {
@@ -79,6 +88,33 @@ impl FetchFs {
             owner: self.owner,
             mounted_at: self.mounted_at,
         }
+    }
+
+    /// Makes the kernel forget the entries of these mount paths, so their next
+    /// lookup comes to the daemon, then calls `done`. Notifications go from a
+    /// blocking task of their own, never from a request handler: the kernel
+    /// may need a dispatch thread to finish them.
+    fn forget_entries(&self, paths: Vec<String>, done: impl FnOnce() + Send + 'static) {
+        let notifier = self.notifier.get().cloned();
+        let entries: Vec<(u64, Vec<u8>)> = paths
+            .iter()
+            .filter_map(|path| self.nodes.entry_of(path))
+            .collect();
+        self.runtime.spawn_blocking(move || {
+            if let Some(notifier) = &notifier {
+                for (parent, name) in &entries {
+                    if let Err(error) =
+                        notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name))
+                    {
+                        tracing::debug!(
+                            "forgetting entry {:?}: {error}",
+                            String::from_utf8_lossy(name)
+                        );
+                    }
+                }
+            }
+            done();
+        });
     }
 
     /// The `user.fetchfs.*` attributes of a file inode; none for other inodes.
@@ -323,6 +359,12 @@ impl Filesystem for FetchFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if let Some(Node::Control(file)) = self.nodes.get(ino.0)
+            && file.is_command()
+        {
+            let fh = self.handles.insert(Handle::Command(file));
+            return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+        }
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
@@ -395,6 +437,7 @@ impl Filesystem for FetchFs {
                 });
             }
             Some(Handle::Dir(_)) => reply.error(Errno::EISDIR),
+            Some(Handle::Command(_)) => reply.error(Errno::EBADF),
             None => reply.error(Errno::EBADF),
         }
     }
@@ -554,21 +597,48 @@ impl Filesystem for FetchFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _offset: u64,
-        _data: &[u8],
+        data: &[u8],
         _write_flags: fuser::WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(Errno::EROFS);
+        let Some(Handle::Command(file)) = self.handles.get(fh.0) else {
+            return reply.error(Errno::EROFS);
+        };
+        let origins = Origins {
+            configured: &self.origins,
+            any_host: self.any_host,
+        };
+        match origins.apply(file, data, &self.cache) {
+            Ok(applied) => {
+                for loc in applied.prefetch {
+                    let cache = Arc::clone(&self.cache);
+                    self.runtime
+                        .spawn(async move { cache.prefetch(&loc).await });
+                }
+                // The write returns once the kernel forgot the changed entries,
+                // so the writer's next read already sees the change.
+                let written = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                self.forget_entries(applied.changed_paths, move || reply.written(written));
+            }
+            Err(error) => {
+                tracing::warn!(".fetchfs/{}: {error}", file.name());
+                self.cache.events().emit(
+                    crate::control::events::EventKind::Error,
+                    serde_json::json!({ "control": file.name(), "message": error.to_string() }),
+                );
+                reply.error(Errno::EINVAL);
+            }
+        }
     }
 
     fn setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _mode: Option<u32>,
         _uid: Option<u32>,
         _gid: Option<u32>,
@@ -583,7 +653,16 @@ impl Filesystem for FetchFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(Errno::EROFS);
+        // `echo PATTERN > .fetchfs/invalidate` truncates first; a command file has nothing to lose.
+        match self.nodes.get(ino.0) {
+            Some(node @ Node::Control(file)) if file.is_command() => {
+                reply.attr(
+                    &STATIC_TTL,
+                    &self.attrs().of_node(ino.0, &node, &self.cache),
+                );
+            }
+            _ => reply.error(Errno::EROFS),
+        }
     }
 
     fn mknod(
@@ -733,6 +812,9 @@ impl Attrs {
         match node {
             Node::Remote { file, .. } => {
                 self.file(ino, file.size, file.mtime.unwrap_or(self.mounted_at), 1)
+            }
+            Node::Control(file) if file.is_command() => {
+                self.build(ino, 0, self.mounted_at, FileType::RegularFile, 0o644, 1)
             }
             Node::Control(file) => {
                 let size = file

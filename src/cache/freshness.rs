@@ -23,6 +23,9 @@ pub struct EntryMeta {
     pub last_modified: Option<String>,
     /// When the body was stored (seconds since the epoch).
     pub stored_at: u64,
+    /// Marked stale through `.fetchfs/invalidate`, whatever the headers say.
+    #[serde(default)]
+    pub invalidated: bool,
 }
 
 impl EntryMeta {
@@ -49,6 +52,7 @@ impl EntryMeta {
             etag: header_string(response, header::ETAG),
             last_modified: header_string(response, header::LAST_MODIFIED),
             stored_at: unix_secs(now),
+            invalidated: false,
             policy,
         }
     }
@@ -60,6 +64,9 @@ impl EntryMeta {
 
     /// How much longer the entry is fresh; zero when it must be revalidated.
     pub fn remaining(&self, now: SystemTime) -> Duration {
+        if self.invalidated {
+            return Duration::ZERO;
+        }
         let by_headers = self.policy.time_to_live(now);
         if !by_headers.is_zero() {
             return by_headers;
@@ -113,6 +120,7 @@ impl EntryMeta {
                 last_modified: header_string(&parts.headers, header::LAST_MODIFIED)
                     .or_else(|| self.last_modified.clone()),
                 stored_at: self.stored_at,
+                invalidated: false,
                 policy,
             }),
             AfterResponse::Modified(..) => None,

@@ -76,6 +76,7 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
         .context("starting the I/O runtime")?;
     let cache = Cache::new(store, config.offline, config.max_cache_size);
     let fs = FetchFs::new(config, cache, runtime.handle().clone());
+    let notifier_slot = fs.notifier_slot();
 
     let mut options = fuser::Config::default();
     options.mount_options = vec![
@@ -98,6 +99,7 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
         let _ = signal_events.send(Event::Signal);
     })
     .context("installing the signal handler")?;
+    let _ = notifier_slot.set(session.notifier());
     let mut unmounter = session.unmount_callable();
     let session_thread = std::thread::Builder::new()
         .name("fuse-session".into())

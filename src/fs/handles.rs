@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cache::{DirEntry, Download, OpenBlob};
+use crate::control::ControlFile;
 use crate::control::events::EventStream;
 
 #[derive(Clone)]
@@ -15,6 +16,8 @@ pub enum Handle {
     Streaming(Arc<Download>),
     /// A control file's content, rendered at open.
     Control(Arc<Vec<u8>>),
+    /// A command file open for writing patterns.
+    Command(ControlFile),
     /// The `events` stream of one reader.
     Events(Arc<tokio::sync::Mutex<EventStream>>),
     /// A directory's entries with their inodes, listed at open.

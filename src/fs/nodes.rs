@@ -99,6 +99,19 @@ impl NodeTable {
         }
     }
 
+    /// The (parent inode, name) of a mount path the kernel may have cached;
+    /// `None` when a directory on the way was never looked up.
+    pub fn entry_of(&self, path: &str) -> Option<(u64, Vec<u8>)> {
+        let inner = self.inner.lock();
+        let mut names: Vec<&str> = path.split('/').filter(|n| !n.is_empty()).collect();
+        let name = names.pop()?;
+        let mut parent = ROOT_INO;
+        for dir in names {
+            parent = *inner.by_name.get(&(parent, dir.as_bytes().to_vec()))?;
+        }
+        Some((parent, name.as_bytes().to_vec()))
+    }
+
     /// The inode of `name` in `parent`, now describing `node`.
     pub fn insert(&self, parent: u64, name: &[u8], node: Node) -> u64 {
         let mut inner = self.inner.lock();

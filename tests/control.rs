@@ -1,0 +1,186 @@
+//! The control folder and extended attributes: `invalidate` makes the next
+//! lookup revalidate, `evict` drops entries, a malformed pattern is EINVAL and
+//! changes nothing.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+
+fn write_control(mount: &Mount, file: &str, text: &str) -> std::io::Result<()> {
+    let mut control = std::fs::OpenOptions::new()
+        .write(true)
+        .open(mount.path(&format!(".fetchfs/{file}")))?;
+    control.write_all(text.as_bytes())?;
+    control.flush()
+}
+
+#[test]
+fn invalidate_makes_the_next_read_revalidate() {
+    let origin = Origin::start();
+    origin.route("/base/f", Route::fresh(b"v1".to_vec()));
+    let mount = Mount::single("o", origin.url("/base"));
+    assert_eq!(read(&mount.path("o/f")), b"v1");
+    mount.wait_idle(Duration::from_secs(10));
+    let before = origin.requests_to("/base/f").len();
+
+    write_control(&mount, "invalidate", "/o/f\n").expect("write .fetchfs/invalidate");
+    origin.route("/base/f", Route::fresh(b"v2 changed".to_vec()));
+    let got = read(&mount.path("o/f"));
+
+    assert!(
+        origin.requests_to("/base/f").len() > before,
+        "no request after invalidating a fresh entry"
+    );
+    assert_eq!(got, b"v2 changed");
+}
+
+#[test]
+fn evict_drops_the_cached_body() {
+    let body = random_bytes(100_000, 101);
+    let origin = Origin::start();
+    origin.route("/base/f", Route::fresh(body.clone()));
+    let mount = Mount::single("o", origin.url("/base"));
+    assert_same_bytes(&read(&mount.path("o/f")), &body, "first read");
+    mount.wait_idle(Duration::from_secs(10));
+    assert_eq!(mount.stat("blobs"), 1);
+    let gets_before = origin.gets("/base/f");
+
+    write_control(&mount, "evict", "/o/*\n").expect("write .fetchfs/evict");
+
+    assert!(
+        eventually(Duration::from_secs(3), || mount.stat("blobs") == 0),
+        "blob still stored after evict: {}",
+        mount.stats()
+    );
+    assert_same_bytes(&read(&mount.path("o/f")), &body, "read after evict");
+    assert!(
+        origin.gets("/base/f") > gets_before,
+        "no GET after evicting"
+    );
+}
+
+#[test]
+fn malformed_pattern_is_einval_and_changes_nothing() {
+    let origin = Origin::start();
+    origin.route("/base/f", Route::fresh(b"v1".to_vec()));
+    let mount = Mount::single("o", origin.url("/base"));
+    assert_eq!(read(&mount.path("o/f")), b"v1");
+    mount.wait_idle(Duration::from_secs(10));
+    let before = origin.total();
+
+    // A valid line and a bad glob in one write: all or nothing.
+    let result = write_control(&mount, "evict", "/o/f\n/o/[unclosed\n");
+
+    assert_errno(result, libc::EINVAL, "evict with a malformed glob");
+    assert_eq!(read(&mount.path("o/f")), b"v1");
+    assert_eq!(
+        origin.total(),
+        before,
+        "the valid line of a rejected write was applied"
+    );
+    assert_eq!(mount.stat("entries"), 1);
+}
+
+/// Reads `o/f`, changes its body at the origin, writes `pattern` to
+/// `invalidate`, and checks the next read shows the new body.
+fn check_invalidate_by(pattern: impl Fn(&Origin) -> String) {
+    let origin = Origin::start();
+    origin.route("/base/dir", Route::redirect(301, "/base/dir/"));
+    origin.route("/base/dir/f.whl", Route::fresh(b"v1".to_vec()));
+    let mount = Mount::single("o", origin.url("/base"));
+    assert_eq!(read(&mount.path("o/dir/f.whl")), b"v1");
+    mount.wait_idle(Duration::from_secs(10));
+    origin.route("/base/dir/f.whl", Route::fresh(b"v2".to_vec()));
+    assert_eq!(
+        read(&mount.path("o/dir/f.whl")),
+        b"v1",
+        "fresh entry served from cache"
+    );
+
+    write_control(&mount, "invalidate", &format!("{}\n", pattern(&origin))).expect("invalidate");
+
+    assert_eq!(read(&mount.path("o/dir/f.whl")), b"v2");
+}
+
+#[test]
+fn invalidate_by_url() {
+    check_invalidate_by(|origin| origin.url("/base/dir/f.whl"));
+}
+
+#[test]
+fn invalidate_by_glob() {
+    check_invalidate_by(|_| "/o/**/*.whl".to_string());
+}
+
+#[test]
+fn invalidate_by_directory() {
+    check_invalidate_by(|_| "/o/dir/".to_string());
+}
+
+#[test]
+fn every_malformed_write_is_einval() {
+    let origin = Origin::start();
+    let mount = Mount::single("o", origin.url("/base"));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "unknown origin URL",
+            b"http://elsewhere.invalid/x\n".to_vec(),
+        ),
+        ("relative path", b"o/f\n".to_vec()),
+        ("dot-dot", b"/o/../f\n".to_vec()),
+        ("not UTF-8", b"/o/\xff\xfe\n".to_vec()),
+        (
+            "over 8 KiB",
+            format!("/o/{}\n", "a".repeat(9000)).into_bytes(),
+        ),
+        ("only comments", b"# nothing\n\n".to_vec()),
+    ];
+    for (what, input) in cases {
+        for file in ["invalidate", "evict", "prefetch"] {
+            let mut control = std::fs::OpenOptions::new()
+                .write(true)
+                .open(mount.path(&format!(".fetchfs/{file}")))
+                .expect("open control file");
+            assert_errno(
+                control.write_all(&input),
+                libc::EINVAL,
+                &format!("{file}: {what}"),
+            );
+        }
+    }
+    assert_eq!(origin.total(), 0, "a rejected write reached the origin");
+}
+
+#[test]
+fn prefetch_fetches_in_the_background() {
+    let body = random_bytes(300_000, 102);
+    let origin = Origin::start();
+    origin.route("/base/a/big.bin", Route::fresh(body.clone()));
+    origin.route("/base/b.txt", Route::fresh(b"b".to_vec()));
+    let mount = Mount::single("o", origin.url("/base"));
+
+    let url = origin.url("/base/b.txt");
+    write_control(&mount, "prefetch", &format!("/o/a/big.bin\n{url}\n")).expect("prefetch");
+
+    assert!(
+        eventually(Duration::from_secs(10), || mount.stat("entries") == 2),
+        "prefetch stored nothing: {}",
+        mount.stats()
+    );
+    let gets = origin.gets("/base/a/big.bin");
+    assert_eq!(
+        gets,
+        1,
+        "prefetch of one file: {}",
+        origin.describe_requests()
+    );
+    assert_same_bytes(&read(&mount.path("o/a/big.bin")), &body, "prefetched body");
+    assert_eq!(
+        origin.gets("/base/a/big.bin"),
+        1,
+        "a prefetched body was fetched again"
+    );
+}
