@@ -1,12 +1,15 @@
 //! The binary's edge: parse the command line, run one command, turn errors
 //! into one clear line and an exit code.
 
+mod control;
 mod mount;
 mod stats;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::control::ControlFile;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +30,27 @@ enum Command {
     Stats {
         /// A mounted fetchfs.
         mountpoint: PathBuf,
+    },
+    /// Make matching entries stale: their next lookup revalidates with the origin.
+    Invalidate {
+        mountpoint: PathBuf,
+        /// Mount paths (/origin/a/b), URLs of configured origins, or globs (*, ?, [..], **).
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+    /// Drop matching entries, and bodies nothing else points at.
+    Evict {
+        mountpoint: PathBuf,
+        /// Mount paths (/origin/a/b), URLs of configured origins, or globs (*, ?, [..], **).
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+    /// Fetch these files into the cache now, with a progress bar.
+    Prefetch {
+        mountpoint: PathBuf,
+        /// Paths inside the mount (relative to it, or absolute).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
 }
 
@@ -72,6 +96,15 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Mount(args) => mount::run(args),
         Command::Stats { mountpoint } => stats::run(&mountpoint),
+        Command::Invalidate {
+            mountpoint,
+            patterns,
+        } => control::write_patterns(&mountpoint, ControlFile::Invalidate, &patterns),
+        Command::Evict {
+            mountpoint,
+            patterns,
+        } => control::write_patterns(&mountpoint, ControlFile::Evict, &patterns),
+        Command::Prefetch { mountpoint, paths } => control::prefetch(&mountpoint, &paths),
     };
     match result {
         Ok(()) => 0,

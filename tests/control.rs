@@ -184,3 +184,58 @@ fn prefetch_fetches_in_the_background() {
         "a prefetched body was fetched again"
     );
 }
+
+#[test]
+fn cli_wrappers_invalidate_evict_and_prefetch() {
+    let body = random_bytes(200_000, 103);
+    let origin = Origin::start();
+    origin.route("/base/f", Route::fresh(b"v1".to_vec()));
+    origin.route("/base/big.bin", Route::fresh(body.clone()));
+    let mount = Mount::single("o", origin.url("/base"));
+    let mnt = mount.mountpoint().to_str().expect("UTF-8 mountpoint");
+    let fetchfs = |args: &[&str]| run_fetchfs(args, Duration::from_secs(30));
+    assert_eq!(read(&mount.path("o/f")), b"v1");
+    mount.wait_idle(Duration::from_secs(10));
+    origin.route("/base/f", Route::fresh(b"v2".to_vec()));
+
+    let out = fetchfs(&["invalidate", mnt, "/o/f"]);
+    assert!(
+        out.status.success(),
+        "invalidate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read(&mount.path("o/f")), b"v2");
+
+    let out = fetchfs(&["evict", mnt, "/o/f", "/o/["]);
+    assert!(!out.status.success(), "a malformed pattern was accepted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("rejected") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    assert_eq!(
+        mount.stat("entries"),
+        1,
+        "a rejected evict changed something"
+    );
+
+    let out = fetchfs(&["prefetch", mnt, "o/big.bin"]);
+    assert!(
+        out.status.success(),
+        "prefetch: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("fetched"),
+        "no plain progress line"
+    );
+    mount.wait_idle(Duration::from_secs(10));
+    assert_eq!(mount.stat("entries"), 2);
+    let gets = origin.gets("/base/big.bin");
+    assert_same_bytes(&read(&mount.path("o/big.bin")), &body, "prefetched body");
+    assert_eq!(
+        origin.gets("/base/big.bin"),
+        gets,
+        "prefetched body fetched again"
+    );
+}

@@ -1,0 +1,125 @@
+//! `fetchfs invalidate|evict|prefetch MOUNTPOINT ...`: shell-friendly wrappers
+//! around the control files.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+use crate::control::{CONTROL_DIR, ControlFile};
+
+/// Writes all patterns to one command file in one write, so they apply together or not at all.
+pub fn write_patterns(
+    mountpoint: &Path,
+    file: ControlFile,
+    patterns: &[String],
+) -> anyhow::Result<()> {
+    let path = mountpoint.join(CONTROL_DIR).join(file.name());
+    let mut control = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .with_context(|| {
+            format!(
+                "{} is not a fetchfs mount (cannot open {})",
+                mountpoint.display(),
+                path.display()
+            )
+        })?;
+    let text: String = patterns.iter().map(|p| format!("{p}\n")).collect();
+    match control.write_all(text.as_bytes()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => bail!(
+            "{} rejected the patterns (a malformed line, an unknown origin, or over 8 KiB); \
+             nothing was changed; the reason is in the daemon's log and in {}/events",
+            path.display(),
+            mountpoint.join(CONTROL_DIR).display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
+    }
+}
+
+/// Reads each path through the mount now, so its body is fetched and
+/// stored; shows bytes, rate and files on a terminal, one line per file otherwise.
+pub fn prefetch(mountpoint: &Path, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let files: Vec<PathBuf> = paths.iter().map(|p| mount_path(mountpoint, p)).collect();
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = progress_bar(total, files.len());
+    let started = Instant::now();
+    let mut failed = 0;
+    for (done, file) in files.iter().enumerate() {
+        let result = read_through(file, |bytes| {
+            if let Some(bar) = &bar {
+                bar.inc(bytes);
+            }
+        });
+        match (&bar, result) {
+            (Some(bar), Ok(_)) => bar.set_message(format!("{}/{} files", done + 1, files.len())),
+            (None, Ok(bytes)) => println!(
+                "fetched {} ({})",
+                file.display(),
+                bytesize::ByteSize::b(bytes).display().iec()
+            ),
+            (_, Err(error)) => {
+                failed += 1;
+                eprintln!("fetchfs: {}: {error}", file.display());
+            }
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "prefetched {} of {} files in {}",
+        files.len() - failed,
+        files.len(),
+        humantime::format_duration(std::time::Duration::from_millis(elapsed.as_millis() as u64))
+    );
+    if failed > 0 {
+        bail!("{failed} of {} files could not be fetched", files.len());
+    }
+    Ok(())
+}
+
+/// A path given relative to the mount, or absolute inside it.
+fn mount_path(mountpoint: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() && path.starts_with(mountpoint) {
+        return path.to_path_buf();
+    }
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    mountpoint.join(relative)
+}
+
+fn read_through(path: &Path, mut progress: impl FnMut(u64)) -> io::Result<u64> {
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+        progress(n as u64);
+    }
+}
+
+fn progress_bar(total: u64, files: usize) -> Option<indicatif::ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    let style = indicatif::ProgressStyle::with_template(
+        "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(format!("0/{files} files"));
+    Some(bar)
+}
