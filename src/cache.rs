@@ -27,7 +27,7 @@ use serde_json::json;
 use url::Url;
 
 pub use download::{Download, DownloadError, Phase};
-pub use freshness::EntryMeta;
+pub use freshness::{EntryMeta, TtlRules};
 pub use location::Location;
 
 use crate::config::{ListingMode, Origin};
@@ -59,6 +59,8 @@ pub enum CacheError {
     Forbidden { url: String, status: StatusCode },
     #[error("{url}: origin answered {status}")]
     Status { url: String, status: StatusCode },
+    #[error("{url}: the origin failed moments ago ({reason})")]
+    SharedFailure { url: String, reason: String },
     #[error("offline and not cached: {url}")]
     Offline { url: String },
     #[error(transparent)]
@@ -180,23 +182,40 @@ pub struct DirEntry {
     pub is_dir: bool,
 }
 
-/// When URLs were last validated with their origin, for request collapsing.
+/// When URLs were last validated with their origin, and how it went, for
+/// request collapsing: readers that share a failed validation share its failure.
 #[derive(Default)]
 struct RecentValidations {
-    at: HashMap<String, Instant>,
+    at: HashMap<String, (Instant, Outcome)>,
+}
+
+/// How a validation ended: the origin answered, or the error it failed with.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Answered,
+    Failed(String),
 }
 
 impl RecentValidations {
-    fn record(&mut self, url: &str) {
+    fn record(&mut self, url: &str, outcome: Outcome) {
         // Entries older than the window serve nobody; drop them as the map grows.
         if self.at.len() >= 1024 {
-            self.at.retain(|_, at| at.elapsed() < COLLAPSE_WINDOW);
+            self.at.retain(|_, (at, _)| at.elapsed() < COLLAPSE_WINDOW);
         }
-        self.at.insert(url.to_string(), Instant::now());
+        self.at.insert(url.to_string(), (Instant::now(), outcome));
     }
 
-    fn at(&self, url: &str) -> Option<Instant> {
-        self.at.get(url).copied()
+    fn get(&self, url: &str) -> Option<&(Instant, Outcome)> {
+        self.at.get(url)
+    }
+}
+
+impl Outcome {
+    fn of<T>(result: &Result<T, CacheError>) -> Outcome {
+        match result {
+            Ok(_) | Err(CacheError::NotFound) => Outcome::Answered,
+            Err(error) => Outcome::Failed(error.to_string()),
+        }
     }
 }
 
@@ -273,6 +292,9 @@ impl Cache {
             return Ok(Resolved::Directory);
         }
         let url = loc.file_url()?;
+        if let Some(stale) = self.serve_while_revalidating(loc, &url)? {
+            return Ok(stale);
+        }
         let guard = self.lock_url(url.as_str()).await;
         if let Some(download) = self.download(url.as_str()) {
             return Ok(remote_of(&download));
@@ -283,12 +305,22 @@ impl Cache {
                 .as_ref()
                 .map(|m| m.remaining(SystemTime::now()))
                 .unwrap_or_default();
-            let usable = !remaining.is_zero() || self.offline || self.shares_validation(&guard);
+            let shared = self.shared_validation(&guard);
+            if let (Some(meta), Some(Outcome::Failed(reason))) = (&meta, &shared) {
+                let error = CacheError::SharedFailure {
+                    url: url.to_string(),
+                    reason: reason.clone(),
+                };
+                return self.serve_stale(&url, &record.blob, meta, error);
+            }
+            let usable = !remaining.is_zero() || self.offline || shared.is_some();
             if meta.is_some() && usable {
                 return self.stored_file(&record.blob, remaining);
             }
             let resolved = self.revalidate(loc, &url).await;
-            self.validations.lock().record(url.as_str());
+            self.validations
+                .lock()
+                .record(url.as_str(), Outcome::of(&resolved));
             return resolved;
         }
         if self.is_known_missing(url.as_str()) {
@@ -530,7 +562,7 @@ impl Cache {
         let conditional = meta.conditional_headers(url, now);
         let mut body = match self.origin.get(&loc.origin, url, conditional).await {
             Ok(body) => body,
-            Err(error) => return self.serve_stale(url, &record.blob, &error.to_string()),
+            Err(error) => return self.serve_stale(url, &record.blob, &meta, error.into()),
         };
         if body.head.status == StatusCode::NOT_MODIFIED {
             let status = body.head.status;
@@ -539,7 +571,7 @@ impl Cache {
                 &body.head.request_headers,
                 status,
                 &body.head.headers,
-                loc.origin.default_ttl,
+                &ttl_rules(&loc.origin),
                 now,
             );
             if let Some(refreshed) = refreshed {
@@ -553,12 +585,16 @@ impl Cache {
             // The 304 confirms another response than the stored one: fetch anew.
             body = match self.origin.get(&loc.origin, url, HeaderMap::new()).await {
                 Ok(body) => body,
-                Err(error) => return self.serve_stale(url, &record.blob, &error.to_string()),
+                Err(error) => return self.serve_stale(url, &record.blob, &meta, error.into()),
             };
         }
         let status = body.head.status;
         if status.is_server_error() {
-            return self.serve_stale(url, &record.blob, &format!("origin answered {status}"));
+            let error = CacheError::Status {
+                url: url.to_string(),
+                status,
+            };
+            return self.serve_stale(url, &record.blob, &meta, error);
         }
         if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
             self.store.remove_url(url.as_str())?;
@@ -574,15 +610,64 @@ impl Cache {
         &self,
         url: &Url,
         blob: &blake3::Hash,
-        reason: &str,
+        meta: &EntryMeta,
+        error: CacheError,
     ) -> Result<Resolved, CacheError> {
-        tracing::warn!("{url}: serving the stale copy, the origin failed: {reason}");
+        if !meta.may_serve_stale_on_error() {
+            // must-revalidate: the reader gets the error, never the stale body.
+            self.events.emit(
+                EventKind::Error,
+                json!({ "url": url.as_str(), "message": error.to_string() }),
+            );
+            return Err(error);
+        }
+        tracing::warn!("{url}: serving the stale copy, the origin failed: {error}");
         self.counters.add_stale_served();
         self.events.emit(
             EventKind::Error,
-            json!({ "url": url.as_str(), "message": reason, "served": "stale" }),
+            json!({ "url": url.as_str(), "message": error.to_string(), "served": "stale" }),
         );
         self.stored_file(blob, Duration::ZERO)
+    }
+
+    /// The stored body, if it is stale but within its `stale-while-revalidate`
+    /// window: it is served at once, without waiting for the URL's lock.
+    fn serve_while_revalidating(
+        self: &Arc<Self>,
+        loc: &Location,
+        url: &Url,
+    ) -> Result<Option<Resolved>, CacheError> {
+        let Some(record) = self.store.index.url(url.as_str())? else {
+            return Ok(None);
+        };
+        let now = SystemTime::now();
+        let within_window = EntryMeta::from_json(&record.meta)
+            .is_some_and(|m| m.remaining(now).is_zero() && m.may_serve_while_revalidating(now));
+        if !within_window || self.offline {
+            return Ok(None);
+        }
+        self.revalidate_in_background(loc.clone(), url.clone());
+        self.stored_file(&record.blob, Duration::ZERO).map(Some)
+    }
+
+    /// stale-while-revalidate: the stale body is served now; one background
+    /// task asks the origin (readers meanwhile share its answer).
+    fn revalidate_in_background(self: &Arc<Self>, loc: Location, url: Url) {
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            let guard = cache.lock_url(url.as_str()).await;
+            if cache.shared_validation(&guard).is_some() {
+                return;
+            }
+            let result = cache.revalidate(&loc, &url).await;
+            if let Err(error) = &result {
+                tracing::warn!("background revalidation of {url}: {error}");
+            }
+            cache
+                .validations
+                .lock()
+                .record(url.as_str(), Outcome::of(&result));
+        });
     }
 
     /// A HEAD for a URL the cache does not have: file, directory or nothing.
@@ -698,7 +783,7 @@ impl Cache {
             &head.request_headers,
             head.status,
             &head.headers,
-            origin.default_ttl,
+            &ttl_rules(origin),
             SystemTime::now(),
         );
         let partial = self.store.blobs.create_partial()?;
@@ -865,11 +950,12 @@ impl Cache {
         }
     }
 
-    /// Whether a validation of the guarded URL finished while this request
-    /// waited, or just before it came: then it shares that answer.
-    fn shares_validation(&self, guard: &UrlGuard<'_>) -> bool {
-        let validated_at = self.validations.lock().at(&guard.url);
-        validated_at.is_some_and(|at| at + COLLAPSE_WINDOW >= guard.asked_at)
+    /// The outcome of a validation of the guarded URL that finished while
+    /// this request waited, or just before it came: this request shares it.
+    fn shared_validation(&self, guard: &UrlGuard<'_>) -> Option<Outcome> {
+        let validations = self.validations.lock();
+        let (at, outcome) = validations.get(&guard.url)?;
+        (*at + COLLAPSE_WINDOW >= guard.asked_at).then(|| outcome.clone())
     }
 
     /// The URL's lock: every origin exchange for one URL happens under it.
@@ -883,6 +969,15 @@ impl Cache {
             asked_at,
             guard: Some(guard),
         }
+    }
+}
+
+/// The origin's configured freshness bounds.
+fn ttl_rules(origin: &Origin) -> TtlRules {
+    TtlRules {
+        default_ttl: origin.default_ttl,
+        min_ttl: origin.min_ttl,
+        max_ttl: origin.max_ttl,
     }
 }
 

@@ -60,6 +60,10 @@ pub struct Origin {
     /// The origin's URL; may carry a base path.
     pub url: Url,
     pub default_ttl: Duration,
+    /// Responses are fresh at least this long (unless they demand revalidation).
+    pub min_ttl: Duration,
+    /// Responses are fresh at most this long.
+    pub max_ttl: Option<Duration>,
     pub negative_ttl: Duration,
     pub listing: ListingMode,
     pub timeout: Duration,
@@ -75,6 +79,8 @@ impl Origin {
             name,
             url,
             default_ttl: DEFAULT_TTL,
+            min_ttl: Duration::ZERO,
+            max_ttl: None,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
             listing: ListingMode::Auto,
             timeout: DEFAULT_TIMEOUT,
@@ -128,6 +134,8 @@ struct FileConfig {
 struct FileOrigin {
     url: String,
     default_ttl: Option<String>,
+    min_ttl: Option<String>,
+    max_ttl: Option<String>,
     negative_ttl: Option<String>,
     #[serde(default)]
     listing: ListingMode,
@@ -238,6 +246,11 @@ fn origin_from_file(name: String, file: FileOrigin) -> Result<Origin, ConfigErro
     }
     Ok(Origin {
         default_ttl: duration("default_ttl", file.default_ttl, DEFAULT_TTL)?,
+        min_ttl: duration("min_ttl", file.min_ttl, Duration::ZERO)?,
+        max_ttl: match file.max_ttl {
+            Some(text) => Some(duration("max_ttl", Some(text), Duration::ZERO)?),
+            None => None,
+        },
         negative_ttl: duration("negative_ttl", file.negative_ttl, DEFAULT_NEGATIVE_TTL)?,
         timeout: duration("timeout", file.timeout, DEFAULT_TIMEOUT)?,
         connect_timeout: duration(

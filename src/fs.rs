@@ -778,6 +778,7 @@ fn errno(error: &CacheError) -> Errno {
         CacheError::NotFound | CacheError::Name(_) | CacheError::Offline { .. } => Errno::ENOENT,
         CacheError::Forbidden { .. } => Errno::EACCES,
         CacheError::Status { .. }
+        | CacheError::SharedFailure { .. }
         | CacheError::Origin(_)
         | CacheError::Download(_)
         | CacheError::Store(_)

@@ -16,9 +16,16 @@ use url::Url;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EntryMeta {
     pub policy: CachePolicy,
-    /// Fresh until this instant (seconds since the epoch) by the origin's
-    /// `default_ttl`, when the response said nothing about freshness.
-    pub default_fresh_until: Option<u64>,
+    /// The origin's configured bounds, as instants (seconds since the epoch).
+    #[serde(flatten)]
+    pub bounds: FreshnessBounds,
+    /// `must-revalidate`: never served stale, not even when the origin fails.
+    #[serde(default)]
+    pub must_revalidate: bool,
+    /// RFC 5861 `stale-while-revalidate`: until this instant (seconds since
+    /// the epoch) a stale copy is served while a revalidation runs in the background.
+    #[serde(default)]
+    pub serve_stale_until: Option<u64>,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     /// When the body was stored (seconds since the epoch).
@@ -35,7 +42,7 @@ impl EntryMeta {
         request: &HeaderMap,
         status: StatusCode,
         response: &HeaderMap,
-        default_ttl: Duration,
+        rules: &TtlRules,
         now: SystemTime,
     ) -> EntryMeta {
         let policy = CachePolicy::new_options(
@@ -47,8 +54,11 @@ impl EntryMeta {
                 ..CacheOptions::default()
             },
         );
+        let directives = Directives::of(response);
         EntryMeta {
-            default_fresh_until: default_fresh_until(response, default_ttl, now),
+            bounds: rules.bounds(&directives, response, now),
+            must_revalidate: directives.must_revalidate,
+            serve_stale_until: directives.serve_stale_until(&policy, now),
             etag: header_string(response, header::ETAG),
             last_modified: header_string(response, header::LAST_MODIFIED),
             stored_at: unix_secs(now),
@@ -67,13 +77,33 @@ impl EntryMeta {
         if self.invalidated {
             return Duration::ZERO;
         }
-        let by_headers = self.policy.time_to_live(now);
-        if !by_headers.is_zero() {
-            return by_headers;
+        let now_s = unix_secs(now);
+        let until = |instant: u64| Duration::from_secs(instant.saturating_sub(now_s));
+        let mut remaining = self.policy.time_to_live(now);
+        if remaining.is_zero() {
+            remaining = self.bounds.default_until.map(until).unwrap_or_default();
         }
-        self.default_fresh_until
-            .map(|until| Duration::from_secs(until.saturating_sub(unix_secs(now))))
-            .unwrap_or_default()
+        if let Some(min_until) = self.bounds.min_until {
+            remaining = remaining.max(until(min_until));
+        }
+        if let Some(max_until) = self.bounds.max_until {
+            remaining = remaining.min(until(max_until));
+        }
+        remaining
+    }
+
+    /// Whether a stale copy may be served while the origin cannot be asked.
+    pub fn may_serve_stale_on_error(&self) -> bool {
+        !self.must_revalidate
+    }
+
+    /// Whether the stale entry is still within its `stale-while-revalidate`
+    /// window: serve it now and revalidate in the background.
+    pub fn may_serve_while_revalidating(&self, now: SystemTime) -> bool {
+        !self.invalidated
+            && self
+                .serve_stale_until
+                .is_some_and(|until| unix_secs(now) < until)
     }
 
     /// The headers that make a request conditional (If-None-Match, If-Modified-Since).
@@ -95,7 +125,7 @@ impl EntryMeta {
         request: &HeaderMap,
         status: StatusCode,
         response: &HeaderMap,
-        default_ttl: Duration,
+        rules: &TtlRules,
         now: SystemTime,
     ) -> Option<EntryMeta> {
         let mut response = response.clone();
@@ -115,7 +145,9 @@ impl EntryMeta {
         );
         match after {
             AfterResponse::NotModified(policy, parts) => Some(EntryMeta {
-                default_fresh_until: default_fresh_until(&parts.headers, default_ttl, now),
+                bounds: rules.bounds(&Directives::of(&parts.headers), &parts.headers, now),
+                must_revalidate: Directives::of(&parts.headers).must_revalidate,
+                serve_stale_until: Directives::of(&parts.headers).serve_stale_until(&policy, now),
                 etag: header_string(&parts.headers, header::ETAG).or_else(|| self.etag.clone()),
                 last_modified: header_string(&parts.headers, header::LAST_MODIFIED)
                     .or_else(|| self.last_modified.clone()),
@@ -156,29 +188,101 @@ impl EntryMeta {
     }
 }
 
-/// `default_ttl` applies only where the origin gave no freshness information
-/// and did not forbid reuse without revalidation.
-fn default_fresh_until(
-    response: &HeaderMap,
-    default_ttl: Duration,
-    now: SystemTime,
-) -> Option<u64> {
-    if default_ttl.is_zero() {
-        return None;
+/// An origin's freshness settings on top of what its headers say.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TtlRules {
+    /// Freshness of a response with no freshness information at all.
+    pub default_ttl: Duration,
+    /// Every response is fresh at least this long, unless it demands revalidation.
+    pub min_ttl: Duration,
+    /// No response is fresh longer than this.
+    pub max_ttl: Option<Duration>,
+}
+
+/// [`TtlRules`] turned into instants for one response (seconds since the epoch).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct FreshnessBounds {
+    #[serde(rename = "default_fresh_until")]
+    pub default_until: Option<u64>,
+    #[serde(default)]
+    pub min_until: Option<u64>,
+    #[serde(default)]
+    pub max_until: Option<u64>,
+}
+
+impl TtlRules {
+    fn bounds(
+        &self,
+        directives: &Directives,
+        response: &HeaderMap,
+        now: SystemTime,
+    ) -> FreshnessBounds {
+        let at = |ttl: Duration| unix_secs(now) + ttl.as_secs();
+        // `default_ttl` applies only where the origin said nothing about
+        // freshness; `min_ttl` never overrides a demand to revalidate.
+        let says_nothing = !directives.max_age
+            && !directives.demands_revalidation()
+            && !response.contains_key(header::EXPIRES)
+            && !response.contains_key(header::LAST_MODIFIED);
+        FreshnessBounds {
+            default_until: (says_nothing && !self.default_ttl.is_zero())
+                .then(|| at(self.default_ttl)),
+            min_until: (!directives.demands_revalidation() && !self.min_ttl.is_zero())
+                .then(|| at(self.min_ttl)),
+            max_until: self.max_ttl.map(at),
+        }
     }
-    let cache_control = response
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(",")
-        .to_ascii_lowercase();
-    let says_something = ["max-age", "no-cache", "no-store", "must-revalidate"]
-        .iter()
-        .any(|directive| cache_control.contains(directive))
-        || response.contains_key(header::EXPIRES)
-        || response.contains_key(header::LAST_MODIFIED);
-    (!says_something).then(|| unix_secs(now) + default_ttl.as_secs())
+}
+
+/// The Cache-Control directives applied here rather than by
+/// `http-cache-semantics`: the ones it has no notion of (RFC 5861) and the
+/// ones that decide whether configured TTLs may apply.
+#[derive(Debug, Default)]
+struct Directives {
+    max_age: bool,
+    no_cache: bool,
+    no_store: bool,
+    must_revalidate: bool,
+    stale_while_revalidate: u64,
+}
+
+impl Directives {
+    fn of(headers: &HeaderMap) -> Directives {
+        let mut directives = Directives::default();
+        let values = headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        for directive in values.flat_map(|v| v.split(',')) {
+            let (name, value) = match directive.split_once('=') {
+                Some((name, value)) => (name, Some(value.trim().trim_matches('"'))),
+                None => (directive, None),
+            };
+            match name.trim().to_ascii_lowercase().as_str() {
+                "max-age" => directives.max_age = true,
+                "no-cache" => directives.no_cache = true,
+                "no-store" => directives.no_store = true,
+                "must-revalidate" => directives.must_revalidate = true,
+                "stale-while-revalidate" => {
+                    directives.stale_while_revalidate =
+                        value.and_then(|v| v.parse().ok()).unwrap_or(0);
+                }
+                _ => {}
+            }
+        }
+        directives
+    }
+
+    /// The end of the `stale-while-revalidate` window: freshness plus its seconds.
+    fn serve_stale_until(&self, policy: &CachePolicy, now: SystemTime) -> Option<u64> {
+        (self.stale_while_revalidate > 0 && !self.must_revalidate).then(|| {
+            unix_secs(now) + policy.time_to_live(now).as_secs() + self.stale_while_revalidate
+        })
+    }
+
+    fn demands_revalidation(&self) -> bool {
+        self.no_cache || self.no_store || self.must_revalidate
+    }
 }
 
 fn request_parts(url: &Url, headers: &HeaderMap) -> http::request::Parts {
@@ -218,6 +322,13 @@ mod tests {
         map
     }
 
+    fn rules(default_ttl: Duration) -> TtlRules {
+        TtlRules {
+            default_ttl,
+            ..TtlRules::default()
+        }
+    }
+
     fn meta(response: &[(&'static str, &str)], default_ttl: Duration) -> EntryMeta {
         let url = Url::parse("http://h/f").unwrap();
         EntryMeta::from_response(
@@ -225,7 +336,7 @@ mod tests {
             &HeaderMap::new(),
             StatusCode::OK,
             &headers(response),
-            default_ttl,
+            &rules(default_ttl),
             SystemTime::now(),
         )
     }
@@ -269,10 +380,85 @@ mod tests {
             &conditional,
             StatusCode::NOT_MODIFIED,
             &headers(&[("cache-control", "max-age=60")]),
-            Duration::ZERO,
+            &TtlRules::default(),
             SystemTime::now(),
         );
         assert!(refreshed.unwrap().remaining(SystemTime::now()) > Duration::from_secs(50));
+    }
+
+    #[test]
+    fn min_and_max_ttl_bound_freshness_but_not_a_demand_to_revalidate() {
+        let url = Url::parse("http://h/f").unwrap();
+        let now = SystemTime::now();
+        let bounded = TtlRules {
+            min_ttl: Duration::from_secs(600),
+            max_ttl: Some(Duration::from_secs(60)),
+            ..TtlRules::default()
+        };
+        let short = EntryMeta::from_response(
+            &url,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &headers(&[("cache-control", "max-age=5")]),
+            &TtlRules {
+                min_ttl: Duration::from_secs(600),
+                ..TtlRules::default()
+            },
+            now,
+        );
+        assert!(
+            short.remaining(now) > Duration::from_secs(590),
+            "min_ttl lengthens"
+        );
+        let long = EntryMeta::from_response(
+            &url,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &headers(&[("cache-control", "max-age=3600")]),
+            &bounded,
+            now,
+        );
+        assert!(
+            long.remaining(now) <= Duration::from_secs(60),
+            "max_ttl caps"
+        );
+        let no_cache = EntryMeta::from_response(
+            &url,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &headers(&[("cache-control", "no-cache")]),
+            &bounded,
+            now,
+        );
+        assert_eq!(
+            no_cache.remaining(now),
+            Duration::ZERO,
+            "min_ttl overrode no-cache"
+        );
+    }
+
+    #[test]
+    fn must_revalidate_forbids_stale_and_swr_gives_a_window() {
+        let strict = meta(
+            &[("cache-control", "max-age=0, must-revalidate")],
+            Duration::ZERO,
+        );
+        assert!(!strict.may_serve_stale_on_error());
+        assert!(meta(&[("cache-control", "max-age=0")], Duration::ZERO).may_serve_stale_on_error());
+        let swr = meta(
+            &[("cache-control", "max-age=0, stale-while-revalidate=60")],
+            Duration::ZERO,
+        );
+        assert!(swr.may_serve_while_revalidating(SystemTime::now()));
+        let later = SystemTime::now() + Duration::from_secs(120);
+        assert!(!swr.may_serve_while_revalidating(later));
+        assert!(!strict.may_serve_while_revalidating(SystemTime::now()));
+    }
+
+    #[test]
+    fn an_invalid_expires_is_already_stale() {
+        let entry = meta(&[("expires", "not a date")], Duration::from_secs(3600));
+        assert_eq!(entry.remaining(SystemTime::now()), Duration::ZERO);
     }
 
     #[test]
@@ -301,7 +487,7 @@ mod tests {
                 &conditional,
                 StatusCode::NOT_MODIFIED,
                 &headers(&[("etag", "\"v1\""), ("cache-control", "max-age=60")]),
-                Duration::ZERO,
+                &TtlRules::default(),
                 SystemTime::now(),
             )
             .unwrap();

@@ -43,6 +43,14 @@ impl OriginConfig {
         self.setting("default_ttl", ttl)
     }
 
+    pub fn min_ttl(self, ttl: &str) -> OriginConfig {
+        self.setting("min_ttl", ttl)
+    }
+
+    pub fn max_ttl(self, ttl: &str) -> OriginConfig {
+        self.setting("max_ttl", ttl)
+    }
+
     pub fn negative_ttl(self, ttl: &str) -> OriginConfig {
         self.setting("negative_ttl", ttl)
     }
