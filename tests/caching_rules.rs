@@ -147,3 +147,34 @@ fn credentials_are_not_sent_to_another_host() {
         second.describe_requests()
     );
 }
+
+#[test]
+fn stale_body_is_served_when_the_origin_is_gone() {
+    let origin = Origin::start();
+    origin.route(
+        "/base/f",
+        Route::ok(b"kept".to_vec())
+            .header("Cache-Control", "max-age=1")
+            .header("ETag", "\"v1\""),
+    );
+    let mount = Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")).timeout("2s"))
+        .mount();
+    assert_eq!(read(&mount.path("o/f")), b"kept");
+    mount.wait_idle(Duration::from_secs(10));
+    drop(origin);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let started = Instant::now();
+    assert_eq!(
+        read(&mount.path("o/f")),
+        b"kept",
+        "stale body with the origin gone"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(mount.stat("stale_served") >= 1, "{}", mount.stats());
+}

@@ -456,6 +456,15 @@ mod tests {
     }
 
     #[test]
+    fn s_maxage_is_for_shared_caches_only() {
+        let entry = meta(
+            &[("cache-control", "s-maxage=3600, max-age=0")],
+            Duration::ZERO,
+        );
+        assert_eq!(entry.remaining(SystemTime::now()), Duration::ZERO);
+    }
+
+    #[test]
     fn an_invalid_expires_is_already_stale() {
         let entry = meta(&[("expires", "not a date")], Duration::from_secs(3600));
         assert_eq!(entry.remaining(SystemTime::now()), Duration::ZERO);
