@@ -205,6 +205,10 @@ impl RecentValidations {
         self.at.insert(url.to_string(), (Instant::now(), outcome));
     }
 
+    fn forget(&mut self, url: &str) {
+        self.at.remove(url);
+    }
+
     fn get(&self, url: &str) -> Option<&(Instant, Outcome)> {
         self.at.get(url)
     }
@@ -436,6 +440,8 @@ impl Cache {
             meta.invalidated = true;
             self.store.index.update_meta(url, meta.to_json())?;
         }
+        // A validation that finished just before must not answer for the next lookup.
+        self.validations.lock().forget(url);
         self.events
             .emit(EventKind::Invalidate, json!({ "url": url }));
         Ok(())

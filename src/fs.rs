@@ -358,10 +358,14 @@ impl Filesystem for FetchFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if let Some(Node::Control(file)) = self.nodes.get(ino.0)
             && file.is_command()
         {
+            // With --allow-other, only the mount's owner (and root) steer the cache.
+            if req.uid() != 0 && req.uid() != self.owner.0 {
+                return reply.error(Errno::EACCES);
+            }
             let fh = self.handles.insert(Handle::Command(file));
             return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
         }

@@ -239,3 +239,24 @@ fn cli_wrappers_invalidate_evict_and_prefetch() {
         "prefetched body fetched again"
     );
 }
+
+#[test]
+fn invalidate_right_after_a_revalidation_still_asks_again() {
+    let origin = Origin::start();
+    let version = |body: &str, etag: &str| {
+        Route::ok(body.as_bytes().to_vec())
+            .header("Cache-Control", "no-cache")
+            .header("ETag", etag)
+    };
+    origin.route("/base/f", version("v1", "\"v1\""));
+    let mount = Mount::single("o", origin.url("/base"));
+    assert_eq!(read(&mount.path("o/f")), b"v1");
+    mount.wait_idle(Duration::from_secs(10));
+    assert_eq!(read(&mount.path("o/f")), b"v1", "revalidated: 304");
+
+    // Within the collapsing window of that revalidation.
+    origin.route("/base/f", version("v2", "\"v2\""));
+    write_control(&mount, "invalidate", "/o/f\n").expect("invalidate");
+
+    assert_eq!(read(&mount.path("o/f")), b"v2");
+}
