@@ -151,7 +151,7 @@ impl FetchFs {
 
     fn static_entry(&self, ino: u64, node: &Node, reply: ReplyEntry) {
         let attr = self.attrs().of_node(ino, node, &self.cache);
-        reply.entry(&STATIC_TTL, &attr, Generation(0));
+        reply.entry_with_ttls(&attr_ttl(node), &STATIC_TTL, &attr, Generation(0));
     }
 
     fn lookup_in_dir(&self, parent: u64, loc: &Location, name: &[u8], reply: ReplyEntry) {
@@ -195,15 +195,10 @@ impl FetchFs {
     fn open_control(&self, file: ControlFile, reply: ReplyOpen) {
         let handle = match file.snapshot(&self.cache.stats()) {
             Some(content) => Handle::Control(Arc::new(content)),
-            None => Handle::Events(Arc::new(tokio::sync::Mutex::new(
-                self.cache.events().subscribe(),
-            ))),
+            None => Handle::Events,
         };
         let fh = self.handles.insert(handle);
-        reply.opened(
-            FileHandle(fh),
-            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE,
-        );
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
     }
 
     fn open_remote(&self, loc: Location, reply: ReplyOpen) {
@@ -347,11 +342,7 @@ impl Filesystem for FetchFs {
         }
         match self.nodes.get(ino.0) {
             Some(node) => {
-                let ttl = if matches!(node, Node::Remote { .. }) {
-                    REMOTE_ATTR_TTL
-                } else {
-                    STATIC_TTL
-                };
+                let ttl = attr_ttl(&node);
                 reply.attr(&ttl, &attrs.of_node(ino.0, &node, &self.cache));
             }
             None => reply.error(Errno::ENOENT),
@@ -434,10 +425,10 @@ impl Filesystem for FetchFs {
                 let end = start.saturating_add(size as usize).min(content.len());
                 reply.data(&content[start..end]);
             }
-            Some(Handle::Events(stream)) => {
+            Some(Handle::Events) => {
+                let cache = Arc::clone(&self.cache);
                 self.runtime.spawn(async move {
-                    let chunk = stream.lock().await.next_chunk(size as usize).await;
-                    reply.data(&chunk);
+                    reply.data(&cache.events().read_at(offset, size as usize).await);
                 });
             }
             Some(Handle::Dir(_)) => reply.error(Errno::EISDIR),
@@ -776,6 +767,16 @@ fn read_full_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::R
     Ok(filled)
 }
 
+/// How long the kernel may keep a node's attributes: a control file's size
+/// changes with every event or figure, so it is asked each time.
+fn attr_ttl(node: &Node) -> Duration {
+    match node {
+        Node::Remote { .. } => REMOTE_ATTR_TTL,
+        Node::Control(_) => Duration::ZERO,
+        _ => STATIC_TTL,
+    }
+}
+
 /// The one place a cache error becomes what a reader sees.
 fn errno(error: &CacheError) -> Errno {
     match error {
@@ -820,6 +821,9 @@ impl Attrs {
             }
             Node::Control(file) if file.is_command() => {
                 self.build(ino, 0, self.mounted_at, FileType::RegularFile, 0o644, 1)
+            }
+            Node::Control(ControlFile::Events) => {
+                self.file(ino, cache.events().len(), SystemTime::now(), 1)
             }
             Node::Control(file) => {
                 let size = file

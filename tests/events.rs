@@ -73,3 +73,41 @@ fn a_failed_download_is_an_error_event() {
         "{error}"
     );
 }
+
+#[test]
+fn tail_f_follows_the_events() {
+    let origin = Origin::start();
+    origin.route("/base/f", Route::fresh(b"body".to_vec()));
+    let mount = Mount::single("o", origin.url("/base"));
+    assert_eq!(read(&mount.path("o/f")), b"body");
+    mount.wait_idle(Duration::from_secs(10));
+
+    let mut tail = std::process::Command::new("tail")
+        .args(["-n", "1", "-f"])
+        .arg(mount.path(".fetchfs/events"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tail");
+    let stdout = tail.stdout.take().expect("tail's stdout");
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let last = received
+        .recv_timeout(Duration::from_secs(10))
+        .expect("tail printed the last event");
+    assert!(last.contains("\"event\""), "{last}");
+
+    origin.route("/base/g", Route::fresh(b"more".to_vec()));
+    assert_eq!(read(&mount.path("o/g")), b"more");
+    let followed = std::iter::from_fn(|| received.recv_timeout(Duration::from_secs(10)).ok())
+        .find(|line| line.contains("\"fetch\"") && line.contains("/base/g"));
+    let _ = tail.kill();
+    let _ = tail.wait();
+    assert!(followed.is_some(), "tail -f never showed the fetch of g");
+}

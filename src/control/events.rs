@@ -1,17 +1,21 @@
 //! The `events` file: what the cache does, as JSON lines, while it happens.
 //!
-//! Every open of `.fetchfs/events` subscribes to a broadcast channel; a read
-//! waits for the next event, so `cat` and `tail -f` follow the stream. A
-//! reader that falls behind by more than the channel holds is told how many
-//! events it lost instead of stalling the daemon.
+//! The file behaves like a log that only grows: every event is appended at
+//! the end, `st_size` is the number of bytes ever written, and a read at
+//! offset X returns the bytes from X on, waiting when X is the end. So `cat`
+//! shows the retained history and then follows, and `tail -f` (which polls
+//! the size and reads what was added) works as on any log file. The newest
+//! [`RETAINED_BYTES`] stay in memory; a reader left behind gets one `lost`
+//! line in place of what it missed, exactly as long, so its offsets still match.
 
+use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
-/// Events kept for a slow reader before it starts losing them.
-const BACKLOG: usize = 4096;
+/// History kept for readers: whole lines, the newest first to stay.
+const RETAINED_BYTES: usize = 1 << 20;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,23 +43,30 @@ impl EventKind {
 
 #[derive(Debug)]
 pub struct Events {
-    sender: broadcast::Sender<String>,
+    log: parking_lot::Mutex<EventLog>,
+    /// The log's end offset, for readers waiting at the end.
+    end: watch::Sender<u64>,
+}
+
+/// The retained tail of the log: `bytes` start at offset `start`.
+#[derive(Debug, Default)]
+struct EventLog {
+    start: u64,
+    bytes: VecDeque<u8>,
 }
 
 impl Default for Events {
     fn default() -> Self {
         Events {
-            sender: broadcast::channel(BACKLOG).0,
+            log: parking_lot::Mutex::new(EventLog::default()),
+            end: watch::channel(0).0,
         }
     }
 }
 
 impl Events {
-    /// Publishes one event: `{"ts_ms": …, "event": kind, …fields}`. Free when nobody listens.
+    /// Appends one event: `{"ts_ms": …, "event": kind, …fields}`.
     pub fn emit(&self, kind: EventKind, fields: Value) {
-        if self.sender.receiver_count() == 0 {
-            return;
-        }
         let ts_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -64,57 +75,85 @@ impl Events {
         if let (Some(line), Value::Object(fields)) = (line.as_object_mut(), fields) {
             line.extend(fields);
         }
-        let _ = self.sender.send(format!("{line}\n"));
+        let end = self.log.lock().append(format!("{line}\n").as_bytes());
+        self.end.send_replace(end);
     }
 
-    pub fn subscribe(&self) -> EventStream {
-        EventStream {
-            receiver: self.sender.subscribe(),
-            pending: Vec::new(),
-        }
+    /// The number of bytes ever written: the file's size.
+    pub fn len(&self) -> u64 {
+        *self.end.borrow()
     }
-}
 
-/// One reader's position in the stream.
-#[derive(Debug)]
-pub struct EventStream {
-    receiver: broadcast::Receiver<String>,
-    /// Bytes of an event that did not fit the last read.
-    pending: Vec<u8>,
-}
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 
-impl EventStream {
-    /// Waits for at least one event, then returns as many whole lines as fit in `max` bytes
-    /// (a line longer than `max` is split across reads).
-    pub async fn next_chunk(&mut self, max: usize) -> Vec<u8> {
-        while self.pending.is_empty() {
-            self.pending = self.next_line().await.into_bytes();
-        }
-        while self.pending.len() < max {
-            match self.receiver.try_recv() {
-                Ok(line) => self.pending.extend_from_slice(line.as_bytes()),
-                Err(broadcast::error::TryRecvError::Lagged(lost)) => {
-                    self.pending.extend_from_slice(lost_line(lost).as_bytes())
-                }
-                Err(_) => break,
+    /// Up to `max` bytes from `offset` on, waiting for the next event when
+    /// `offset` is at the end.
+    pub async fn read_at(&self, offset: u64, max: usize) -> Vec<u8> {
+        let mut end = self.end.subscribe();
+        loop {
+            if let Some(bytes) = self.log.lock().read(offset, max) {
+                return bytes;
+            }
+            if end.changed().await.is_err() {
+                return Vec::new();
             }
         }
-        let take = self.pending.len().min(max);
-        self.pending.drain(..take).collect()
-    }
-
-    async fn next_line(&mut self) -> String {
-        match self.receiver.recv().await {
-            Ok(line) => line,
-            Err(broadcast::error::RecvError::Lagged(lost)) => lost_line(lost),
-            // The daemon is shutting down: nothing more will come.
-            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
-        }
     }
 }
 
-fn lost_line(count: u64) -> String {
-    format!("{}\n", json!({ "event": "lost", "count": count }))
+impl EventLog {
+    fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+
+    /// Appends a line, drops the oldest whole lines beyond the limit, returns the new end.
+    fn append(&mut self, line: &[u8]) -> u64 {
+        self.bytes.extend(line);
+        if self.bytes.len() > RETAINED_BYTES {
+            let excess = self.bytes.len() - RETAINED_BYTES;
+            let cut = self
+                .bytes
+                .iter()
+                .skip(excess)
+                .position(|b| *b == b'\n')
+                .map_or(self.bytes.len(), |p| excess + p + 1);
+            self.bytes.drain(..cut);
+            self.start += cut as u64;
+        }
+        self.end()
+    }
+
+    /// `None` when `offset` is at (or past) the end: nothing to read yet.
+    fn read(&self, offset: u64, max: usize) -> Option<Vec<u8>> {
+        if offset < self.start {
+            let missed = (self.start - offset).min(max as u64) as usize;
+            return Some(lost_line(missed));
+        }
+        if offset >= self.end() || max == 0 {
+            return None;
+        }
+        let from = (offset - self.start) as usize;
+        let to = (from + max).min(self.bytes.len());
+        Some(self.bytes.range(from..to).copied().collect())
+    }
+}
+
+/// Exactly `len` bytes standing for events a reader missed: a `lost` line
+/// padded with spaces (or only spaces and a newline when too short for it).
+fn lost_line(len: usize) -> Vec<u8> {
+    let text = json!({ "event": "lost", "bytes": len }).to_string();
+    let mut line = if text.len() < len {
+        text.into_bytes()
+    } else {
+        Vec::new()
+    };
+    line.resize(len.saturating_sub(1), b' ');
+    if len > 0 {
+        line.push(b'\n');
+    }
+    line
 }
 
 #[cfg(test)]
@@ -122,29 +161,50 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn subscribers_get_whole_lines_and_split_long_ones() {
-        let events = Events::default();
+    async fn reads_follow_the_log_and_wait_at_its_end() {
+        let events = std::sync::Arc::new(Events::default());
         events.emit(EventKind::Hit, json!({ "url": "http://h/a" }));
-        let mut stream = events.subscribe();
-        events.emit(EventKind::Fetch, json!({ "url": "http://h/b" }));
-        events.emit(EventKind::Evict, json!({ "url": "http://h/c" }));
-        let chunk = String::from_utf8(stream.next_chunk(1 << 16).await).unwrap();
-        let lines: Vec<Value> = chunk
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(
-            lines.len(),
-            2,
-            "an event before subscribing is not replayed"
-        );
-        assert_eq!(lines[0]["event"], "fetch");
-        assert_eq!(lines[1]["url"], "http://h/c");
+        let first = events.read_at(0, 1 << 16).await;
+        let line: Value = serde_json::from_slice(&first).unwrap();
+        assert_eq!(line["event"], "hit");
+        assert_eq!(events.len(), first.len() as u64);
 
-        events.emit(EventKind::Error, json!({ "message": "x".repeat(100) }));
-        let first = stream.next_chunk(10).await;
-        assert_eq!(first.len(), 10);
-        let rest = stream.next_chunk(1 << 16).await;
-        assert!(rest.ends_with(b"\n"));
+        let waiting = tokio::spawn({
+            let events = std::sync::Arc::clone(&events);
+            let offset = events.len();
+            async move { events.read_at(offset, 10).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a read at the end returned before any event"
+        );
+        events.emit(EventKind::Fetch, json!({ "url": "http://h/b" }));
+        assert_eq!(
+            waiting.await.unwrap().len(),
+            10,
+            "a long line is split across reads"
+        );
+    }
+
+    #[test]
+    fn a_reader_left_behind_gets_a_lost_line_of_the_missed_length() {
+        let mut log = EventLog::default();
+        let line = format!("{}\n", "x".repeat(999));
+        for _ in 0..(RETAINED_BYTES / 1000 + 10) {
+            log.append(line.as_bytes());
+        }
+        assert!(
+            log.start > 0 && log.start % 1000 == 0,
+            "the log keeps whole lines"
+        );
+        let missed = log.read(0, 4096).unwrap();
+        assert_eq!(missed.len(), 4096);
+        assert!(missed.ends_with(b"\n"));
+        let text = String::from_utf8(missed).unwrap();
+        let lost: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(lost["event"], "lost");
+        assert_eq!(lost_line(3), b"  \n");
+        assert!(log.read(log.end(), 10).is_none());
     }
 }

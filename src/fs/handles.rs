@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cache::{DirEntry, Download, OpenBlob};
 use crate::control::ControlFile;
-use crate::control::events::EventStream;
 
 #[derive(Clone)]
 pub enum Handle {
@@ -18,8 +17,8 @@ pub enum Handle {
     Control(Arc<Vec<u8>>),
     /// A command file open for writing patterns.
     Command(ControlFile),
-    /// The `events` stream of one reader.
-    Events(Arc<tokio::sync::Mutex<EventStream>>),
+    /// The `events` log: reads wait at its end.
+    Events,
     /// A directory's entries with their inodes, listed at open.
     Dir(Arc<Vec<(u64, DirEntry)>>),
 }
