@@ -659,6 +659,10 @@ impl Cache {
     /// stale-while-revalidate: the stale body is served now; one background
     /// task asks the origin (readers meanwhile share its answer).
     fn revalidate_in_background(self: &Arc<Self>, loc: Location, url: Url) {
+        if self.download(url.as_str()).is_some() {
+            // The new body is already on its way.
+            return;
+        }
         let cache = Arc::clone(self);
         tokio::spawn(async move {
             let guard = cache.lock_url(url.as_str()).await;

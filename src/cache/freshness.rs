@@ -58,7 +58,7 @@ impl EntryMeta {
         EntryMeta {
             bounds: rules.bounds(&directives, response, now),
             must_revalidate: directives.must_revalidate,
-            serve_stale_until: directives.serve_stale_until(&policy, now),
+            serve_stale_until: directives.serve_stale_until(&policy, rules, now),
             etag: header_string(response, header::ETAG),
             last_modified: header_string(response, header::LAST_MODIFIED),
             stored_at: unix_secs(now),
@@ -147,7 +147,8 @@ impl EntryMeta {
             AfterResponse::NotModified(policy, parts) => Some(EntryMeta {
                 bounds: rules.bounds(&Directives::of(&parts.headers), &parts.headers, now),
                 must_revalidate: Directives::of(&parts.headers).must_revalidate,
-                serve_stale_until: Directives::of(&parts.headers).serve_stale_until(&policy, now),
+                serve_stale_until: Directives::of(&parts.headers)
+                    .serve_stale_until(&policy, rules, now),
                 etag: header_string(&parts.headers, header::ETAG).or_else(|| self.etag.clone()),
                 last_modified: header_string(&parts.headers, header::LAST_MODIFIED)
                     .or_else(|| self.last_modified.clone()),
@@ -274,10 +275,21 @@ impl Directives {
     }
 
     /// The end of the `stale-while-revalidate` window: freshness plus its seconds.
-    fn serve_stale_until(&self, policy: &CachePolicy, now: SystemTime) -> Option<u64> {
-        (self.stale_while_revalidate > 0 && !self.must_revalidate).then(|| {
-            unix_secs(now) + policy.time_to_live(now).as_secs() + self.stale_while_revalidate
-        })
+    /// The window starts when the entry goes stale (`max_ttl` included) and
+    /// never opens for a response that demands validation before each use.
+    fn serve_stale_until(
+        &self,
+        policy: &CachePolicy,
+        rules: &TtlRules,
+        now: SystemTime,
+    ) -> Option<u64> {
+        if self.stale_while_revalidate == 0 || self.demands_revalidation() {
+            return None;
+        }
+        let fresh_for = policy
+            .time_to_live(now)
+            .min(rules.max_ttl.unwrap_or(Duration::MAX));
+        Some(unix_secs(now) + fresh_for.as_secs() + self.stale_while_revalidate)
     }
 
     fn demands_revalidation(&self) -> bool {
@@ -453,6 +465,14 @@ mod tests {
         let later = SystemTime::now() + Duration::from_secs(120);
         assert!(!swr.may_serve_while_revalidating(later));
         assert!(!strict.may_serve_while_revalidating(SystemTime::now()));
+        let no_cache = meta(
+            &[("cache-control", "no-cache, stale-while-revalidate=60")],
+            Duration::ZERO,
+        );
+        assert!(
+            !no_cache.may_serve_while_revalidating(SystemTime::now()),
+            "no-cache must validate each use"
+        );
     }
 
     #[test]
