@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Read;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -26,25 +26,8 @@ fn concurrent_cold_readers_share_one_get() {
         .watchdog(Duration::from_secs(90))
         .mount();
     let path = mount.path("o/hot.bin");
-    let start = Arc::new(Barrier::new(READERS));
-
-    let readers: Vec<_> = (0..READERS)
-        .map(|_| {
-            let (path, start) = (path.clone(), start.clone());
-            std::thread::spawn(move || {
-                start.wait();
-                std::fs::read(&path)
-            })
-        })
-        .collect();
-    let results: Vec<_> = readers
-        .into_iter()
-        .map(|r| r.join().expect("reader thread"))
-        .collect();
-
-    for (i, result) in results.into_iter().enumerate() {
-        let data = result.unwrap_or_else(|e| panic!("reader {i}: {e}"));
-        assert_same_bytes(&data, &body, &format!("reader {i}"));
+    for (i, data) in read_concurrently(&path, READERS).iter().enumerate() {
+        assert_same_bytes(data, &body, &format!("reader {i}"));
     }
     assert_eq!(
         origin.gets("/base/hot.bin"),

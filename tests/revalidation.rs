@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::*;
@@ -98,23 +97,8 @@ fn check_stale_readers_share_one_request(route: Route, body: &[u8], wait_until_s
     std::thread::sleep(wait_until_stale);
     let before = origin.requests_to("/base/f").len();
     let path = mount.path("o/f");
-    let start = Arc::new(Barrier::new(READERS));
-
-    let readers: Vec<_> = (0..READERS)
-        .map(|_| {
-            let (path, start) = (path.clone(), start.clone());
-            std::thread::spawn(move || {
-                start.wait();
-                std::fs::read(&path)
-            })
-        })
-        .collect();
-    for (i, reader) in readers.into_iter().enumerate() {
-        let data = reader
-            .join()
-            .unwrap()
-            .unwrap_or_else(|e| panic!("reader {i}: {e}"));
-        assert_same_bytes(&data, body, &format!("reader {i}"));
+    for (i, data) in read_concurrently(&path, READERS).iter().enumerate() {
+        assert_same_bytes(data, body, &format!("reader {i}"));
     }
 
     let after = origin.requests_to("/base/f").len();

@@ -181,3 +181,28 @@ pub fn sha256sum_bytes(data: &[u8]) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// Reads `path` whole from `readers` threads released at the same instant;
+/// each reader's bytes, or panics naming the reader that failed.
+pub fn read_concurrently(path: &Path, readers: usize) -> Vec<Vec<u8>> {
+    let start = std::sync::Arc::new(std::sync::Barrier::new(readers));
+    let threads: Vec<_> = (0..readers)
+        .map(|_| {
+            let (path, start) = (path.to_path_buf(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                std::fs::read(&path)
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .enumerate()
+        .map(|(i, thread)| {
+            thread
+                .join()
+                .expect("reader thread")
+                .unwrap_or_else(|e| panic!("reader {i}: {e}"))
+        })
+        .collect()
+}
