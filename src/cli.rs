@@ -4,6 +4,7 @@
 mod control;
 mod mount;
 mod stats;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -44,6 +45,15 @@ enum Command {
         /// Mount paths (/origin/a/b), URLs of configured origins, or globs (*, ?, [..], **).
         #[arg(required = true)]
         patterns: Vec<String>,
+    },
+    /// Re-hash every blob and check the index against the disk (the cache dir must not be mounted).
+    Verify {
+        /// The cache dir [default: $XDG_CACHE_HOME/fetchfs or ~/.cache/fetchfs].
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Drop broken blobs and their entries, and delete stray files.
+        #[arg(long)]
+        repair: bool,
     },
     /// Fetch these files into the cache now, with a progress bar.
     Prefetch {
@@ -105,6 +115,10 @@ pub fn main() -> i32 {
             patterns,
         } => control::write_patterns(&mountpoint, ControlFile::Evict, &patterns),
         Command::Prefetch { mountpoint, paths } => control::prefetch(&mountpoint, &paths),
+        Command::Verify { cache_dir, repair } => {
+            let cache_dir = cache_dir.unwrap_or_else(crate::config::default_cache_dir);
+            verify::run(&cache_dir, repair)
+        }
     };
     match result {
         Ok(()) => 0,

@@ -17,6 +17,7 @@
 
 pub mod blobs;
 pub mod index;
+pub mod verify;
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};

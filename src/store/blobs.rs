@@ -40,6 +40,29 @@ impl BlobDir {
             .join(hex.as_str())
     }
 
+    /// Every file under `blobs/` (two directory levels deep).
+    pub fn all_files(&self) -> io::Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        for first in fs::read_dir(&self.blobs)? {
+            let first = first?.path();
+            if !first.is_dir() {
+                files.push(first);
+                continue;
+            }
+            for second in fs::read_dir(&first)? {
+                let second = second?.path();
+                if !second.is_dir() {
+                    files.push(second);
+                    continue;
+                }
+                for entry in fs::read_dir(&second)? {
+                    files.push(entry?.path());
+                }
+            }
+        }
+        Ok(files)
+    }
+
     /// A new, empty temporary file for one download.
     pub fn create_partial(&self) -> io::Result<PartialBlob> {
         let file = tempfile::Builder::new()

@@ -1,0 +1,183 @@
+//! `fetchfs verify`: re-hash every blob and check the index against the disk.
+//!
+//! The commit protocol promises that every index record names a blob that is
+//! there and whole; this proves it after the fact (a disk error, a hand-edited
+//! cache dir). With `repair`, bad blobs and the entries pointing at them are
+//! dropped (the next read fetches them again), records naming no blob are
+//! removed, and files no record names are deleted.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use super::{Store, StoreError};
+
+/// What is wrong with one blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    Missing,
+    WrongSize { expected: u64, found: u64 },
+    WrongHash { found: String },
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub blobs_checked: u64,
+    pub bytes_checked: u64,
+    pub bad_blobs: Vec<(blake3::Hash, Problem)>,
+    /// URL records whose blob has no record.
+    pub dangling_urls: Vec<String>,
+    /// Files under `blobs/` that no record names.
+    pub stray_files: Vec<PathBuf>,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.bad_blobs.is_empty() && self.dangling_urls.is_empty() && self.stray_files.is_empty()
+    }
+}
+
+impl Store {
+    /// Checks every blob and record; with `repair`, removes what is broken.
+    pub fn verify(&self, repair: bool) -> Result<Report, StoreError> {
+        let mut report = Report::default();
+        let blobs = self.index.blobs_by_last_access()?;
+        for (hash, record) in &blobs {
+            report.blobs_checked += 1;
+            report.bytes_checked += record.size;
+            if let Some(problem) = self.check_blob(hash, record.size)? {
+                report.bad_blobs.push((*hash, problem));
+            }
+        }
+        for (url, record) in self.index.urls_with_prefix("", usize::MAX)? {
+            if self.index.blob(&record.blob)?.is_none() {
+                report.dangling_urls.push(url);
+            }
+        }
+        let known: std::collections::HashSet<String> =
+            blobs.iter().map(|(h, _)| h.to_hex().to_string()).collect();
+        report.stray_files = self
+            .blobs
+            .all_files()?
+            .into_iter()
+            .filter(|path| !is_known(path, &known))
+            .collect();
+        if repair {
+            self.repair(&report)?;
+        }
+        Ok(report)
+    }
+
+    fn check_blob(&self, hash: &blake3::Hash, size: u64) -> Result<Option<Problem>, StoreError> {
+        let mut file = match self.blobs.open_blob(hash) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(Problem::Missing)),
+            Err(e) => return Err(e.into()),
+        };
+        let mut hasher = blake3::Hasher::new();
+        let found = io::copy(&mut file, &mut hasher)?;
+        if found != size {
+            return Ok(Some(Problem::WrongSize {
+                expected: size,
+                found,
+            }));
+        }
+        let actual = hasher.finalize();
+        Ok((actual != *hash).then(|| Problem::WrongHash {
+            found: actual.to_hex().to_string(),
+        }))
+    }
+
+    fn repair(&self, report: &Report) -> Result<(), StoreError> {
+        let bad: std::collections::HashSet<blake3::Hash> =
+            report.bad_blobs.iter().map(|(h, _)| *h).collect();
+        self.index.drop_blobs(&bad)?;
+        for hash in &bad {
+            self.blobs.remove(hash)?;
+        }
+        for url in &report.dangling_urls {
+            self.index.remove_url(url)?;
+        }
+        for path in &report.stray_files {
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_known(path: &std::path::Path, known: &std::collections::HashSet<String>) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|name| known.contains(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_with(bodies: &[&[u8]]) -> (tempfile::TempDir, Store, Vec<blake3::Hash>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut hashes = Vec::new();
+        for (i, body) in bodies.iter().enumerate() {
+            let mut partial = store.blobs.create_partial().unwrap();
+            partial.append(body).unwrap();
+            let url = format!("http://h/{i}");
+            hashes.push(
+                store
+                    .commit(partial, &url, 0, serde_json::json!({}))
+                    .unwrap()
+                    .0,
+            );
+        }
+        (dir, store, hashes)
+    }
+
+    #[test]
+    fn a_clean_store_verifies() {
+        let (_dir, store, _) = store_with(&[b"one", b"two"]);
+        let report = store.verify(false).unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(report.blobs_checked, 2);
+    }
+
+    #[test]
+    fn corruption_is_found_and_repaired() {
+        let (_dir, store, hashes) = store_with(&[b"good", b"flipped", b"gone"]);
+        let flipped = store.blobs.path(&hashes[1]);
+        let mut perms = fs::metadata(&flipped).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        fs::set_permissions(&flipped, perms).unwrap();
+        fs::write(&flipped, b"flopped").unwrap();
+        fs::remove_file(store.blobs.path(&hashes[2])).unwrap();
+        let stray = store.blobs.path(&blake3::hash(b"stray"));
+        fs::create_dir_all(stray.parent().unwrap()).unwrap();
+        fs::write(&stray, b"stray").unwrap();
+
+        let report = store.verify(false).unwrap();
+        assert_eq!(report.bad_blobs.len(), 2, "{report:?}");
+        assert!(report.bad_blobs.iter().any(|(_, p)| *p == Problem::Missing));
+        assert!(
+            report
+                .bad_blobs
+                .iter()
+                .any(|(_, p)| matches!(p, Problem::WrongHash { .. }))
+        );
+        assert_eq!(report.stray_files, vec![stray.clone()]);
+
+        store.verify(true).unwrap();
+        let after = store.verify(false).unwrap();
+        assert!(after.is_clean(), "{after:?}");
+        assert!(
+            store.index.url("http://h/0").unwrap().is_some(),
+            "a good entry was dropped"
+        );
+        assert!(store.index.url("http://h/1").unwrap().is_none());
+        assert!(!stray.exists());
+        assert_eq!(store.index.totals().entries, 1);
+    }
+}
