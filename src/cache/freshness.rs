@@ -113,7 +113,10 @@ impl EntryMeta {
             .before_request(&request_parts(url, &HeaderMap::new()), now)
         {
             BeforeRequest::Stale { request, .. } => request.headers,
-            BeforeRequest::Fresh(_) => HeaderMap::new(),
+            // Fresh by its headers but invalidated: ask with the stored validators.
+            BeforeRequest::Fresh(_) => {
+                self.stored_validators([header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE])
+            }
         }
     }
 
@@ -136,7 +139,7 @@ impl EntryMeta {
             // A 304 without validators (python's http.server sends none) answers
             // our conditional request for the one response we store: it
             // confirms that response (RFC 9111 §4.3.4 selects the stored one).
-            self.copy_validators(&mut response);
+            response.extend(self.stored_validators([header::ETAG, header::LAST_MODIFIED]));
         }
         let after = self.policy.after_response(
             &request_parts(url, request),
@@ -160,16 +163,16 @@ impl EntryMeta {
         }
     }
 
-    fn copy_validators(&self, headers: &mut HeaderMap) {
-        let stored = [
-            (header::ETAG, &self.etag),
-            (header::LAST_MODIFIED, &self.last_modified),
-        ];
-        for (name, value) in stored {
+    /// The stored ETag and Last-Modified, under the two header names given
+    /// (themselves, or the conditional headers that carry them).
+    fn stored_validators(&self, [etag, last_modified]: [header::HeaderName; 2]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [(etag, &self.etag), (last_modified, &self.last_modified)] {
             if let Some(value) = value.as_deref().and_then(|v| v.parse().ok()) {
                 headers.insert(name, value);
             }
         }
+        headers
     }
 
     /// The file's mtime: Last-Modified, else when it was stored.
@@ -472,6 +475,26 @@ mod tests {
         assert!(
             !no_cache.may_serve_while_revalidating(SystemTime::now()),
             "no-cache must validate each use"
+        );
+    }
+
+    #[test]
+    fn an_invalidated_fresh_entry_asks_with_its_validators() {
+        let url = Url::parse("http://h/f").unwrap();
+        let mut entry = meta(
+            &[
+                ("cache-control", "max-age=3600"),
+                ("etag", "\"v1\""),
+                ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+            ],
+            Duration::ZERO,
+        );
+        entry.invalidated = true;
+        let conditional = entry.conditional_headers(&url, SystemTime::now());
+        assert_eq!(conditional.get("if-none-match").unwrap(), "\"v1\"");
+        assert_eq!(
+            conditional.get("if-modified-since").unwrap(),
+            "Mon, 01 Jan 2024 00:00:00 GMT"
         );
     }
 
