@@ -27,6 +27,7 @@ use serde_json::json;
 use url::Url;
 
 pub use download::{Download, DownloadError, Phase};
+use freshness::unix_secs;
 pub use freshness::{EntryMeta, TtlRules};
 pub use location::Location;
 
@@ -989,12 +990,6 @@ fn ttl_rules(origin: &Origin) -> TtlRules {
         min_ttl: origin.min_ttl,
         max_ttl: origin.max_ttl,
     }
-}
-
-fn unix_secs(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn from_unix_secs(secs: u64) -> SystemTime {

@@ -54,14 +54,25 @@ impl EntryMeta {
                 ..CacheOptions::default()
             },
         );
-        let directives = Directives::of(response);
+        EntryMeta::with_policy(policy, response, rules, now, unix_secs(now))
+    }
+
+    /// The metadata of a response whose headers are `headers`, judged by `policy`.
+    fn with_policy(
+        policy: CachePolicy,
+        headers: &HeaderMap,
+        rules: &TtlRules,
+        now: SystemTime,
+        stored_at: u64,
+    ) -> EntryMeta {
+        let directives = Directives::of(headers);
         EntryMeta {
-            bounds: rules.bounds(&directives, response, now),
+            bounds: rules.bounds(&directives, headers, now),
             must_revalidate: directives.must_revalidate,
             serve_stale_until: directives.serve_stale_until(&policy, rules, now),
-            etag: header_string(response, header::ETAG),
-            last_modified: header_string(response, header::LAST_MODIFIED),
-            stored_at: unix_secs(now),
+            etag: header_string(headers, header::ETAG),
+            last_modified: header_string(headers, header::LAST_MODIFIED),
+            stored_at,
             invalidated: false,
             policy,
         }
@@ -147,18 +158,15 @@ impl EntryMeta {
             now,
         );
         match after {
-            AfterResponse::NotModified(policy, parts) => Some(EntryMeta {
-                bounds: rules.bounds(&Directives::of(&parts.headers), &parts.headers, now),
-                must_revalidate: Directives::of(&parts.headers).must_revalidate,
-                serve_stale_until: Directives::of(&parts.headers)
-                    .serve_stale_until(&policy, rules, now),
-                etag: header_string(&parts.headers, header::ETAG).or_else(|| self.etag.clone()),
-                last_modified: header_string(&parts.headers, header::LAST_MODIFIED)
-                    .or_else(|| self.last_modified.clone()),
-                stored_at: self.stored_at,
-                invalidated: false,
-                policy,
-            }),
+            AfterResponse::NotModified(policy, parts) => {
+                let mut refreshed =
+                    EntryMeta::with_policy(policy, &parts.headers, rules, now, self.stored_at);
+                refreshed.etag = refreshed.etag.or_else(|| self.etag.clone());
+                refreshed.last_modified = refreshed
+                    .last_modified
+                    .or_else(|| self.last_modified.clone());
+                Some(refreshed)
+            }
             AfterResponse::Modified(..) => None,
         }
     }
@@ -319,7 +327,7 @@ fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String
     headers.get(name)?.to_str().ok().map(str::to_string)
 }
 
-fn unix_secs(time: SystemTime) -> u64 {
+pub(crate) fn unix_secs(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
