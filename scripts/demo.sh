@@ -3,7 +3,7 @@
 #
 #   scripts/demo.sh
 #
-# Installs what is missing, builds the release binary, serves a generated tree
+# Installs what is missing, builds fetchfs, serves a generated tree
 # with `python3 -m http.server`, mounts it, and shows: the listing, a cold and a
 # warm read of a 16 MiB file, two identical files sharing one inode, and the
 # stats. Everything it starts is stopped and unmounted on exit, error or not.
@@ -119,9 +119,11 @@ main() {
 
     local bin="${FETCHFS_BIN:-}"
     if [[ -z "$bin" ]]; then
-        say "Building fetchfs (release; the first build compiles RocksDB and takes ~15 min)"
-        cargo build --release
-        bin="$CARGO_TARGET_DIR/release/fetchfs"
+        # The dev profile, with optimised dependencies: the one profile the
+        # tests and clippy use too, so RocksDB is compiled once per machine.
+        say "Building fetchfs (the first build compiles RocksDB and takes ~15 min)"
+        cargo build
+        bin="$CARGO_TARGET_DIR/debug/fetchfs"
     fi
 
     work_dir=$(mktemp -d "${TMPDIR:-/tmp}/fetchfs-demo.XXXXXX")

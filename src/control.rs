@@ -1,7 +1,6 @@
 //! The `.fetchfs/` control folder: files a shell script reads to watch the cache.
 
 pub mod commands;
-pub mod events;
 pub mod pattern;
 pub mod stats;
 

@@ -11,6 +11,7 @@
 //! revalidates. A file not stored yet has an entry timeout of zero, so the
 //! first lookup after its download is committed answers with the blob inode.
 
+mod errno;
 mod handles;
 mod nodes;
 
@@ -26,12 +27,16 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, Request,
 };
 
-use crate::cache::{Cache, CacheError, DirEntry, Location, Opened, Resolved, StoredFile};
+use crate::cache::{
+    Cache, CacheError, DirEntry, Location, Opened, Resolved, StoredFile, is_blob_inode,
+};
 use crate::config::{Config, Origin};
 use crate::control::commands::Origins;
+use crate::control::stats::Stats;
 use crate::control::{CONTROL_DIR, ControlFile};
 use crate::namespace;
-use crate::store::BLOB_INO_BIT;
+use crate::telemetry::EventKind;
+use errno::errno;
 use handles::{Handle, HandleTable};
 use nodes::{CONTROL_DIR_INO, Node, NodeTable, ROOT_INO, control_ino};
 
@@ -52,8 +57,7 @@ pub struct FetchFs {
     runtime: tokio::runtime::Handle,
     nodes: Arc<NodeTable>,
     handles: Arc<HandleTable>,
-    origins: Vec<Arc<Origin>>,
-    any_host: bool,
+    origins: Arc<Origins>,
     owner: (u32, u32),
     mounted_at: SystemTime,
     /// Set once the session exists; kernel notifications go through it.
@@ -67,8 +71,10 @@ impl FetchFs {
             runtime,
             nodes: Arc::new(NodeTable::default()),
             handles: Arc::new(HandleTable::default()),
-            origins: config.origins.iter().cloned().map(Arc::new).collect(),
-            any_host: config.any_host,
+            origins: Arc::new(Origins {
+                configured: config.origins.iter().cloned().map(Arc::new).collect(),
+                any_host: config.any_host,
+            }),
             owner: (
                 nix::unistd::getuid().as_raw(),
                 nix::unistd::getgid().as_raw(),
@@ -90,33 +96,6 @@ impl FetchFs {
         }
     }
 
-    /// Makes the kernel forget the entries of these mount paths, so their next
-    /// lookup comes to the daemon, then calls `done`. Notifications go from a
-    /// blocking task of their own, never from a request handler: the kernel
-    /// may need a dispatch thread to finish them.
-    fn forget_entries(&self, paths: Vec<String>, done: impl FnOnce() + Send + 'static) {
-        let notifier = self.notifier.get().cloned();
-        let entries: Vec<(u64, Vec<u8>)> = paths
-            .iter()
-            .filter_map(|path| self.nodes.entry_of(path))
-            .collect();
-        self.runtime.spawn_blocking(move || {
-            if let Some(notifier) = &notifier {
-                for (parent, name) in &entries {
-                    if let Err(error) =
-                        notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name))
-                    {
-                        tracing::debug!(
-                            "forgetting entry {:?}: {error}",
-                            String::from_utf8_lossy(name)
-                        );
-                    }
-                }
-            }
-            done();
-        });
-    }
-
     /// The `user.fetchfs.*` attributes of a file inode; none for other inodes.
     fn xattrs(&self, ino: u64) -> Vec<(&'static str, String)> {
         let Some(loc) = self.nodes.file_location(ino) else {
@@ -136,13 +115,18 @@ impl FetchFs {
         if name == CONTROL_DIR.as_bytes() {
             return Some((CONTROL_DIR_INO, Node::ControlDir));
         }
-        if let Some(origin) = self.origins.iter().find(|o| o.name.as_bytes() == name) {
+        if let Some(origin) = self
+            .origins
+            .configured
+            .iter()
+            .find(|o| o.name.as_bytes() == name)
+        {
             let node = Node::Dir(Location::root(Arc::clone(origin)));
             return Some((self.nodes.insert(ROOT_INO, name, node.clone()), node));
         }
         let scheme = match name {
-            b"http" if self.any_host => "http",
-            b"https" if self.any_host => "https",
+            b"http" if self.origins.any_host => "http",
+            b"https" if self.origins.any_host => "https",
             _ => return None,
         };
         let node = Node::Scheme(scheme);
@@ -193,7 +177,7 @@ impl FetchFs {
     }
 
     fn open_control(&self, file: ControlFile, reply: ReplyOpen) {
-        let handle = match file.snapshot(&self.cache.stats()) {
+        let handle = match file.snapshot(&Stats::of(&self.cache)) {
             Some(content) => Handle::Control(Arc::new(content)),
             None => Handle::Events,
         };
@@ -261,12 +245,12 @@ impl FetchFs {
         match node {
             Node::Root => {
                 let mut entries = vec![dir(CONTROL_DIR, CONTROL_DIR_INO)];
-                for origin in &self.origins {
+                for origin in &self.origins.configured {
                     if let Some((ino, _)) = self.root_child(origin.name.as_bytes()) {
                         entries.push(dir(&origin.name, ino));
                     }
                 }
-                if self.any_host {
+                if self.origins.any_host {
                     for scheme in ["http", "https"] {
                         if let Some((ino, _)) = self.root_child(scheme.as_bytes()) {
                             entries.push(dir(scheme, ino));
@@ -334,7 +318,7 @@ impl Filesystem for FetchFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let attrs = self.attrs();
-        if ino.0 & BLOB_INO_BIT != 0 {
+        if is_blob_inode(ino.0) {
             return match self.cache.blob(ino.0) {
                 Ok(stored) => reply.attr(&BLOB_ATTR_TTL, &attrs.of_blob(&stored)),
                 Err(error) => reply.error(errno(&error)),
@@ -363,7 +347,7 @@ impl Filesystem for FetchFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        if ino.0 & BLOB_INO_BIT != 0 {
+        if is_blob_inode(ino.0) {
             return match self.cache.open_blob(ino.0) {
                 Ok(blob) => {
                     let fh = self.handles.insert(Handle::Stored(Arc::new(blob)));
@@ -394,7 +378,8 @@ impl Filesystem for FetchFs {
         let counters_cache = Arc::clone(&self.cache);
         let served = move |bytes: &[u8], reply: ReplyData| {
             counters_cache
-                .counters()
+                .telemetry()
+                .counters
                 .add_bytes_served(bytes.len() as u64);
             reply.data(bytes);
         };
@@ -428,7 +413,8 @@ impl Filesystem for FetchFs {
             Some(Handle::Events) => {
                 let cache = Arc::clone(&self.cache);
                 self.runtime.spawn(async move {
-                    reply.data(&cache.events().read_at(offset, size as usize).await);
+                    let events = &cache.telemetry().events;
+                    reply.data(&events.read_at(offset, size as usize).await);
                 });
             }
             Some(Handle::Dir(_)) => reply.error(Errno::EISDIR),
@@ -448,7 +434,7 @@ impl Filesystem for FetchFs {
         reply: ReplyEmpty,
     ) {
         if let Some(Handle::Stored(blob)) = self.handles.remove(fh.0) {
-            self.cache.close_blob(&blob.hash);
+            self.cache.close_blob(&blob);
         }
         reply.ok();
     }
@@ -576,7 +562,7 @@ impl Filesystem for FetchFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let stats = self.cache.stats();
+        let stats = self.cache.totals();
         let blocks = stats.cache_bytes.div_ceil(u64::from(BLOCK_SIZE));
         reply.statfs(blocks, 0, 0, stats.entries, 0, BLOCK_SIZE, 255, BLOCK_SIZE);
     }
@@ -603,31 +589,40 @@ impl Filesystem for FetchFs {
         let Some(Handle::Command(file)) = self.handles.get(fh.0) else {
             return reply.error(Errno::EROFS);
         };
-        let origins = Origins {
-            configured: &self.origins,
-            any_host: self.any_host,
-        };
-        match origins.apply(file, data, &self.cache) {
-            Ok(applied) => {
-                for loc in applied.prefetch {
-                    let cache = Arc::clone(&self.cache);
-                    self.runtime
-                        .spawn(async move { cache.prefetch(&loc).await });
+        let (origins, cache, runtime) = (
+            Arc::clone(&self.origins),
+            Arc::clone(&self.cache),
+            self.runtime.clone(),
+        );
+        let (notifier, nodes) = (self.notifier.get().cloned(), Arc::clone(&self.nodes));
+        let data = data.to_vec();
+        // Patterns read the index: never on a dispatch thread.
+        self.runtime.spawn_blocking(move || {
+            match origins.apply(file, &data, &cache) {
+                Ok(applied) => {
+                    for loc in applied.prefetch {
+                        let cache = Arc::clone(&cache);
+                        runtime.spawn(async move { cache.prefetch(&loc).await });
+                    }
+                    // The write returns once the kernel forgot the changed entries,
+                    // so the writer's next read already sees the change.
+                    forget_entries(notifier.as_ref(), &nodes, &applied.changed_paths);
+                    reply.written(u32::try_from(data.len()).unwrap_or(u32::MAX));
                 }
-                // The write returns once the kernel forgot the changed entries,
-                // so the writer's next read already sees the change.
-                let written = u32::try_from(data.len()).unwrap_or(u32::MAX);
-                self.forget_entries(applied.changed_paths, move || reply.written(written));
+                Err(error) => {
+                    if error.is_bad_input() {
+                        tracing::warn!(".fetchfs/{}: {error}", file.name());
+                    } else {
+                        tracing::error!(".fetchfs/{}: {error}", file.name());
+                    }
+                    cache.telemetry().events.emit(
+                        EventKind::Error,
+                        serde_json::json!({ "control": file.name(), "message": error.to_string() }),
+                    );
+                    reply.error(errno::of_command(&error));
+                }
             }
-            Err(error) => {
-                tracing::warn!(".fetchfs/{}: {error}", file.name());
-                self.cache.events().emit(
-                    crate::control::events::EventKind::Error,
-                    serde_json::json!({ "control": file.name(), "message": error.to_string() }),
-                );
-                reply.error(Errno::EINVAL);
-            }
-        }
+        });
     }
 
     fn setattr(
@@ -742,6 +737,23 @@ impl Filesystem for FetchFs {
     }
 }
 
+/// Makes the kernel forget the entries of these mount paths, so their next
+/// lookup comes to the daemon. Never call it from a request handler or under
+/// a lock handlers take: the kernel may need a dispatch thread to finish it.
+fn forget_entries(notifier: Option<&fuser::Notifier>, nodes: &NodeTable, paths: &[String]) {
+    let Some(notifier) = notifier else {
+        return;
+    };
+    for (parent, name) in paths.iter().filter_map(|path| nodes.entry_of(path)) {
+        if let Err(error) = notifier.inval_entry(INodeNo(parent), OsStr::from_bytes(&name)) {
+            tracing::debug!(
+                "forgetting entry {:?}: {error}",
+                String::from_utf8_lossy(&name)
+            );
+        }
+    }
+}
+
 /// Answers an xattr request: the size when asked for it, ERANGE when the buffer is short.
 fn reply_xattr(value: &[u8], size: u32, reply: fuser::ReplyXattr) {
     if size == 0 {
@@ -777,23 +789,6 @@ fn attr_ttl(node: &Node) -> Duration {
     }
 }
 
-/// The one place a cache error becomes what a reader sees.
-fn errno(error: &CacheError) -> Errno {
-    match error {
-        CacheError::NotFound | CacheError::Name(_) | CacheError::Offline { .. } => Errno::ENOENT,
-        CacheError::Forbidden { .. } => Errno::EACCES,
-        CacheError::Status { .. }
-        | CacheError::SharedFailure { .. }
-        | CacheError::Origin(_)
-        | CacheError::Download(_)
-        | CacheError::Store(_)
-        | CacheError::Io(_) => {
-            tracing::warn!("{error}");
-            Errno::EIO
-        }
-    }
-}
-
 /// Builds attributes; owner and times are the mount's.
 #[derive(Clone, Copy)]
 struct Attrs {
@@ -823,11 +818,11 @@ impl Attrs {
                 self.build(ino, 0, self.mounted_at, FileType::RegularFile, 0o644, 1)
             }
             Node::Control(ControlFile::Events) => {
-                self.file(ino, cache.events().len(), SystemTime::now(), 1)
+                self.file(ino, cache.telemetry().events.len(), SystemTime::now(), 1)
             }
             Node::Control(file) => {
                 let size = file
-                    .snapshot(&cache.stats())
+                    .snapshot(&Stats::of(cache))
                     .map_or(0, |content| content.len() as u64);
                 self.file(ino, size, SystemTime::now(), 1)
             }

@@ -17,7 +17,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use url::Url;
 
 use crate::config::Origin;
-use crate::control::stats::Counters;
+use crate::telemetry::Counters;
 pub use listing::ListingEntry;
 
 /// Redirect hops followed before giving up.

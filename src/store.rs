@@ -27,7 +27,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use blobs::{BlobDir, PartialBlob};
-pub use index::{BLOB_INO_BIT, BlobRecord, Index, IndexError, Linked, NewBody, Totals, UrlRecord};
+pub use index::{
+    BLOB_INO_BIT, BlobRecord, Index, IndexError, Linked, NewBody, Removed, Totals, UrlRecord,
+};
 
 /// The on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -50,12 +52,21 @@ pub enum StoreError {
     Blob(#[from] io::Error),
 }
 
+/// The cache dir's file system, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSpace {
+    pub total: u64,
+    /// Free for this (unprivileged) user.
+    pub free: u64,
+}
+
 /// One cache dir, opened by exactly one live mount.
 pub struct Store {
     pub blobs: BlobDir,
     pub index: Index,
     /// Serialises placing blobs with evicting them.
     placement: parking_lot::Mutex<()>,
+    cache_dir: PathBuf,
     /// Holds the flock for as long as the store is open.
     _lock: File,
 }
@@ -75,6 +86,7 @@ impl Store {
             blobs,
             index,
             placement: parking_lot::Mutex::new(()),
+            cache_dir: cache_dir.to_path_buf(),
             _lock: lock,
         })
     }
@@ -103,11 +115,17 @@ impl Store {
         Ok((hash, linked.blob))
     }
 
-    /// Drops a URL's record, and its body if nothing else points at it.
-    pub fn remove_url(&self, url: &str) -> Result<(), StoreError> {
-        let orphaned = self.index.remove_url(url)?;
-        self.delete_orphan(orphaned);
-        Ok(())
+    /// Drops these URLs' records in one batch, and the bodies nothing points
+    /// at any more. Returns how many records there were.
+    pub fn remove_urls(&self, urls: &[String]) -> Result<u64, StoreError> {
+        // Under the placement lock: a commit that found a body already stored
+        // must link to it before a removal can delete it.
+        let _placing = self.placement.lock();
+        let removed = self.index.remove_urls(urls)?;
+        for orphan in removed.orphaned {
+            self.delete_orphan(Some(orphan));
+        }
+        Ok(removed.records)
     }
 
     /// Evicts least recently used bodies, and the entries pointing at them,
@@ -138,6 +156,18 @@ impl Store {
             }
         }
         Ok(victims.len() as u64)
+    }
+
+    /// The size of the cache dir's file system and the bytes still free in it.
+    // The statvfs field types differ by platform; on some they are u64 already.
+    #[allow(clippy::useless_conversion)]
+    pub fn disk_space(&self) -> io::Result<DiskSpace> {
+        let stats = nix::sys::statvfs::statvfs(&self.cache_dir).map_err(io::Error::from)?;
+        let block = u64::from(stats.fragment_size());
+        Ok(DiskSpace {
+            total: u64::from(stats.blocks()).saturating_mul(block),
+            free: u64::from(stats.blocks_available()).saturating_mul(block),
+        })
     }
 
     fn delete_orphan(&self, orphaned: Option<(blake3::Hash, BlobRecord)>) {
@@ -248,6 +278,42 @@ mod tests {
     }
 
     #[test]
+    fn a_removal_racing_a_commit_of_the_same_body_never_deletes_a_linked_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+        let body = b"the same body under two URLs";
+        let commit = |store: &Store, url: &str| {
+            let mut partial = store.blobs.create_partial().unwrap();
+            partial.append(body).unwrap();
+            store
+                .commit(partial, url, 0, serde_json::json!({}))
+                .unwrap()
+                .0
+        };
+        let threads: Vec<_> = ["http://h/a", "http://h/b"]
+            .into_iter()
+            .map(|url| {
+                let store = std::sync::Arc::clone(&store);
+                std::thread::spawn(move || {
+                    for round in 0..2000 {
+                        let hash = commit(&store, url);
+                        // This URL holds a reference: nobody may delete the file now.
+                        assert!(
+                            store.blobs.path(&hash).exists(),
+                            "round {round}: {url} points at a deleted blob"
+                        );
+                        store.remove_urls(&[url.to_string()]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(store.index.totals(), Totals::default());
+    }
+
+    #[test]
     fn wrong_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("VERSION"), "99\n").unwrap();
@@ -275,7 +341,7 @@ mod tests {
         assert_eq!(record.refs, 1);
         assert!(!store.blobs.path(&old).exists());
         assert!(store.blobs.path(&new).exists());
-        store.remove_url("http://h/f").unwrap();
+        assert_eq!(store.remove_urls(&["http://h/f".into()]).unwrap(), 1);
         assert!(!store.blobs.path(&new).exists());
     }
 }

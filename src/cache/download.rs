@@ -1,12 +1,21 @@
 //! One body on its way from the origin to the blob store, readable while it
 //! arrives.
 //!
-//! The writer appends chunks to a file in `tmp/` and publishes how many bytes
-//! are on disk through a `watch` channel. A reader at offset X waits only until
-//! X (plus the length it asked for, or the end of the body) is on disk. A read
-//! at or past the end waits until the body is verified and committed, so a
-//! reader that saw end-of-file knows the file is stored. A body cut short is an
-//! error for every reader and is never stored.
+//! The writer ([`DownloadWriter`], owned by the task that fills the body)
+//! appends chunks to a file in `tmp/` and publishes how many bytes are on disk
+//! through a `watch` channel. Readers share the [`Download`]: a reader at
+//! offset X waits only until X (plus the length it asked for, or the end of
+//! the body) is on disk. A read at or past the end waits until the body is
+//! verified and committed, so a reader that saw end-of-file knows the file is
+//! stored. A body cut short is an error for every reader and is never stored.
+//!
+//! A writer dropped without an outcome (its task panicked or was cancelled)
+//! fails the download, so no reader ever waits for bytes nobody will write.
+//!
+//! While the body arrives, a control command may change what its commit does
+//! ([`Fate`]): `invalidate` stores it already stale, `evict` drops it. The
+//! commit reads the fate under the same lock the commands take, so a command
+//! is never lost between "checked" and "committed".
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -31,6 +40,18 @@ pub struct Progress {
     pub phase: Phase,
 }
 
+/// What the commit of a finished body does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fate {
+    /// Store it with the freshness its headers give.
+    #[default]
+    Store,
+    /// Store it, stale: it was invalidated while it downloaded.
+    StoreStale,
+    /// Do not store it: it was evicted while it downloaded.
+    Discard,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
     #[error("download of {url} failed: {reason}")]
@@ -39,6 +60,7 @@ pub enum DownloadError {
     Io { url: String, source: std::io::Error },
 }
 
+/// The readers' side of a download.
 #[derive(Debug)]
 pub struct Download {
     pub url: String,
@@ -46,49 +68,67 @@ pub struct Download {
     pub size: Option<u64>,
     pub mtime: Option<SystemTime>,
     file: Arc<File>,
-    progress: watch::Sender<Progress>,
+    progress: watch::Receiver<Progress>,
     failure: parking_lot::Mutex<Option<String>>,
+    fate: parking_lot::Mutex<Fate>,
+}
+
+/// The writer's side: exactly one per download.
+#[derive(Debug)]
+pub struct DownloadWriter {
+    download: Arc<Download>,
+    progress: watch::Sender<Progress>,
 }
 
 impl Download {
-    pub fn new(
+    /// A download into `file`, and the one writer that fills it.
+    pub fn start(
         url: String,
         size: Option<u64>,
         mtime: Option<SystemTime>,
         file: Arc<File>,
-    ) -> Download {
-        let (progress, _) = watch::channel(Progress {
+    ) -> (Arc<Download>, DownloadWriter) {
+        let (sender, receiver) = watch::channel(Progress {
             written: 0,
             phase: Phase::Running,
         });
-        Download {
+        let download = Arc::new(Download {
             url,
             size,
             mtime,
             file,
-            progress,
+            progress: receiver,
             failure: parking_lot::Mutex::new(None),
-        }
+            fate: parking_lot::Mutex::new(Fate::Store),
+        });
+        let writer = DownloadWriter {
+            download: Arc::clone(&download),
+            progress: sender,
+        };
+        (download, writer)
     }
 
     pub fn progress(&self) -> Progress {
         *self.progress.borrow()
     }
 
-    /// Writer side: more bytes are on disk.
-    pub fn advance(&self, written: u64) {
-        self.progress.send_modify(|p| p.written = written);
+    /// `invalidate` while the body arrives: it is stored stale, unless evicted.
+    pub fn invalidate(&self) {
+        let mut fate = self.fate.lock();
+        if *fate == Fate::Store {
+            *fate = Fate::StoreStale;
+        }
     }
 
-    /// Writer side: the body is whole (and stored, where it may be).
-    pub fn complete(&self) {
-        self.progress.send_modify(|p| p.phase = Phase::Complete);
+    /// `evict` while the body arrives: readers still get it, the store does not.
+    pub fn discard(&self) {
+        *self.fate.lock() = Fate::Discard;
     }
 
-    /// Writer side: the body will never be whole.
-    pub fn fail(&self, reason: String) {
-        *self.failure.lock() = Some(reason);
-        self.progress.send_modify(|p| p.phase = Phase::Failed);
+    /// Runs the commit with the body's fate; commands wait until it is done.
+    pub fn commit_with<T>(&self, commit: impl FnOnce(Fate) -> T) -> T {
+        let fate = self.fate.lock();
+        commit(*fate)
     }
 
     /// Whether `read(offset, len)` would answer without waiting.
@@ -113,7 +153,7 @@ impl Download {
 
     /// Bytes `[offset, offset + len)` of the body, waiting until they are on disk.
     pub async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, DownloadError> {
-        let mut updates = self.progress.subscribe();
+        let mut updates = self.progress.clone();
         loop {
             let progress = *updates.borrow_and_update();
             if self.readable(progress, offset, len) {
@@ -127,7 +167,7 @@ impl Download {
 
     /// Waits until the body is whole (and stored, where it may be); returns its length.
     pub async fn wait_until_whole(&self) -> Result<u64, DownloadError> {
-        let mut updates = self.progress.subscribe();
+        let mut updates = self.progress.clone();
         loop {
             let progress = *updates.borrow_and_update();
             match progress.phase {
@@ -176,27 +216,58 @@ impl Download {
     }
 }
 
+impl DownloadWriter {
+    pub fn download(&self) -> &Arc<Download> {
+        &self.download
+    }
+
+    /// More bytes are on disk.
+    pub fn advance(&self, written: u64) {
+        self.progress.send_modify(|p| p.written = written);
+    }
+
+    /// The body is whole (and stored, where it may be).
+    pub fn complete(self) {
+        self.progress.send_modify(|p| p.phase = Phase::Complete);
+    }
+
+    /// The body will never be whole.
+    pub fn fail(self, reason: String) {
+        self.fail_with(reason);
+    }
+
+    fn fail_with(&self, reason: String) {
+        if self.progress.borrow().phase != Phase::Running {
+            return;
+        }
+        *self.download.failure.lock() = Some(reason);
+        self.progress.send_modify(|p| p.phase = Phase::Failed);
+    }
+}
+
+impl Drop for DownloadWriter {
+    fn drop(&mut self) {
+        // Complete or failed already: nothing changes. Otherwise the task that
+        // owned the writer ended without an outcome; readers must not wait on.
+        self.fail_with("the download stopped without finishing".into());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn download(size: Option<u64>) -> (Arc<Download>, Arc<File>) {
+    fn download(size: Option<u64>) -> (Arc<Download>, DownloadWriter, Arc<File>) {
         let file = Arc::new(tempfile::tempfile().unwrap());
-        (
-            Arc::new(Download::new(
-                "http://h/f".into(),
-                size,
-                None,
-                Arc::clone(&file),
-            )),
-            file,
-        )
+        let (download, writer) =
+            Download::start("http://h/f".into(), size, None, Arc::clone(&file));
+        (download, writer, file)
     }
 
     #[tokio::test]
     async fn reader_waits_only_for_its_range() {
-        let (dl, file) = download(Some(8));
+        let (dl, writer, file) = download(Some(8));
         let reader = tokio::spawn({
             let dl = Arc::clone(&dl);
             async move { dl.read(0, 4).await.unwrap() }
@@ -204,26 +275,95 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!reader.is_finished());
         file.write_all_at(b"abcd", 0).unwrap();
-        dl.advance(4);
+        writer.advance(4);
         assert_eq!(reader.await.unwrap(), b"abcd");
     }
 
     #[tokio::test]
     async fn eof_read_waits_for_completion_and_failure_is_an_error() {
-        let (dl, file) = download(Some(4));
+        let (dl, writer, file) = download(Some(4));
         file.write_all_at(b"abcd", 0).unwrap();
-        dl.advance(4);
+        writer.advance(4);
         assert_eq!(dl.read(2, 10).await.unwrap(), b"cd");
         assert!(!dl.is_readable(4, 10));
-        dl.complete();
+        writer.complete();
         assert_eq!(dl.read(4, 10).await.unwrap(), b"");
 
-        let (dl, _) = download(Some(10));
+        let (dl, writer, _) = download(Some(10));
         let reader = tokio::spawn({
             let dl = Arc::clone(&dl);
             async move { dl.read(0, 10).await }
         });
-        dl.fail("reset".into());
-        assert!(reader.await.unwrap().is_err());
+        writer.fail("reset".into());
+        let error = reader.await.unwrap().unwrap_err().to_string();
+        assert!(error.contains("reset"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn every_waiting_reader_gets_the_failure() {
+        let (dl, writer, file) = download(Some(1 << 20));
+        file.write_all_at(b"ab", 0).unwrap();
+        writer.advance(2);
+        let readers: Vec<_> = (0..32)
+            .map(|i| {
+                let dl = Arc::clone(&dl);
+                tokio::spawn(async move { dl.read(i * 100, 100).await })
+            })
+            .collect();
+        let whole = tokio::spawn({
+            let dl = Arc::clone(&dl);
+            async move { dl.wait_until_whole().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        writer.fail("origin reset".into());
+        for reader in readers {
+            assert!(reader.await.unwrap().is_err());
+        }
+        assert!(whole.await.unwrap().is_err());
+        assert!(
+            dl.read(0, 2).await.is_err(),
+            "bytes of a failed body are not served"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_writer_dropped_without_an_outcome_fails_its_readers() {
+        let (dl, writer, _) = download(None);
+        let reader = tokio::spawn({
+            let dl = Arc::clone(&dl);
+            async move { dl.read(0, 10).await }
+        });
+        let task = tokio::spawn(async move {
+            let _writer = writer;
+            panic!("the fill task dies");
+        });
+        assert!(task.await.is_err());
+        let error = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the reader hangs")
+            .unwrap()
+            .unwrap_err();
+        assert!(error.to_string().contains("without finishing"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn followers_that_join_late_see_every_byte() {
+        let (dl, writer, file) = download(Some(6));
+        file.write_all_at(b"abcdef", 0).unwrap();
+        writer.advance(6);
+        writer.complete();
+        assert_eq!(dl.read(0, 100).await.unwrap(), b"abcdef");
+        assert_eq!(dl.wait_until_whole().await.unwrap(), 6);
+    }
+
+    #[test]
+    fn fate_is_what_the_last_command_said_and_evict_wins() {
+        let (dl, _writer, _) = download(None);
+        assert_eq!(dl.commit_with(|fate| fate), Fate::Store);
+        dl.invalidate();
+        assert_eq!(dl.commit_with(|fate| fate), Fate::StoreStale);
+        dl.discard();
+        dl.invalidate();
+        assert_eq!(dl.commit_with(|fate| fate), Fate::Discard);
     }
 }

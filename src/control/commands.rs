@@ -1,16 +1,24 @@
 //! Writes to `invalidate`, `evict` and `prefetch`: patterns in, cache actions out.
 //!
 //! A write is parsed whole before anything happens, so a malformed line
-//! changes nothing. Patterns are matched against the mount paths of the
-//! cached URLs (a URL can appear under several origins, and under the
-//! any-host tree), in the same order the parser maps URLs to paths.
+//! changes nothing. Each pattern reads only its part of the index: an exact
+//! path is one key, a directory or a glob the range of URLs below its literal
+//! prefix (the whole index only for a glob in the first component). Downloads
+//! under way in that range count too, so `evict` and `invalidate` reach them.
+//! The URLs found are matched against their mount paths (a URL can appear
+//! under several origins, and under the any-host tree), in the same order the
+//! parser maps URLs to paths, and all matches change in one index batch.
+//!
+//! Reading the index blocks: call [`Origins::apply`] off the FUSE dispatch
+//! threads.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use url::Url;
 
 use super::ControlFile;
-use super::pattern::{OriginBase, PatternError, PatternSet};
+use super::pattern::{OriginBase, PatternError, PatternSet, ScanScope};
 use crate::cache::{Cache, CacheError, Location};
 use crate::config::Origin;
 use crate::namespace;
@@ -21,8 +29,18 @@ pub enum CommandError {
     Pattern(#[from] PatternError),
     #[error("{0} takes writes only of invalidate, evict or prefetch")]
     NotACommand(&'static str),
-    #[error(transparent)]
+    #[error("the cache could not apply it: {0}")]
     Cache(#[from] CacheError),
+}
+
+impl CommandError {
+    /// Whether the write itself was wrong (rather than the cache failing).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            CommandError::Pattern(_) | CommandError::NotACommand(_)
+        )
+    }
 }
 
 /// What a write did.
@@ -35,24 +53,21 @@ pub struct Applied {
 }
 
 /// The origins a pattern can name.
-pub struct Origins<'a> {
-    pub configured: &'a [Arc<Origin>],
+#[derive(Debug, Clone)]
+pub struct Origins {
+    pub configured: Vec<Arc<Origin>>,
     pub any_host: bool,
 }
 
-impl Origins<'_> {
-    /// Parses and applies one write to a command file.
+impl Origins {
+    /// Parses and applies one write to a command file. Blocks on the index.
     pub fn apply(
         &self,
         file: ControlFile,
         input: &[u8],
         cache: &Cache,
     ) -> Result<Applied, CommandError> {
-        let bases: Vec<Url> = self
-            .configured
-            .iter()
-            .map(|o| namespace::base_dir_url(&o.url))
-            .collect();
+        let bases = self.bases();
         let origin_bases: Vec<OriginBase<'_>> = self
             .configured
             .iter()
@@ -73,7 +88,8 @@ impl Origins<'_> {
                     .collect();
             }
             ControlFile::Invalidate | ControlFile::Evict => {
-                for url in cache.cached_urls()? {
+                let mut matched = Vec::new();
+                for url in self.candidate_urls(&patterns, cache)? {
                     let Ok(parsed) = Url::parse(&url) else {
                         continue;
                     };
@@ -82,20 +98,75 @@ impl Origins<'_> {
                         .into_iter()
                         .filter(|p| patterns.matches(p))
                         .collect();
-                    if paths.is_empty() {
-                        continue;
+                    if !paths.is_empty() {
+                        matched.push(url);
+                        applied.changed_paths.extend(paths);
                     }
-                    if file == ControlFile::Invalidate {
-                        cache.invalidate(&url)?;
-                    } else {
-                        cache.evict(&url)?;
-                    }
-                    applied.changed_paths.extend(paths);
+                }
+                if file == ControlFile::Invalidate {
+                    cache.invalidate(&matched)?;
+                } else {
+                    cache.evict(&matched)?;
                 }
             }
             other => return Err(CommandError::NotACommand(other.name())),
         }
         Ok(applied)
+    }
+
+    fn bases(&self) -> Vec<Url> {
+        self.configured
+            .iter()
+            .map(|o| namespace::base_dir_url(&o.url))
+            .collect()
+    }
+
+    /// The URLs, stored or downloading, that the patterns' scopes hold.
+    fn candidate_urls(
+        &self,
+        patterns: &PatternSet,
+        cache: &Cache,
+    ) -> Result<BTreeSet<String>, CacheError> {
+        let mut urls = BTreeSet::new();
+        for scope in patterns.scan_scopes() {
+            match scope {
+                ScanScope::Path(path) => {
+                    let url = self.location_of(&path).and_then(|l| l.file_url().ok());
+                    if let Some(url) = url
+                        && cache.knows_url(url.as_str())?
+                    {
+                        urls.insert(url.to_string());
+                    }
+                }
+                ScanScope::Below(prefix) => {
+                    for url_prefix in self.url_prefixes(&prefix) {
+                        urls.extend(cache.urls_below(&url_prefix)?);
+                    }
+                }
+            }
+        }
+        Ok(urls)
+    }
+
+    /// The URL prefixes under which every URL reachable below the mount
+    /// directory `mount_prefix` (ending in '/') lies.
+    fn url_prefixes(&self, mount_prefix: &str) -> Vec<String> {
+        let schemes = ["http", "https"];
+        if mount_prefix == "/" {
+            let mut prefixes: Vec<String> = self.bases().iter().map(Url::to_string).collect();
+            if self.any_host {
+                prefixes.extend(schemes.iter().map(|s| format!("{s}://")));
+            }
+            return prefixes;
+        }
+        let top = mount_prefix.trim_matches('/');
+        if self.any_host && schemes.contains(&top) {
+            return vec![format!("{top}://")];
+        }
+        self.location_of(mount_prefix)
+            .and_then(|loc| loc.dir_url().ok())
+            .map(|url| vec![url.to_string()])
+            .unwrap_or_default()
     }
 
     /// The mount paths at which `url` appears: under each origin whose base
@@ -161,4 +232,94 @@ fn join_path(top: &str, components: &[Vec<u8>]) -> String {
         path.push_str(&String::from_utf8_lossy(component));
     }
     path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origins(any_host: bool) -> Origins {
+        let origin = |name: &str, url: &str| {
+            Arc::new(Origin::with_defaults(
+                name.to_string(),
+                Url::parse(url).unwrap(),
+            ))
+        };
+        Origins {
+            configured: vec![
+                origin("pypi", "https://files.example.org/pypi"),
+                origin("rel", "https://downloads.example.org/"),
+            ],
+            any_host,
+        }
+    }
+
+    #[test]
+    fn a_directory_scope_reads_one_origin_range() {
+        let origins = origins(false);
+        assert_eq!(
+            origins.url_prefixes("/pypi/packages/a b/"),
+            ["https://files.example.org/pypi/packages/a%20b/"]
+        );
+        assert_eq!(
+            origins.url_prefixes("/rel/"),
+            ["https://downloads.example.org/"]
+        );
+        assert!(origins.url_prefixes("/unknown/").is_empty());
+    }
+
+    #[test]
+    fn the_root_scope_reads_each_origin_and_the_any_host_trees() {
+        assert_eq!(
+            origins(false).url_prefixes("/"),
+            [
+                "https://files.example.org/pypi/",
+                "https://downloads.example.org/"
+            ]
+        );
+        let with_any_host = origins(true);
+        assert_eq!(with_any_host.url_prefixes("/").len(), 4);
+        assert_eq!(with_any_host.url_prefixes("/https/"), ["https://"]);
+        assert_eq!(
+            with_any_host.url_prefixes("/https/mirror.example.org:8443/a/"),
+            ["https://mirror.example.org:8443/a/"]
+        );
+        assert!(origins(false).url_prefixes("/https/").is_empty());
+    }
+
+    #[test]
+    fn a_url_appears_under_every_origin_that_holds_it() {
+        let origins = Origins {
+            configured: vec![
+                Arc::new(Origin::with_defaults(
+                    "all".into(),
+                    Url::parse("https://downloads.example.org/").unwrap(),
+                )),
+                Arc::new(Origin::with_defaults(
+                    "v1".into(),
+                    Url::parse("https://downloads.example.org/v1/").unwrap(),
+                )),
+            ],
+            any_host: true,
+        };
+        let url = Url::parse("https://downloads.example.org/v1/tool.tar.gz").unwrap();
+        assert_eq!(
+            origins.mount_paths(&url, &origins.bases()),
+            [
+                "/all/v1/tool.tar.gz",
+                "/v1/tool.tar.gz",
+                "/https/downloads.example.org/v1/tool.tar.gz"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_input_is_told_apart_from_a_failing_cache() {
+        assert!(CommandError::Pattern(PatternError::Empty).is_bad_input());
+        assert!(CommandError::NotACommand("stats").is_bad_input());
+        let disk = CommandError::Cache(CacheError::Io(std::io::Error::from_raw_os_error(
+            libc::ENOSPC,
+        )));
+        assert!(!disk.is_bad_input());
+    }
 }

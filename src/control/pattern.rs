@@ -27,8 +27,9 @@
 //! Matching works on mount paths only, so the caller turns each cache entry's
 //! URL into its mount path (configured origins first, in order, then the
 //! any-host tree, the same order used here) and asks [`PatternSet::matches`].
-//! [`PatternSet::scan_prefixes`] says which part of the tree each pattern can
-//! touch, so the caller only has to scan that range of the index.
+//! [`PatternSet::scan_scopes`] says which part of the tree each pattern can
+//! touch (one path, or the range below a literal prefix), so the caller reads
+//! only that key or that range of the index.
 
 use std::collections::HashSet;
 
@@ -111,6 +112,15 @@ pub struct PatternSet {
     directories: Vec<String>,
     /// All globs of the write compiled into one matcher.
     globs: GlobSet,
+}
+
+/// The part of the mount one pattern can touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanScope {
+    /// Exactly this mount path.
+    Path(String),
+    /// This directory (ending in '/') and everything below it.
+    Below(String),
 }
 
 /// One parsed line.
@@ -217,6 +227,20 @@ impl PatternSet {
                 PatternKind::Exact(path) => parent_directory(path).to_owned(),
                 PatternKind::Directory(directory) => directory.clone(),
                 PatternKind::Glob { source, .. } => literal_directory_prefix(source).to_owned(),
+            })
+            .collect()
+    }
+
+    /// Where each pattern can match, for the caller's index reads: an exact
+    /// path is one key, anything else the range below its literal prefix
+    /// ([`PatternSet::scan_prefixes`]). In input order.
+    pub fn scan_scopes(&self) -> Vec<ScanScope> {
+        self.patterns
+            .iter()
+            .zip(self.scan_prefixes())
+            .map(|(pattern, prefix)| match &pattern.kind {
+                PatternKind::Exact(path) => ScanScope::Path(path.clone()),
+                _ => ScanScope::Below(prefix),
             })
             .collect()
     }
@@ -583,6 +607,20 @@ mod tests {
     }
 
     // --- exact paths ----------------------------------------------------------
+
+    #[test]
+    fn scopes_are_one_key_for_an_exact_path_and_a_range_otherwise() {
+        let set = parse("/pypi/a/b.whl\n/pypi/packages/\n/pypi/x/**/*.whl\n/*/y");
+        assert_eq!(
+            set.scan_scopes(),
+            [
+                ScanScope::Path("/pypi/a/b.whl".into()),
+                ScanScope::Below("/pypi/packages/".into()),
+                ScanScope::Below("/pypi/x/".into()),
+                ScanScope::Below("/".into()),
+            ]
+        );
+    }
 
     #[test]
     fn exact_path_matches_only_itself() {

@@ -1,122 +1,13 @@
-//! The figures behind `.fetchfs/stats` and `fetchfs stats`.
+//! The figures behind `.fetchfs/stats`, `.fetchfs/metrics` and `fetchfs stats`.
 //!
-//! Counters are plain atomics bumped on the hot path; sizes of what is stored
-//! come from the index's totals at snapshot time, so they are always true.
-
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Instant;
+//! Counters come from the telemetry the cache and the origin client feed;
+//! sizes of what is stored come from the index's totals at snapshot time, so
+//! they are always true.
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::Totals;
-
-/// Event counters since the mount started.
-#[derive(Debug)]
-pub struct Counters {
-    started: Instant,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    revalidations: AtomicU64,
-    not_modified: AtomicU64,
-    origin_requests: AtomicU64,
-    origin_errors: AtomicU64,
-    stale_served: AtomicU64,
-    bytes_from_origin: AtomicU64,
-    bytes_served: AtomicU64,
-    evictions: AtomicU64,
-    in_flight: AtomicU64,
-}
-
-impl Default for Counters {
-    fn default() -> Self {
-        Counters {
-            started: Instant::now(),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            revalidations: AtomicU64::new(0),
-            not_modified: AtomicU64::new(0),
-            origin_requests: AtomicU64::new(0),
-            origin_errors: AtomicU64::new(0),
-            stale_served: AtomicU64::new(0),
-            bytes_from_origin: AtomicU64::new(0),
-            bytes_served: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Counters {
-    /// An open served from a stored body.
-    pub fn add_hit(&self) {
-        self.hits.fetch_add(1, Relaxed);
-    }
-    /// An open that needed the origin's body.
-    pub fn add_miss(&self) {
-        self.misses.fetch_add(1, Relaxed);
-    }
-    pub fn add_revalidation(&self) {
-        self.revalidations.fetch_add(1, Relaxed);
-    }
-    pub fn add_not_modified(&self) {
-        self.not_modified.fetch_add(1, Relaxed);
-    }
-    pub fn add_origin_request(&self) {
-        self.origin_requests.fetch_add(1, Relaxed);
-    }
-    pub fn add_origin_error(&self) {
-        self.origin_errors.fetch_add(1, Relaxed);
-    }
-    pub fn add_stale_served(&self) {
-        self.stale_served.fetch_add(1, Relaxed);
-    }
-    pub fn add_bytes_from_origin(&self, bytes: u64) {
-        self.bytes_from_origin.fetch_add(bytes, Relaxed);
-    }
-    pub fn add_bytes_served(&self, bytes: u64) {
-        self.bytes_served.fetch_add(bytes, Relaxed);
-    }
-    pub fn add_evictions(&self, count: u64) {
-        self.evictions.fetch_add(count, Relaxed);
-    }
-    pub fn download_started(&self) {
-        self.in_flight.fetch_add(1, Relaxed);
-    }
-    pub fn download_ended(&self) {
-        self.in_flight.fetch_sub(1, Relaxed);
-    }
-
-    /// All figures at this instant.
-    pub fn snapshot(&self, totals: Totals) -> Stats {
-        let hits = self.hits.load(Relaxed);
-        let misses = self.misses.load(Relaxed);
-        let lookups = hits + misses;
-        Stats {
-            hits,
-            misses,
-            revalidations: self.revalidations.load(Relaxed),
-            not_modified: self.not_modified.load(Relaxed),
-            origin_requests: self.origin_requests.load(Relaxed),
-            origin_errors: self.origin_errors.load(Relaxed),
-            stale_served: self.stale_served.load(Relaxed),
-            bytes_from_origin: self.bytes_from_origin.load(Relaxed),
-            bytes_served: self.bytes_served.load(Relaxed),
-            entries: totals.entries,
-            blobs: totals.blobs,
-            cache_bytes: totals.cache_bytes,
-            logical_bytes: totals.logical_bytes,
-            dedup_saved_bytes: totals.logical_bytes.saturating_sub(totals.cache_bytes),
-            evictions: self.evictions.load(Relaxed),
-            in_flight: self.in_flight.load(Relaxed),
-            hit_rate: if lookups == 0 {
-                0.0
-            } else {
-                hits as f64 / lookups as f64
-            },
-            uptime_s: self.started.elapsed().as_secs(),
-        }
-    }
-}
+use crate::cache::{Cache, Totals};
+use crate::telemetry::CounterValues;
 
 /// The `stats` file: one JSON object, field names are the contract.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +33,39 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The figures of a mount's cache at this instant.
+    pub fn of(cache: &Cache) -> Stats {
+        Stats::from_parts(cache.telemetry().counters.values(), cache.totals())
+    }
+
+    fn from_parts(counters: CounterValues, totals: Totals) -> Stats {
+        let lookups = counters.hits + counters.misses;
+        Stats {
+            hits: counters.hits,
+            misses: counters.misses,
+            revalidations: counters.revalidations,
+            not_modified: counters.not_modified,
+            origin_requests: counters.origin_requests,
+            origin_errors: counters.origin_errors,
+            stale_served: counters.stale_served,
+            bytes_from_origin: counters.bytes_from_origin,
+            bytes_served: counters.bytes_served,
+            entries: totals.entries,
+            blobs: totals.blobs,
+            cache_bytes: totals.cache_bytes,
+            logical_bytes: totals.logical_bytes,
+            dedup_saved_bytes: totals.logical_bytes.saturating_sub(totals.cache_bytes),
+            evictions: counters.evictions,
+            in_flight: counters.in_flight,
+            hit_rate: if lookups == 0 {
+                0.0
+            } else {
+                counters.hits as f64 / lookups as f64
+            },
+            uptime_s: counters.uptime_s,
+        }
+    }
+
     /// `stats` file content: pretty JSON with a trailing newline.
     pub fn to_json(&self) -> String {
         let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
@@ -225,18 +149,18 @@ mod tests {
 
     #[test]
     fn snapshot_derives_rate_and_savings() {
-        let counters = Counters::default();
-        counters.add_hit();
-        counters.add_hit();
-        counters.add_hit();
-        counters.add_miss();
+        let counters = CounterValues {
+            hits: 3,
+            misses: 1,
+            ..CounterValues::default()
+        };
         let totals = Totals {
             entries: 2,
             blobs: 1,
             cache_bytes: 10,
             logical_bytes: 20,
         };
-        let stats = counters.snapshot(totals);
+        let stats = Stats::from_parts(counters, totals);
         assert_eq!(stats.hit_rate, 0.75);
         assert_eq!(stats.dedup_saved_bytes, 10);
         let json: serde_json::Value = serde_json::from_str(&stats.to_json()).unwrap();

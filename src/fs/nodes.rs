@@ -129,3 +129,57 @@ impl NodeTable {
         ino
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Origin;
+    use std::sync::Arc;
+
+    fn dir(path: &str) -> Node {
+        let origin = Origin::with_defaults(
+            "o".into(),
+            url::Url::parse("http://downloads.example.org/").unwrap(),
+        );
+        let mut loc = Location::root(Arc::new(origin));
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            loc = loc.child(name.as_bytes()).unwrap();
+        }
+        Node::Dir(loc)
+    }
+
+    #[test]
+    fn one_inode_per_parent_and_name_for_the_life_of_the_mount() {
+        let nodes = NodeTable::default();
+        let a = nodes.insert(ROOT_INO, b"o", dir(""));
+        let again = nodes.insert(ROOT_INO, b"o", dir(""));
+        let other = nodes.insert(a, b"o", dir("o"));
+        assert_eq!(a, again);
+        assert_ne!(a, other);
+        assert!(a >= FIRST_DYNAMIC_INO && other >= FIRST_DYNAMIC_INO);
+        assert!(matches!(nodes.get(ROOT_INO), Some(Node::Root)));
+        assert!(matches!(nodes.get(CONTROL_DIR_INO), Some(Node::ControlDir)));
+    }
+
+    #[test]
+    fn a_path_walks_to_its_parent_and_name_only_through_looked_up_directories() {
+        let nodes = NodeTable::default();
+        let o = nodes.insert(ROOT_INO, b"o", dir(""));
+        let d = nodes.insert(o, b"d", dir("d"));
+        assert_eq!(nodes.entry_of("/o/d/f.bin"), Some((d, b"f.bin".to_vec())));
+        assert_eq!(nodes.entry_of("/o"), Some((ROOT_INO, b"o".to_vec())));
+        assert_eq!(nodes.entry_of("/o/never/f.bin"), None);
+        assert_eq!(nodes.entry_of("/"), None);
+    }
+
+    #[test]
+    fn control_files_have_fixed_distinct_inodes() {
+        let inos: std::collections::HashSet<u64> =
+            ControlFile::ALL.iter().map(|f| control_ino(*f)).collect();
+        assert_eq!(inos.len(), ControlFile::ALL.len());
+        assert!(
+            inos.iter()
+                .all(|ino| *ino > CONTROL_DIR_INO && *ino < FIRST_DYNAMIC_INO)
+        );
+    }
+}

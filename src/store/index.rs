@@ -11,6 +11,7 @@
 //! Every change that touches more than one record is one write batch, so a
 //! crash leaves either the old state or the new one.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ use serde::{Deserialize, Serialize};
 const CF_URLS: &str = "urls";
 const CF_BLOBS: &str = "blobs";
 const CF_META: &str = "meta";
+/// The size of each column family's memtable.
+const WRITE_BUFFER_BYTES: usize = 4 << 20;
 /// Blob inode numbers have the top bit set; the filesystem's own inodes never do.
 pub const BLOB_INO_BIT: u64 = 1 << 63;
 
@@ -72,6 +75,15 @@ pub struct Linked {
     pub orphaned: Option<(blake3::Hash, BlobRecord)>,
 }
 
+/// What a removal dropped.
+#[derive(Debug, Default)]
+pub struct Removed {
+    /// URL records removed.
+    pub records: u64,
+    /// Bodies nothing points at any more, for the caller to delete their files.
+    pub orphaned: Vec<(blake3::Hash, BlobRecord)>,
+}
+
 /// Sizes of what is indexed, kept current by every write.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
@@ -89,12 +101,18 @@ pub struct Index {
 
 impl Index {
     pub fn open(path: &Path) -> Result<Index, IndexError> {
-        let mut options = Options::default();
+        let mut options = family_options();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let families = [CF_URLS, CF_BLOBS, CF_META]
-            .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        // The default family is unused, but opened with the same small memtable.
+        let families = [
+            rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+            CF_URLS,
+            CF_BLOBS,
+            CF_META,
+        ]
+        .into_iter()
+        .map(|name| ColumnFamilyDescriptor::new(name, family_options()));
         let db = DB::open_cf_descriptors(&options, path, families)?;
         let index = Index {
             db: Arc::new(db),
@@ -129,23 +147,43 @@ impl Index {
         Ok(self.blob(&hash)?.map(|record| (hash, record)))
     }
 
-    /// URLs whose string starts with `prefix`, in order, at most `limit`.
-    pub fn urls_with_prefix(
-        &self,
-        prefix: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, UrlRecord)>, IndexError> {
-        let mode = IteratorMode::From(prefix.as_bytes(), rocksdb::Direction::Forward);
+    /// URLs whose string starts with `prefix`, in order. Reads keys only, and
+    /// only the range below `prefix`.
+    pub fn url_keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, IndexError> {
         let mut found = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_URLS), mode) {
-            let (key, value) = item?;
-            if !key.starts_with(prefix.as_bytes()) || found.len() >= limit {
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_URLS));
+        iter.seek(prefix.as_bytes());
+        while let Some(key) = iter.key() {
+            if !key.starts_with(prefix.as_bytes()) {
                 break;
             }
+            found.push(String::from_utf8_lossy(key).into_owned());
+            iter.next();
+        }
+        iter.status()?;
+        Ok(found)
+    }
+
+    /// Every URL record, in order (for `verify`: it reads them all).
+    pub fn url_records(&self) -> Result<Vec<(String, UrlRecord)>, IndexError> {
+        let mut found = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_URLS), IteratorMode::Start) {
+            let (key, value) = item?;
             let url = String::from_utf8_lossy(&key).into_owned();
             let record = decode(&url, &value)?;
             found.push((url, record));
         }
+        Ok(found)
+    }
+
+    /// Whether any URL starts with `prefix`.
+    pub fn has_url_with_prefix(&self, prefix: &str) -> Result<bool, IndexError> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_URLS));
+        iter.seek(prefix.as_bytes());
+        let found = iter
+            .key()
+            .is_some_and(|key| key.starts_with(prefix.as_bytes()));
+        iter.status()?;
         Ok(found)
     }
 
@@ -211,12 +249,24 @@ impl Index {
 
     /// Replaces the cache metadata of an existing URL record (after a 304).
     pub fn update_meta(&self, url: &str, meta: serde_json::Value) -> Result<(), IndexError> {
-        let _guard = self.write_lock.lock();
-        if let Some(mut record) = self.url(url)? {
-            record.meta = meta;
-            self.db
-                .put_cf(self.cf(CF_URLS), url.as_bytes(), encode(&record))?;
+        self.update_metas(&[(url.to_string(), meta)])
+    }
+
+    /// Replaces the cache metadata of these URLs' records, in one batch;
+    /// URLs without a record are skipped.
+    pub fn update_metas(&self, changes: &[(String, serde_json::Value)]) -> Result<(), IndexError> {
+        if changes.is_empty() {
+            return Ok(());
         }
+        let _guard = self.write_lock.lock();
+        let mut batch = WriteBatch::default();
+        for (url, meta) in changes {
+            if let Some(mut record) = self.url(url)? {
+                record.meta = meta.clone();
+                batch.put_cf(self.cf(CF_URLS), url.as_bytes(), encode(&record));
+            }
+        }
+        self.db.write(batch)?;
         Ok(())
     }
 
@@ -233,20 +283,54 @@ impl Index {
         Ok(())
     }
 
-    /// Drops a URL's record; returns the body if nothing points at it any more.
-    pub fn remove_url(&self, url: &str) -> Result<Option<(blake3::Hash, BlobRecord)>, IndexError> {
+    /// Drops these URLs' records in one batch; returns how many there were and
+    /// the bodies nothing points at any more.
+    pub fn remove_urls(&self, urls: &[String]) -> Result<Removed, IndexError> {
         let mut totals = self.write_lock.lock();
-        let Some(old) = self.url(url)? else {
-            return Ok(None);
-        };
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf(CF_URLS), url.as_bytes());
         let before = *totals;
-        totals.entries -= 1;
-        totals.logical_bytes -= old.size.min(totals.logical_bytes);
-        let orphaned = self.unref(&mut batch, &mut totals, &old.blob)?;
+        let mut batch = WriteBatch::default();
+        let mut removed = Removed::default();
+        // A body's count can drop several times in one batch: count from the
+        // batch's view, not the database's.
+        let mut counts: HashMap<blake3::Hash, BlobRecord> = HashMap::new();
+        let mut seen = HashSet::new();
+        for url in urls {
+            if !seen.insert(url.as_str()) {
+                continue;
+            }
+            let Some(old) = self.url(url)? else {
+                continue;
+            };
+            batch.delete_cf(self.cf(CF_URLS), url.as_bytes());
+            removed.records += 1;
+            totals.entries -= 1.min(totals.entries);
+            totals.logical_bytes -= old.size.min(totals.logical_bytes);
+            let record = match counts.get(&old.blob) {
+                Some(record) => Some(*record),
+                None => self.blob(&old.blob)?,
+            };
+            let Some(mut record) = record else {
+                continue;
+            };
+            record.refs = record.refs.saturating_sub(1);
+            counts.insert(old.blob, record);
+        }
+        for (hash, record) in counts {
+            if record.refs > 0 {
+                batch.put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&record));
+                continue;
+            }
+            batch.delete_cf(self.cf(CF_BLOBS), hash.as_bytes());
+            batch.delete_cf(self.cf(CF_META), ino_key(record.ino));
+            totals.blobs -= 1.min(totals.blobs);
+            totals.cache_bytes -= record.size.min(totals.cache_bytes);
+            removed.orphaned.push((hash, record));
+        }
+        if removed.records == 0 {
+            return Ok(removed);
+        }
         self.db.write(batch).inspect_err(|_| *totals = before)?;
-        Ok(orphaned)
+        Ok(removed)
     }
 
     /// Every stored body, least recently used first.
@@ -368,6 +452,15 @@ impl Index {
             .cf_handle(name)
             .expect("column family created at open")
     }
+}
+
+/// Records are a few hundred bytes, so small memtables flush often enough.
+/// Small ones matter on a full disk too: after its log hits ENOSPC, RocksDB
+/// takes writes again only once a memtable's worth of space is free.
+fn family_options() -> Options {
+    let mut options = Options::default();
+    options.set_write_buffer_size(WRITE_BUFFER_BYTES);
+    options
 }
 
 fn ino_key(ino: u64) -> Vec<u8> {
@@ -537,11 +630,19 @@ mod tests {
         }
         let index = Index::open(dir.path()).unwrap();
         assert_eq!(index.totals().entries, 2);
-        assert_eq!(index.urls_with_prefix("http://h/d/", 10).unwrap().len(), 2);
-        assert!(index.remove_url("http://h/d/1").unwrap().is_none());
         assert_eq!(
-            index.remove_url("http://h/d/2").unwrap().map(|(h, _)| h),
-            Some(a)
+            index.url_keys_with_prefix("http://h/d/").unwrap(),
+            ["http://h/d/1", "http://h/d/2"]
+        );
+        assert!(index.has_url_with_prefix("http://h/d/").unwrap());
+        assert!(!index.has_url_with_prefix("http://h/e/").unwrap());
+        let first = index.remove_urls(&["http://h/d/1".into()]).unwrap();
+        assert_eq!(first.records, 1);
+        assert!(first.orphaned.is_empty());
+        let second = index.remove_urls(&["http://h/d/2".into()]).unwrap();
+        assert_eq!(
+            second.orphaned.iter().map(|(h, _)| *h).collect::<Vec<_>>(),
+            [a]
         );
         assert_eq!(index.totals(), Totals::default());
     }

@@ -49,7 +49,7 @@ impl Store {
                 report.bad_blobs.push((*hash, problem));
             }
         }
-        for (url, record) in self.index.urls_with_prefix("", usize::MAX)? {
+        for (url, record) in self.index.url_records()? {
             if self.index.blob(&record.blob)?.is_none() {
                 report.dangling_urls.push(url);
             }
@@ -95,9 +95,7 @@ impl Store {
         for hash in &bad {
             self.blobs.remove(hash)?;
         }
-        for url in &report.dangling_urls {
-            self.index.remove_url(url)?;
-        }
+        self.index.remove_urls(&report.dangling_urls)?;
         for path in &report.stray_files {
             match fs::remove_file(path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),

@@ -3,11 +3,9 @@
 //! EIO and is never stored, so a re-read after the origin recovers gets the
 //! right bytes; an origin that does not answer is EIO after the timeout.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const BODY_BYTES: usize = 1 << 20;
 const CUT_AT: usize = 256 * 1024;

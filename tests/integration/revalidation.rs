@@ -3,11 +3,9 @@
 //! origin gets the stale body served; concurrent readers of a stale entry
 //! share one conditional request; 404s are cached for `negative_ttl`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn no_cache(body: &[u8], etag: &str) -> Route {
     Route::ok(body.to_vec())

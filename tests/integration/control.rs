@@ -2,12 +2,10 @@
 //! lookup revalidate, `evict` drops entries, a malformed pattern is EINVAL and
 //! changes nothing.
 
-mod common;
-
 use std::io::Write;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn write_control(mount: &Mount, file: &str, text: &str) -> std::io::Result<()> {
     let mut control = std::fs::OpenOptions::new()
@@ -259,4 +257,64 @@ fn invalidate_right_after_a_revalidation_still_asks_again() {
     write_control(&mount, "invalidate", "/o/f\n").expect("invalidate");
 
     assert_eq!(read(&mount.path("o/f")), b"v2");
+}
+
+/// A write that fails because the cache cannot store its change is not the
+/// writer's fault: ENOSPC (or EIO), never EINVAL, and the events say why.
+#[test]
+fn a_command_on_a_full_disk_is_enospc_not_einval_and_says_why() {
+    let origin = Origin::start();
+    let disk = SmallDisk::mount(32);
+    for i in 0..200 {
+        origin.route(&format!("/base/d/f{i}"), Route::fresh(vec![b'x'; 10]));
+    }
+    let mount = Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")).listing("none"))
+        .cache_dir(&disk.path().join("cache"))
+        .mount();
+    for i in 0..200 {
+        read(&mount.path(&format!("o/d/f{i}")));
+    }
+    mount.wait_idle(Duration::from_secs(10));
+    let filler = disk.fill();
+
+    // Each write rewrites 200 records; the index's log soon needs room the
+    // disk no longer has.
+    let error = (0..500)
+        .find_map(|_| write_control(&mount, "invalidate", "/o/d/\n").err())
+        .expect("500 invalidations on a full disk all succeeded");
+    assert_ne!(
+        error.raw_os_error(),
+        Some(libc::EINVAL),
+        "a storage failure answered EINVAL"
+    );
+    assert!(
+        matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EIO)),
+        "{error}"
+    );
+    // The events file is a log that waits at its end: read its last lines.
+    let events_path = mount.path(".fetchfs/events");
+    let end = std::fs::metadata(&events_path).unwrap().len();
+    let events = std::fs::File::open(&events_path).unwrap();
+    let mut tail = vec![0u8; 16 * 1024];
+    let n = std::os::unix::fs::FileExt::read_at(&events, &mut tail, end.saturating_sub(16 * 1024))
+        .unwrap();
+    let tail = String::from_utf8_lossy(&tail[..n]);
+    assert!(
+        tail.contains("\"control\":\"invalidate\"") && tail.contains("No space left"),
+        "the events do not say what failed: {tail}"
+    );
+
+    // With room again, the same write applies: nothing was lost or wedged.
+    std::fs::remove_file(filler).unwrap();
+    let applied = eventually(Duration::from_secs(20), || {
+        write_control(&mount, "evict", "/o/d/\n").is_ok()
+    });
+    assert!(applied, "the index never recovered from the full disk");
+    assert_eq!(mount.stat("entries"), 0, "{}", mount.stats());
+    for i in [0, 199] {
+        assert_eq!(read(&mount.path(&format!("o/d/f{i}"))), vec![b'x'; 10]);
+    }
+    drop(mount);
+    drop(disk);
 }

@@ -3,13 +3,11 @@
 //! matches the origin's tree; `readdir` adds what is cached to what is
 //! listed; with `listing = "none"` explicit deep paths work with no listing.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn sample_tree() -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();

@@ -1,12 +1,10 @@
 //! The mount is read-only: every operation that would change it fails with
 //! EROFS, and nothing but GET and HEAD ever reaches the origin.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
+use crate::common::*;
 
 /// Origin `o` with a cached file `f.txt`, an uncached file `g.txt` and a
 /// directory `sub/` (HTML listing).

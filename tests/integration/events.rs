@@ -1,12 +1,10 @@
 //! The `events` file: a reader follows what the cache does as JSON lines.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Follows `.fetchfs/events` on a thread, sending each parsed line.
 fn follow_events(mount: &Mount) -> mpsc::Receiver<serde_json::Value> {

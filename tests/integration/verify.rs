@@ -1,12 +1,10 @@
 //! `fetchfs verify`: a corrupted or missing blob is found, `--repair` drops
 //! it, and the next read fetches the body again, correct.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn verify(cache_dir: &Path, repair: bool) -> std::process::Output {
     let dir = cache_dir.to_str().expect("UTF-8 cache dir");

@@ -1,4 +1,5 @@
-//! The `events` file: what the cache does, as JSON lines, while it happens.
+//! The event log behind `.fetchfs/events`: what the cache does, as JSON
+//! lines, while it happens.
 //!
 //! The file behaves like a log that only grows: every event is appended at
 //! the end, `st_size` is the number of bytes ever written, and a read at

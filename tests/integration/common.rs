@@ -1,6 +1,7 @@
 //! Shared harness for the integration tests: a scriptable HTTP origin
 //! ([`origin`]), the real daemon on a real mountpoint ([`mount`]), and small
-//! helpers for bodies, hashes and errno checks ([`check`]).
+//! helpers for bodies, hashes and errno checks ([`check`]), and a small disk
+//! to fill up ([`disk`]).
 //!
 //! Every test builds its own origin, mountpoint and cache dir, so tests run in
 //! parallel threads without sharing anything.
@@ -8,11 +9,14 @@
 #![allow(dead_code)]
 
 pub mod check;
+pub mod disk;
 pub mod mount;
 pub mod origin;
 
 #[allow(unused_imports)]
 pub use check::*;
+#[allow(unused_imports)]
+pub use disk::SmallDisk;
 #[allow(unused_imports)]
 pub use mount::{Mount, OriginConfig, is_fuse_mounted, run_fetchfs, run_with_timeout};
 #[allow(unused_imports)]

@@ -2,15 +2,13 @@
 //! path segments, `.` and `..` never leave the origin's base path whatever
 //! their encoding, and other hosts are unreachable without `--any-host`.
 
-mod common;
-
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use common::origin::route_key;
-use common::*;
+use crate::common::origin::route_key;
+use crate::common::*;
 
 const SECRET: &[u8] = b"top secret bytes outside the base path\n";
 

@@ -1,11 +1,9 @@
 //! The statistics: `MNT/.fetchfs/stats` is one JSON object with every field
 //! of the contract, and `fetchfs stats MNT` prints them.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const INTEGER_FIELDS: [&str; 17] = [
     "hits",

@@ -1,12 +1,10 @@
 //! Extended attributes: `user.fetchfs.*` describe where a file comes from and
 //! where its entry stands, without touching the origin.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn getxattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
     let cpath = c_path(path);

@@ -2,12 +2,10 @@
 //! evicted to stay under it, and a body with an open handle is never deleted
 //! under its reader.
 
-mod common;
-
 use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const BODY_BYTES: usize = 512 * 1024;
 
@@ -86,4 +84,38 @@ fn open_body_is_not_deleted_under_its_reader() {
 
     result.unwrap_or_else(|e| panic!("reading the held file after the cap was exceeded: {e}"));
     assert_same_bytes(&whole, &bodies[0], "held file after evictions");
+}
+
+/// Review finding 1: a fresh body's entry lives in the kernel for its whole
+/// freshness; once the cap evicts the body, the next open and stat must find
+/// the file again (fetched anew), never answer ENOENT.
+#[test]
+fn a_body_evicted_by_the_cap_is_found_again_through_a_cached_entry() {
+    let origin = Origin::start();
+    let bodies: Vec<Vec<u8>> = (0..2)
+        .map(|i| {
+            let body = random_bytes(700 * 1024, 300 + i);
+            origin.route(&format!("/base/f{i}.bin"), Route::fresh(body.clone()));
+            body
+        })
+        .collect();
+    let mount = capped_mount(&origin);
+    let a = mount.path("o/f0.bin");
+    // The second lookup answers with the blob inode and a long entry timeout.
+    for _ in 0..2 {
+        assert_same_bytes(&read(&a), &bodies[0], "read a");
+        mount.wait_idle(Duration::from_secs(10));
+    }
+    assert_same_bytes(&read(&mount.path("o/f1.bin")), &bodies[1], "read b");
+    mount.wait_idle(Duration::from_secs(10));
+    assert!(
+        eventually(Duration::from_secs(5), || mount.stat("evictions") >= 1),
+        "1.4 MiB under a 1 MiB cap evicted nothing: {}",
+        mount.stats()
+    );
+    // Past the blob's attribute timeout, so stat asks the daemon too.
+    std::thread::sleep(Duration::from_millis(1500));
+    let meta = std::fs::metadata(&a).unwrap_or_else(|e| panic!("stat after eviction: {e}"));
+    assert_eq!(meta.len(), bodies[0].len() as u64);
+    assert_same_bytes(&read(&a), &bodies[0], "read after eviction");
 }

@@ -2,13 +2,11 @@
 //! single GET, a reader gets the first bytes while the rest is still on the
 //! wire, and a slow URL does not hold up readers of another.
 
-mod common;
-
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const READERS: usize = 32;
 

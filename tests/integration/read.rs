@@ -2,12 +2,10 @@
 //! size, ordinary tools (`cp`, `tar`, `sha256sum`) work, and a cached fresh
 //! file is served without asking the origin again.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Serves `body` fresh at `/base/NAME`, mounts origin `o` and checks a cold
 /// read of `MNT/o/NAME` by SHA-256.

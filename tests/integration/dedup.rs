@@ -2,13 +2,11 @@
 //! identical shows the same inode, `st_nlink` counts those paths, and the
 //! inode number survives a remount.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const BODY_BYTES: usize = 256 * 1024;
 

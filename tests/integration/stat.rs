@@ -1,13 +1,11 @@
 //! Metadata without downloads: `stat` and `ls -l` of uncached files show the
 //! true size and fetch no body.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const FILES: usize = 100;
 

@@ -2,11 +2,9 @@
 //! stale-while-revalidate, the configured min/max TTLs, and credentials that
 //! never follow a redirect to another host.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn must_revalidate_is_never_served_stale() {

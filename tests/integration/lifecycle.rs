@@ -2,12 +2,10 @@
 //! with exit status 0 and leave an ordinary empty directory; mistakes a user
 //! can make end with a clear message and a non-zero status, never a panic.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::mount;
-use common::*;
+use crate::common::mount;
+use crate::common::*;
 
 const QUICK_EXIT: Duration = Duration::from_secs(5);
 

@@ -2,12 +2,10 @@
 //! cache dir, a fresh cached file is served with no origin request at all,
 //! under the same inode number.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn fresh_files_survive_a_remount_without_origin_requests() {

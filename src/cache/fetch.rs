@@ -1,0 +1,294 @@
+//! Opening a path: join its download, open its stored body, or start a
+//! download; and the task that streams a body to disk and commits it.
+//!
+//! The fill task owns the download's writer and its registration in
+//! [`Flights`](super::flight::Flights): whatever way it ends (done, failed,
+//! panicked), the URL is unregistered before readers learn the outcome, so a
+//! reader that saw end-of-file and opens the path again finds the stored
+//! blob, and a failed download is never joined again.
+
+use std::io;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{HeaderMap, StatusCode};
+use serde_json::json;
+use url::Url;
+
+use super::download::{DownloadWriter, Fate};
+use super::freshness::{EntryMeta, ttl_rules, unix_secs};
+use super::{Cache, CacheError, Download, Location, OpenBlob, Opened, Resolved, StoredFile};
+use crate::config::Origin;
+use crate::origin::BodyStream;
+use crate::store::PartialBlob;
+use crate::telemetry::EventKind;
+
+impl Cache {
+    /// Opens the file at `loc` for reading: joins its download, opens its
+    /// stored body, or starts a download.
+    pub async fn open(self: &Arc<Self>, loc: &Location) -> Result<Opened, CacheError> {
+        let url = loc.file_url()?;
+        let _guard = self.flights.lock(url.as_str()).await;
+        if let Some(download) = self.flights.download(url.as_str()) {
+            self.telemetry.counters.add_miss();
+            return Ok(Opened::Streaming(download));
+        }
+        if let Some(record) = self.store.index.url(url.as_str())?
+            && let Some(blob) = self.open_stored(record.blob)?
+        {
+            return Ok(Opened::Stored(blob));
+        }
+        // Not stored, or evicted since the lookup: the origin has it.
+        if self.offline {
+            return Err(CacheError::Offline {
+                url: url.to_string(),
+            });
+        }
+        let body = self.origin.get(&loc.origin, &url, HeaderMap::new()).await?;
+        let download = self.accept_body(loc, &url, body)?;
+        self.telemetry.counters.add_miss();
+        Ok(Opened::Streaming(download))
+    }
+
+    /// Opens a stored body for reading; it is not evicted by the cap until
+    /// `close_blob`. `None` when it was evicted meanwhile.
+    pub(super) fn open_stored(&self, hash: blake3::Hash) -> Result<Option<OpenBlob>, CacheError> {
+        let Some(record) = self.store.index.blob(&hash)? else {
+            return Ok(None);
+        };
+        let stored = StoredFile {
+            ino: record.ino,
+            hash,
+            size: record.size,
+            links: record.refs,
+            mtime: super::from_unix_secs(record.mtime),
+            ttl: std::time::Duration::ZERO,
+        };
+        // Registered before the file is opened: an eviction that starts now
+        // spares it, and one that already chose it makes the open fail below.
+        self.open.register(stored);
+        let file = match self.store.blobs.open_blob(&hash) {
+            Ok(file) => file,
+            Err(error) => {
+                self.open.release(&hash);
+                return match error.kind() {
+                    io::ErrorKind::NotFound => Ok(None),
+                    _ => Err(error.into()),
+                };
+            }
+        };
+        let _ = self.store.index.touch(&hash, crate::store::unix_now_ms());
+        self.telemetry.counters.add_hit();
+        self.telemetry
+            .events
+            .emit(EventKind::Hit, json!({ "blake3": hash.to_hex().as_str() }));
+        Ok(Some(OpenBlob { file, stored }))
+    }
+
+    /// Fetches the file at `loc` into the cache unless it is stored and fresh.
+    pub async fn prefetch(self: &Arc<Self>, loc: &Location) {
+        let result = match self.resolve(loc).await {
+            Ok(Resolved::Remote(_)) => self.open(loc).await.map(|_| ()),
+            Ok(_) => Ok(()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            let url = loc.file_url().map(|u| u.to_string()).unwrap_or_default();
+            tracing::warn!("prefetch of {url}: {error}");
+            self.telemetry.events.emit(
+                EventKind::Error,
+                json!({ "url": url, "message": error.to_string(), "prefetch": true }),
+            );
+        }
+    }
+
+    /// Takes a GET's answer: a 200 becomes a download, anything else an error.
+    pub(super) fn accept_body(
+        self: &Arc<Self>,
+        loc: &Location,
+        url: &Url,
+        body: BodyStream,
+    ) -> Result<Arc<Download>, CacheError> {
+        let status = body.head.status;
+        if status == StatusCode::OK {
+            return self.start_download(&loc.origin, url, body);
+        }
+        if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
+            self.recent
+                .remember_missing(url.as_str(), loc.origin.negative_ttl);
+            return Err(CacheError::NotFound);
+        }
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            return Err(CacheError::Forbidden {
+                url: url.to_string(),
+                status,
+            });
+        }
+        Err(CacheError::Status {
+            url: url.to_string(),
+            status,
+        })
+    }
+
+    /// Registers a download of `url` and spawns the task that fills it.
+    /// Call it holding the URL's lock.
+    fn start_download(
+        self: &Arc<Self>,
+        origin: &Origin,
+        url: &Url,
+        body: BodyStream,
+    ) -> Result<Arc<Download>, CacheError> {
+        let head = &body.head;
+        let meta = EntryMeta::from_response(
+            url,
+            &head.request_headers,
+            head.status,
+            &head.headers,
+            &ttl_rules(origin),
+            SystemTime::now(),
+        );
+        let partial = self.store.blobs.create_partial()?;
+        let mtime = meta.last_modified.is_some().then(|| meta.mtime());
+        let (download, writer) = Download::start(
+            url.to_string(),
+            head.content_length(),
+            mtime,
+            partial.file(),
+        );
+        self.flights.start(Arc::clone(&download));
+        self.telemetry.counters.download_started();
+        self.telemetry.events.emit(
+            EventKind::Fetch,
+            json!({ "url": url.as_str(), "size": download.size }),
+        );
+        let registration = Registration {
+            cache: Arc::clone(self),
+            download: Arc::clone(&download),
+        };
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = cache.fill(&writer, body, partial, meta).await;
+            drop(registration);
+            match result {
+                Ok(()) => writer.complete(),
+                Err(error) => {
+                    let url = &writer.download().url;
+                    tracing::warn!("download of {url} failed: {error}");
+                    cache.telemetry.events.emit(
+                        EventKind::Error,
+                        json!({ "url": url, "message": error.to_string() }),
+                    );
+                    writer.fail(error.to_string());
+                }
+            }
+        });
+        Ok(download)
+    }
+
+    /// Streams the body to disk, then commits it as its fate says, and
+    /// evicts if the store went over its cap.
+    async fn fill(
+        self: &Arc<Self>,
+        writer: &DownloadWriter,
+        mut body: BodyStream,
+        mut partial: PartialBlob,
+        mut meta: EntryMeta,
+    ) -> Result<(), CacheError> {
+        let download = writer.download();
+        let mut next_space_check = 0;
+        while let Some(chunk) = body.next_chunk().await? {
+            if partial.len() >= next_space_check {
+                let remaining = download.size.map_or(0, |s| s.saturating_sub(partial.len()));
+                let headroom = self.ensure_room(remaining.max(chunk.len() as u64))?;
+                next_space_check = partial.len() + headroom / 4;
+            }
+            self.append(&mut partial, &chunk, download.size)?;
+            writer.advance(partial.len());
+        }
+        if !meta.is_storable() {
+            return Ok(());
+        }
+        let cache = Arc::clone(self);
+        let download = Arc::clone(download);
+        tokio::task::spawn_blocking(move || {
+            let committed = download.commit_with(|fate| {
+                match fate {
+                    Fate::Discard => return Ok(()),
+                    Fate::StoreStale => meta.invalidated = true,
+                    Fate::Store => {}
+                }
+                let mtime = unix_secs(meta.mtime());
+                let json = meta.to_json();
+                cache
+                    .store
+                    .commit(partial, &download.url, mtime, json)
+                    .map(|_| ())
+            });
+            if let Err(error) = committed {
+                if is_disk_full(&error) {
+                    // The next download of it should find room.
+                    let _ = cache.make_room(download.size.unwrap_or(0));
+                }
+                return Err(error.into());
+            }
+            if let Err(error) = cache.enforce_cap() {
+                tracing::warn!("evicting to stay under the cache size cap: {error}");
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| CacheError::Io(io::Error::other(e)))?
+    }
+
+    /// Appends a chunk; a full disk evicts bodies and tries once more.
+    fn append(
+        &self,
+        partial: &mut PartialBlob,
+        chunk: &[u8],
+        size: Option<u64>,
+    ) -> Result<(), CacheError> {
+        match partial.append(chunk) {
+            Err(error) if is_disk_full(&error) => {
+                let needed = size.map_or(chunk.len() as u64, |size| {
+                    size.saturating_sub(partial.len())
+                });
+                if !self.make_room(needed)? {
+                    return Err(error.into());
+                }
+                Ok(partial.append(chunk)?)
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+/// Unregisters a download when its task ends, however it ends.
+struct Registration {
+    cache: Arc<Cache>,
+    download: Arc<Download>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.cache.flights.finish(&self.download);
+        self.cache.directory.forget_file(&self.download.url);
+        self.cache.telemetry.counters.download_ended();
+    }
+}
+
+/// Whether an error means the cache's disk is full.
+pub(super) fn is_disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<io::Error>()
+            && (io.raw_os_error() == Some(libc::ENOSPC) || io.kind() == io::ErrorKind::StorageFull)
+        {
+            return true;
+        }
+        if error.to_string().contains("No space left on device") {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}

@@ -1,0 +1,354 @@
+//! Lookup: what a path is now.
+//!
+//! A stored body that is still fresh comes from the index alone. A stale one
+//! is revalidated with a conditional GET: a 304 keeps the blob, a 200 streams
+//! the new body, an origin failure serves the stale body (stale-if-error)
+//! unless the response forbids it. Within a `stale-while-revalidate` window
+//! the stale body is served at once and one background task asks the origin.
+//! An unknown URL is probed with a HEAD, so `stat` never downloads a body.
+//!
+//! An entry can vanish while a lookup looks at it (the cap or an `evict`
+//! removes it between two reads of the index). The lookup then goes on as for
+//! a URL it never had: it asks the origin, and never answers ENOENT for a file
+//! the origin serves.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, StatusCode};
+use serde_json::json;
+use url::Url;
+
+use super::flight::FlightGuard;
+use super::freshness::{EntryMeta, ttl_rules};
+use super::recent::Outcome;
+use super::{Cache, CacheError, Download, Location, RemoteFile, Resolved, StoredFile};
+use crate::config::ListingMode;
+use crate::origin::Head;
+use crate::store::UrlRecord;
+use crate::telemetry::EventKind;
+
+impl Cache {
+    /// What the path at `loc` is now: revalidates a stale entry, probes an unknown one.
+    pub async fn resolve(self: &Arc<Self>, loc: &Location) -> Result<Resolved, CacheError> {
+        if loc.components.is_empty() {
+            return Ok(Resolved::Directory);
+        }
+        let url = loc.file_url()?;
+        if let Some(stale) = self.serve_while_revalidating(loc, &url)? {
+            return Ok(stale);
+        }
+        let guard = self.flights.lock(url.as_str()).await;
+        if let Some(download) = self.flights.download(url.as_str()) {
+            return Ok(remote_of(&download));
+        }
+        if let Some(record) = self.store.index.url(url.as_str())?
+            && let Some(resolved) = self.resolve_stored(loc, &url, &guard, record).await?
+        {
+            return Ok(resolved);
+        }
+        if self.recent.is_missing(url.as_str()) {
+            return Err(CacheError::NotFound);
+        }
+        if self.has_cached_below(&loc.dir_url()?)? || self.listed_as_dir(loc) {
+            return Ok(Resolved::Directory);
+        }
+        if let Some(file) = self.directory.recent_file(url.as_str()) {
+            return Ok(Resolved::Remote(file));
+        }
+        if self.offline {
+            return Err(CacheError::Offline {
+                url: url.to_string(),
+            });
+        }
+        self.probe(loc, &url).await
+    }
+
+    /// A URL the index has: served as stored while fresh, else revalidated.
+    /// `None` when its body vanished meanwhile.
+    async fn resolve_stored(
+        self: &Arc<Self>,
+        loc: &Location,
+        url: &Url,
+        guard: &FlightGuard<'_>,
+        record: UrlRecord,
+    ) -> Result<Option<Resolved>, CacheError> {
+        let meta = EntryMeta::from_json(&record.meta);
+        let remaining = meta
+            .as_ref()
+            .map(|m| m.remaining(SystemTime::now()))
+            .unwrap_or_default();
+        let shared = self.recent.validation_since(url.as_str(), guard.asked_at);
+        if let (Some(meta), Some(Outcome::Failed(reason))) = (&meta, &shared) {
+            let error = CacheError::SharedFailure {
+                url: url.to_string(),
+                reason: reason.clone(),
+            };
+            return self.serve_stale(url, &record.blob, meta, error).map(Some);
+        }
+        let usable = !remaining.is_zero() || self.offline || shared.is_some();
+        if meta.is_some() && usable {
+            return self.stored_file(&record.blob, remaining);
+        }
+        let resolved = self.revalidate(loc, url).await;
+        self.recent
+            .record_validation(url.as_str(), Outcome::of(&resolved));
+        resolved.map(Some)
+    }
+
+    async fn revalidate(
+        self: &Arc<Self>,
+        loc: &Location,
+        url: &Url,
+    ) -> Result<Resolved, CacheError> {
+        let Some(record) = self.store.index.url(url.as_str())? else {
+            return self.probe(loc, url).await;
+        };
+        let Some(meta) = EntryMeta::from_json(&record.meta) else {
+            // Unreadable metadata: treat like an unknown URL.
+            return self.probe(loc, url).await;
+        };
+        let now = SystemTime::now();
+        self.telemetry.counters.add_revalidation();
+        self.telemetry
+            .events
+            .emit(EventKind::Revalidate, json!({ "url": url.as_str() }));
+        let conditional = meta.conditional_headers(url, now);
+        let mut body = match self.origin.get(&loc.origin, url, conditional).await {
+            Ok(body) => body,
+            Err(error) => return self.serve_stale(url, &record.blob, &meta, error.into()),
+        };
+        if body.head.status == StatusCode::NOT_MODIFIED {
+            let status = body.head.status;
+            let refreshed = meta.revalidated(
+                url,
+                &body.head.request_headers,
+                status,
+                &body.head.headers,
+                &ttl_rules(&loc.origin),
+                now,
+            );
+            if let Some(refreshed) = refreshed {
+                self.telemetry.counters.add_not_modified();
+                self.store
+                    .index
+                    .update_meta(url.as_str(), refreshed.to_json())?;
+                let remaining = refreshed.remaining(SystemTime::now());
+                return match self.stored_file(&record.blob, remaining)? {
+                    Some(resolved) => Ok(resolved),
+                    // Evicted while the origin confirmed it: fetch it anew.
+                    None => self.probe(loc, url).await,
+                };
+            }
+            // The 304 confirms another response than the stored one: fetch anew.
+            body = match self.origin.get(&loc.origin, url, HeaderMap::new()).await {
+                Ok(body) => body,
+                Err(error) => return self.serve_stale(url, &record.blob, &meta, error.into()),
+            };
+        }
+        let status = body.head.status;
+        if status.is_server_error() {
+            let error = CacheError::Status {
+                url: url.to_string(),
+                status,
+            };
+            return self.serve_stale(url, &record.blob, &meta, error);
+        }
+        if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
+            self.store.remove_urls(&[url.to_string()])?;
+            self.recent
+                .remember_missing(url.as_str(), loc.origin.negative_ttl);
+            return Err(CacheError::NotFound);
+        }
+        let download = self.accept_body(loc, url, body)?;
+        Ok(remote_of(&download))
+    }
+
+    /// Stale-if-error: the origin failed, so the stored body is served as it is.
+    fn serve_stale(
+        &self,
+        url: &Url,
+        blob: &blake3::Hash,
+        meta: &EntryMeta,
+        error: CacheError,
+    ) -> Result<Resolved, CacheError> {
+        if !meta.may_serve_stale_on_error() {
+            // must-revalidate: the reader gets the error, never the stale body.
+            self.telemetry.events.emit(
+                EventKind::Error,
+                json!({ "url": url.as_str(), "message": error.to_string() }),
+            );
+            return Err(error);
+        }
+        let Some(stale) = self.stored_file(blob, Duration::ZERO)? else {
+            // Evicted meanwhile: there is nothing to serve but the error.
+            return Err(error);
+        };
+        tracing::warn!("{url}: serving the stale copy, the origin failed: {error}");
+        self.telemetry.counters.add_stale_served();
+        self.telemetry.events.emit(
+            EventKind::Error,
+            json!({ "url": url.as_str(), "message": error.to_string(), "served": "stale" }),
+        );
+        Ok(stale)
+    }
+
+    /// The stored body, if it is stale but within its `stale-while-revalidate`
+    /// window: it is served at once, without waiting for the URL's lock.
+    fn serve_while_revalidating(
+        self: &Arc<Self>,
+        loc: &Location,
+        url: &Url,
+    ) -> Result<Option<Resolved>, CacheError> {
+        if self.offline {
+            return Ok(None);
+        }
+        let Some(record) = self.store.index.url(url.as_str())? else {
+            return Ok(None);
+        };
+        let now = SystemTime::now();
+        let within_window = EntryMeta::from_json(&record.meta)
+            .is_some_and(|m| m.remaining(now).is_zero() && m.may_serve_while_revalidating(now));
+        if !within_window {
+            return Ok(None);
+        }
+        let stale = self.stored_file(&record.blob, Duration::ZERO)?;
+        if stale.is_some() {
+            self.revalidate_in_background(loc.clone(), url.clone());
+        }
+        Ok(stale)
+    }
+
+    /// stale-while-revalidate: the stale body is served now; one background
+    /// task asks the origin (readers meanwhile share its answer).
+    fn revalidate_in_background(self: &Arc<Self>, loc: Location, url: Url) {
+        if self.flights.download(url.as_str()).is_some() {
+            // The new body is already on its way.
+            return;
+        }
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            let guard = cache.flights.lock(url.as_str()).await;
+            if cache
+                .recent
+                .validation_since(url.as_str(), guard.asked_at)
+                .is_some()
+            {
+                return;
+            }
+            let result = cache.revalidate(&loc, &url).await;
+            if let Err(error) = &result {
+                tracing::warn!("background revalidation of {url}: {error}");
+            }
+            cache
+                .recent
+                .record_validation(url.as_str(), Outcome::of(&result));
+        });
+    }
+
+    /// A HEAD for a URL the cache does not have: file, directory or nothing.
+    async fn probe(self: &Arc<Self>, loc: &Location, url: &Url) -> Result<Resolved, CacheError> {
+        let head = self.origin.head(&loc.origin, url).await?;
+        if head.url.path().ends_with('/') && !url.path().ends_with('/') {
+            return Ok(Resolved::Directory);
+        }
+        let status = head.status;
+        if status.is_success() {
+            return self.remote_file(loc, url, &head).await;
+        }
+        let missing = matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE);
+        match loc.origin.listing {
+            ListingMode::None if missing || status == StatusCode::FORBIDDEN => {
+                return Ok(Resolved::Directory);
+            }
+            ListingMode::Auto if missing => {
+                if let Ok(Some(_)) = self.listing(&loc.origin, &loc.dir_url()?).await {
+                    return Ok(Resolved::Directory);
+                }
+            }
+            _ => {}
+        }
+        match status {
+            _ if missing => {
+                self.recent
+                    .remember_missing(url.as_str(), loc.origin.negative_ttl);
+                Err(CacheError::NotFound)
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(CacheError::Forbidden {
+                url: url.to_string(),
+                status,
+            }),
+            _ => Err(CacheError::Status {
+                url: url.to_string(),
+                status,
+            }),
+        }
+    }
+
+    /// A file the origin has. Its size must be true, so an origin that does not
+    /// announce it gets its body fetched now.
+    async fn remote_file(
+        self: &Arc<Self>,
+        loc: &Location,
+        url: &Url,
+        head: &Head,
+    ) -> Result<Resolved, CacheError> {
+        let mtime = head
+            .header_str(http::header::LAST_MODIFIED)
+            .and_then(|text| httpdate::parse_http_date(text).ok());
+        if let Some(size) = head.content_length() {
+            let file = RemoteFile { size, mtime };
+            self.directory.remember_file(url.as_str(), file);
+            return Ok(Resolved::Remote(file));
+        }
+        let body = self.origin.get(&loc.origin, url, HeaderMap::new()).await?;
+        let download = self.accept_body(loc, url, body)?;
+        self.telemetry.counters.add_miss();
+        let size = download.wait_until_whole().await?;
+        if let Some(record) = self.store.index.url(url.as_str())?
+            && let Some(meta) = EntryMeta::from_json(&record.meta)
+            && let Some(stored) =
+                self.stored_file(&record.blob, meta.remaining(SystemTime::now()))?
+        {
+            return Ok(stored);
+        }
+        Ok(Resolved::Remote(RemoteFile { size, mtime }))
+    }
+
+    /// A stored body as a lookup answers it; `None` when its record is gone.
+    pub(super) fn stored_file(
+        &self,
+        hash: &blake3::Hash,
+        ttl: Duration,
+    ) -> Result<Option<Resolved>, CacheError> {
+        let Some(record) = self.store.index.blob(hash)? else {
+            return Ok(None);
+        };
+        Ok(Some(Resolved::Stored(StoredFile {
+            ino: record.ino,
+            hash: *hash,
+            size: record.size,
+            links: record.refs,
+            mtime: super::from_unix_secs(record.mtime),
+            ttl,
+        })))
+    }
+}
+
+impl Outcome {
+    fn of<T>(result: &Result<T, CacheError>) -> Outcome {
+        match result {
+            Ok(_) | Err(CacheError::NotFound) => Outcome::Answered,
+            Err(error) => Outcome::Failed(error.to_string()),
+        }
+    }
+}
+
+/// A file still downloading, as a lookup answers it.
+pub(super) fn remote_of(download: &Download) -> Resolved {
+    let size = download.size.unwrap_or_else(|| download.progress().written);
+    Resolved::Remote(RemoteFile {
+        size,
+        mtime: download.mtime,
+    })
+}

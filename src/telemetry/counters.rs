@@ -1,0 +1,140 @@
+//! Event counters since the mount started: plain atomics, bumped on the hot
+//! path and read all at once for `stats` and `metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+/// Event counters since the mount started.
+#[derive(Debug)]
+pub struct Counters {
+    started: Instant,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    revalidations: AtomicU64,
+    not_modified: AtomicU64,
+    origin_requests: AtomicU64,
+    origin_errors: AtomicU64,
+    stale_served: AtomicU64,
+    bytes_from_origin: AtomicU64,
+    bytes_served: AtomicU64,
+    evictions: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// The counters' values at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterValues {
+    pub hits: u64,
+    pub misses: u64,
+    pub revalidations: u64,
+    pub not_modified: u64,
+    pub origin_requests: u64,
+    pub origin_errors: u64,
+    pub stale_served: u64,
+    pub bytes_from_origin: u64,
+    pub bytes_served: u64,
+    pub evictions: u64,
+    pub in_flight: u64,
+    pub uptime_s: u64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            started: Instant::now(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            revalidations: AtomicU64::new(0),
+            not_modified: AtomicU64::new(0),
+            origin_requests: AtomicU64::new(0),
+            origin_errors: AtomicU64::new(0),
+            stale_served: AtomicU64::new(0),
+            bytes_from_origin: AtomicU64::new(0),
+            bytes_served: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Counters {
+    /// An open served from a stored body.
+    pub fn add_hit(&self) {
+        self.hits.fetch_add(1, Relaxed);
+    }
+    /// An open that needed the origin's body.
+    pub fn add_miss(&self) {
+        self.misses.fetch_add(1, Relaxed);
+    }
+    pub fn add_revalidation(&self) {
+        self.revalidations.fetch_add(1, Relaxed);
+    }
+    pub fn add_not_modified(&self) {
+        self.not_modified.fetch_add(1, Relaxed);
+    }
+    pub fn add_origin_request(&self) {
+        self.origin_requests.fetch_add(1, Relaxed);
+    }
+    pub fn add_origin_error(&self) {
+        self.origin_errors.fetch_add(1, Relaxed);
+    }
+    pub fn add_stale_served(&self) {
+        self.stale_served.fetch_add(1, Relaxed);
+    }
+    pub fn add_bytes_from_origin(&self, bytes: u64) {
+        self.bytes_from_origin.fetch_add(bytes, Relaxed);
+    }
+    pub fn add_bytes_served(&self, bytes: u64) {
+        self.bytes_served.fetch_add(bytes, Relaxed);
+    }
+    pub fn add_evictions(&self, count: u64) {
+        self.evictions.fetch_add(count, Relaxed);
+    }
+    pub fn download_started(&self) {
+        self.in_flight.fetch_add(1, Relaxed);
+    }
+    pub fn download_ended(&self) {
+        self.in_flight.fetch_sub(1, Relaxed);
+    }
+
+    /// Every counter at this instant.
+    pub fn values(&self) -> CounterValues {
+        CounterValues {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            revalidations: self.revalidations.load(Relaxed),
+            not_modified: self.not_modified.load(Relaxed),
+            origin_requests: self.origin_requests.load(Relaxed),
+            origin_errors: self.origin_errors.load(Relaxed),
+            stale_served: self.stale_served.load(Relaxed),
+            bytes_from_origin: self.bytes_from_origin.load(Relaxed),
+            bytes_served: self.bytes_served.load(Relaxed),
+            evictions: self.evictions.load(Relaxed),
+            in_flight: self.in_flight.load(Relaxed),
+            uptime_s: self.started.elapsed().as_secs(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_read_what_was_counted() {
+        let counters = Counters::default();
+        counters.add_hit();
+        counters.add_hit();
+        counters.add_miss();
+        counters.add_bytes_from_origin(10);
+        counters.add_bytes_from_origin(5);
+        counters.download_started();
+        counters.download_started();
+        counters.download_ended();
+        let values = counters.values();
+        assert_eq!(values.hits, 2);
+        assert_eq!(values.misses, 1);
+        assert_eq!(values.bytes_from_origin, 15);
+        assert_eq!(values.in_flight, 1);
+    }
+}

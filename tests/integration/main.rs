@@ -1,0 +1,30 @@
+//! fetchfs's integration tests, one crate so the shared harness is compiled
+//! once: `cargo test --test integration [MODULE::NAME]`.
+//!
+//! Most modules mount the real daemon on a real mountpoint against a
+//! scriptable HTTP origin on 127.0.0.1 ([`common`]); `core_races` drives the
+//! cache core's API directly, with many tasks and many repetitions, against
+//! the same origin. Every test builds its own origin, mountpoint and cache
+//! dir, and takes all of it down again, also when it fails.
+
+mod common;
+
+mod caching_rules;
+mod concurrency;
+mod control;
+mod core_races;
+mod dedup;
+mod errors;
+mod events;
+mod eviction;
+mod lifecycle;
+mod listing;
+mod namespace;
+mod persistence;
+mod read;
+mod readonly;
+mod revalidation;
+mod stat;
+mod stats;
+mod verify;
+mod xattrs;
