@@ -29,19 +29,22 @@ mod location;
 mod recent;
 mod resolve;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
+use url::Url;
 
 pub use crate::store::Totals;
-pub use download::{Download, DownloadError, Phase};
+pub use download::{Download, DownloadError, Phase, Reader};
 pub use entry::{
     Description, DirEntry, EntryState, OpenBlob, Opened, RemoteFile, Resolved, StoredFile,
 };
 pub use freshness::{EntryMeta, TtlRules};
 pub use location::Location;
 
+use crate::config::Origin;
 use crate::namespace::NamespaceError;
 use crate::origin::{OriginClient, OriginError};
 use crate::store::{Store, StoreError};
@@ -63,6 +66,10 @@ pub enum CacheError {
     SharedFailure { url: String, reason: String },
     #[error("offline and not cached: {url}")]
     Offline { url: String },
+    #[error("{url}: stopped, no reader was left")]
+    Abandoned { url: String },
+    #[error("{url}: the daemon failed on it ({message}); see the log")]
+    Panic { url: String, message: String },
     #[error(transparent)]
     Name(#[from] NamespaceError),
     #[error(transparent)]
@@ -129,6 +136,24 @@ impl Cache {
         })
     }
 
+    /// Waits on the origin within what is left of the current read's budget
+    /// for `url` (see [`recent`]).
+    async fn within_budget<T, F>(
+        &self,
+        origin: &Origin,
+        url: &Url,
+        ask: impl FnOnce(tokio::time::Instant) -> F,
+    ) -> Result<T, crate::origin::OriginError>
+    where
+        F: Future<Output = Result<T, crate::origin::OriginError>>,
+    {
+        let left = self.recent.budget_left(url.as_str(), origin.timeout);
+        let started = tokio::time::Instant::now();
+        let result = ask(started + left).await;
+        self.recent.spend(url.as_str(), started.elapsed());
+        result
+    }
+
     /// The counters and events every layer reports into.
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
@@ -190,6 +215,19 @@ impl Cache {
             last_modified: meta.and_then(|m| m.last_modified),
             state,
         })
+    }
+}
+
+/// Debug builds only: a URL containing `$FETCHFS_FAILPOINT_PANIC` panics in
+/// its lookup, standing in for a dependency that panics on hostile input, so
+/// the tests can prove a panic is contained.
+fn failpoint_panic(url: &Url) {
+    if cfg!(debug_assertions)
+        && let Ok(marker) = std::env::var("FETCHFS_FAILPOINT_PANIC")
+        && !marker.is_empty()
+        && url.as_str().contains(&marker)
+    {
+        panic!("failpoint FETCHFS_FAILPOINT_PANIC reached for {url}");
     }
 }
 

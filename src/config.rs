@@ -13,10 +13,13 @@ use url::Url;
 
 /// How long a response without any freshness information stays fresh, unless configured.
 pub const DEFAULT_TTL: Duration = Duration::ZERO;
-/// How long a 404 or 410 is remembered.
-pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
-/// Whole-request timeout for metadata requests, and the longest gap between body bytes.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a 404 or 410 without freshness information is remembered.
+pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// How long one read may wait for an origin to answer: connect and response
+/// headers of every request it needs, together.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The slowest a body may come, in bytes per second over a 10 s window.
+pub const DEFAULT_MIN_RATE: u64 = 16 * 1024;
 /// Time allowed to open a connection to an origin.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -66,8 +69,11 @@ pub struct Origin {
     pub max_ttl: Option<Duration>,
     pub negative_ttl: Duration,
     pub listing: ListingMode,
+    /// How long one read may wait for the origin to answer.
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// A body slower than this (bytes per second, over 10 s) fails; 0: no minimum.
+    pub min_rate: u64,
     /// Extra request headers, sent only to this origin's host.
     pub headers: Vec<(String, String)>,
 }
@@ -85,6 +91,7 @@ impl Origin {
             listing: ListingMode::Auto,
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            min_rate: DEFAULT_MIN_RATE,
             headers: Vec::new(),
         }
     }
@@ -141,6 +148,7 @@ struct FileOrigin {
     listing: ListingMode,
     timeout: Option<String>,
     connect_timeout: Option<String>,
+    min_rate: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
 }
@@ -231,6 +239,23 @@ fn origin_from_file(name: String, file: FileOrigin) -> Result<Origin, ConfigErro
             message: format!("{field} = {text:?}: {e}"),
         }),
     };
+    let positive = |field: &str, value: Option<String>, default: Duration| {
+        let duration = duration(field, value, default)?;
+        if duration.is_zero() {
+            return Err(ConfigError::Origin {
+                name: name.clone(),
+                message: format!("{field} must be longer than 0s"),
+            });
+        }
+        Ok(duration)
+    };
+    let min_rate = match &file.min_rate {
+        None => DEFAULT_MIN_RATE,
+        Some(text) => parse_rate(text).map_err(|message| ConfigError::Origin {
+            name: name.clone(),
+            message: format!("min_rate = {text:?}: {message}"),
+        })?,
+    };
     let url = parse_origin_url(&name, &file.url)?;
     let mut headers = Vec::new();
     for (key, value) in file.headers {
@@ -252,12 +277,13 @@ fn origin_from_file(name: String, file: FileOrigin) -> Result<Origin, ConfigErro
             None => None,
         },
         negative_ttl: duration("negative_ttl", file.negative_ttl, DEFAULT_NEGATIVE_TTL)?,
-        timeout: duration("timeout", file.timeout, DEFAULT_TIMEOUT)?,
-        connect_timeout: duration(
+        timeout: positive("timeout", file.timeout, DEFAULT_TIMEOUT)?,
+        connect_timeout: positive(
             "connect_timeout",
             file.connect_timeout,
             DEFAULT_CONNECT_TIMEOUT,
         )?,
+        min_rate,
         listing: file.listing,
         headers,
         url,
@@ -310,6 +336,16 @@ fn check_origin_names(origins: &[Origin]) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Parses a rate, "16KiB/s", "1 MB/s" or "0" (no minimum), into bytes per second.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    let size = text.trim();
+    let size = size.strip_suffix("/s").unwrap_or(size);
+    size.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("{e}; expected a size per second, such as \"16KiB/s\""))
+}
+
 /// Parses "20 GiB", "500MB", "1048576".
 pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
     text.trim()
@@ -332,8 +368,7 @@ mod tests {
 
     #[test]
     fn origin_flag_parses() {
-        let config =
-            Config::load(&overrides(&["pypi=https://files.pythonhosted.org/base"])).unwrap();
+        let config = Config::load(&overrides(&["pypi=https://files.example.org/base"])).unwrap();
         assert_eq!(config.origins[0].name, "pypi");
         assert_eq!(config.origins[0].url.path(), "/base");
     }
@@ -380,6 +415,31 @@ mod tests {
             vec![("Authorization".into(), "Bearer x".into())]
         );
         assert_eq!(config.max_cache_size, Some(1024 * 1024));
+    }
+
+    #[test]
+    fn rates_and_zero_timeouts() {
+        assert_eq!(parse_rate("16KiB/s"), Ok(16 * 1024));
+        assert_eq!(parse_rate(" 1 MB/s "), Ok(1_000_000));
+        assert_eq!(parse_rate("0"), Ok(0));
+        assert!(parse_rate("fast").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        for (setting, ok) in [
+            ("timeout = \"0s\"", false),
+            ("connect_timeout = \"0s\"", false),
+            ("min_rate = \"1 KiB/s\"", true),
+            ("min_rate = \"slow\"", false),
+        ] {
+            std::fs::write(
+                &path,
+                format!("[origins.o]\nurl = \"http://h/\"\n{setting}\n"),
+            )
+            .unwrap();
+            let mut flags = overrides(&[]);
+            flags.config_file = Some(path.clone());
+            assert_eq!(Config::load(&flags).is_ok(), ok, "{setting}");
+        }
     }
 
     #[test]

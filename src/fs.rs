@@ -13,11 +13,15 @@
 
 mod errno;
 mod handles;
+mod interrupts;
 mod nodes;
 
+use std::any::Any;
 use std::ffi::OsStr;
+use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -37,7 +41,9 @@ use crate::control::{CONTROL_DIR, ControlFile};
 use crate::namespace;
 use crate::telemetry::EventKind;
 use errno::errno;
+use futures_util::FutureExt;
 use handles::{Handle, HandleTable};
+use interrupts::Interrupts;
 use nodes::{CONTROL_DIR_INO, Node, NodeTable, ROOT_INO, control_ino};
 
 /// Entries and attributes that never change (root, control folder, origin roots).
@@ -57,6 +63,7 @@ pub struct FetchFs {
     runtime: tokio::runtime::Handle,
     nodes: Arc<NodeTable>,
     handles: Arc<HandleTable>,
+    interrupts: Arc<Interrupts>,
     origins: Arc<Origins>,
     owner: (u32, u32),
     mounted_at: SystemTime,
@@ -71,6 +78,7 @@ impl FetchFs {
             runtime,
             nodes: Arc::new(NodeTable::default()),
             handles: Arc::new(HandleTable::default()),
+            interrupts: Arc::default(),
             origins: Arc::new(Origins {
                 configured: config.origins.iter().cloned().map(Arc::new).collect(),
                 any_host: config.any_host,
@@ -138,7 +146,14 @@ impl FetchFs {
         reply.entry_with_ttls(&attr_ttl(node), &STATIC_TTL, &attr, Generation(0));
     }
 
-    fn lookup_in_dir(&self, parent: u64, loc: &Location, name: &[u8], reply: ReplyEntry) {
+    fn lookup_in_dir(
+        &self,
+        unique: u64,
+        parent: u64,
+        loc: &Location,
+        name: &[u8],
+        reply: ReplyEntry,
+    ) {
         let child = match loc.child(name) {
             Ok(child) => child,
             Err(_) => return reply.error(Errno::ENOENT),
@@ -149,8 +164,17 @@ impl FetchFs {
             self.attrs(),
         );
         let name = name.to_vec();
-        self.runtime.spawn(async move {
-            match cache.resolve(&child).await {
+        let what = describe_location(&child);
+        let work = async move {
+            let resolved = cache.resolve(&child).await;
+            (child, resolved)
+        };
+        self.spawn_request(
+            unique,
+            what,
+            reply,
+            work,
+            move |reply, (child, resolved)| match resolved {
                 Ok(Resolved::Stored(stored)) => {
                     nodes.remember_blob_path(stored.ino, child);
                     let entry_ttl = stored.ttl.min(MAX_ENTRY_TTL);
@@ -172,8 +196,8 @@ impl FetchFs {
                     reply.entry(&DIR_TTL, &attrs.dir(ino), Generation(0));
                 }
                 Err(error) => reply.error(errno(&error)),
-            }
-        });
+            },
+        );
     }
 
     fn open_control(&self, file: ControlFile, reply: ReplyOpen) {
@@ -185,31 +209,46 @@ impl FetchFs {
         reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
     }
 
-    fn open_remote(&self, loc: Location, reply: ReplyOpen) {
+    fn open_remote(&self, unique: u64, loc: Location, reply: ReplyOpen) {
         let (cache, handles) = (Arc::clone(&self.cache), Arc::clone(&self.handles));
-        self.runtime.spawn(async move {
-            match cache.open(&loc).await {
+        let what = describe_location(&loc);
+        let work = async move { cache.open(&loc).await };
+        self.spawn_request(
+            unique,
+            what,
+            reply,
+            work,
+            move |reply, opened| match opened {
                 Ok(Opened::Stored(blob)) => {
                     let fh = handles.insert(Handle::Stored(Arc::new(blob)));
                     reply.opened(FileHandle(fh), FopenFlags::empty());
                 }
-                Ok(Opened::Streaming(download)) => {
-                    let fh = handles.insert(Handle::Streaming(download));
+                Ok(Opened::Streaming(reader)) => {
+                    let fh = handles.insert(Handle::Streaming(Arc::new(reader)));
                     reply.opened(FileHandle(fh), FopenFlags::empty());
                 }
                 Err(error) => reply.error(errno(&error)),
-            }
-        });
+            },
+        );
     }
 
-    fn open_dir_listing(&self, ino: u64, loc: Location, reply: ReplyOpen) {
+    fn open_dir_listing(&self, unique: u64, ino: u64, loc: Location, reply: ReplyOpen) {
         let (cache, handles, nodes) = (
             Arc::clone(&self.cache),
             Arc::clone(&self.handles),
             Arc::clone(&self.nodes),
         );
-        self.runtime.spawn(async move {
-            match cache.list(&loc).await {
+        let what = describe_location(&loc);
+        let work = async move {
+            let listed = cache.list(&loc).await;
+            (loc, listed)
+        };
+        self.spawn_request(
+            unique,
+            what,
+            reply,
+            work,
+            move |reply, (loc, listed)| match listed {
                 Ok(entries) => {
                     let with_inos = entries
                         .into_iter()
@@ -227,8 +266,56 @@ impl FetchFs {
                     reply.opened(FileHandle(fh), FopenFlags::empty());
                 }
                 Err(error) => reply.error(errno(&error)),
+            },
+        );
+    }
+
+    /// Runs `work` for the request `unique` on the I/O runtime, then
+    /// `answer`s with what it gives. An interrupt answers EINTR at once and
+    /// drops the work. A panic in the work answers EIO, and the log and the
+    /// events name `what` (the URL); the mount keeps serving.
+    fn spawn_request<R, T, W>(
+        &self,
+        unique: u64,
+        what: String,
+        reply: R,
+        work: W,
+        answer: impl FnOnce(R, T) + Send + 'static,
+    ) where
+        R: ErrorReply + Send + 'static,
+        T: Send + 'static,
+        W: Future<Output = T> + Send + 'static,
+    {
+        let mut waiting = self.interrupts.register(unique);
+        let cache = Arc::clone(&self.cache);
+        self.runtime.spawn(async move {
+            let outcome = tokio::select! {
+                biased;
+                () = waiting.interrupted() => Err(Errno::EINTR),
+                done = AssertUnwindSafe(work).catch_unwind() => done.map_err(|panic| {
+                    report_panic(&cache, &what, panic.as_ref());
+                    Errno::EIO
+                }),
+            };
+            drop(waiting);
+            match outcome {
+                Ok(value) => {
+                    let answered = catch_unwind(AssertUnwindSafe(|| answer(reply, value)));
+                    if let Err(panic) = answered {
+                        report_panic(&cache, &what, panic.as_ref());
+                    }
+                }
+                Err(errno) => reply.error(errno),
             }
         });
+    }
+
+    /// Runs a handler's body on the dispatch thread; a panic in it answers
+    /// EIO (the reply is dropped) and is reported, and the thread lives on.
+    fn contain(&self, what: impl FnOnce() -> String, body: impl FnOnce()) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(body)) {
+            report_panic(&self.cache, &what(), panic.as_ref());
+        }
     }
 
     /// The fixed entries of the root, the control folder and an any-host scheme folder.
@@ -289,84 +376,109 @@ impl Filesystem for FetchFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let name = name.as_bytes();
-        match self.nodes.get(parent.0) {
-            Some(Node::Root) => match self.root_child(name) {
-                Some((ino, node)) => self.static_entry(ino, &node, reply),
-                None => reply.error(Errno::ENOENT),
-            },
-            Some(Node::ControlDir) => match ControlFile::from_name(name) {
-                Some(file) => self.static_entry(control_ino(file), &Node::Control(file), reply),
-                None => reply.error(Errno::ENOENT),
-            },
-            Some(Node::Scheme(scheme)) => match namespace::any_host_base(scheme, name) {
-                Ok(base) => {
-                    let host = String::from_utf8_lossy(name);
-                    let origin = Arc::new(Origin::with_defaults(format!("{scheme}/{host}"), base));
-                    let node = Node::Dir(Location::root(origin));
-                    let ino = self.nodes.insert(parent.0, name, node.clone());
-                    reply.entry(&DIR_TTL, &self.attrs().dir(ino), Generation(0));
+    fn interrupt(&self, _req: &Request, unique: fuser::RequestId) -> Result<(), Errno> {
+        self.interrupts.interrupt(unique.0);
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.contain(
+            || format!("lookup of {:?} in inode {}", name, parent.0),
+            || {
+                let name = name.as_bytes();
+                match self.nodes.get(parent.0) {
+                    Some(Node::Root) => match self.root_child(name) {
+                        Some((ino, node)) => self.static_entry(ino, &node, reply),
+                        None => reply.error(Errno::ENOENT),
+                    },
+                    Some(Node::ControlDir) => match ControlFile::from_name(name) {
+                        Some(file) => {
+                            self.static_entry(control_ino(file), &Node::Control(file), reply)
+                        }
+                        None => reply.error(Errno::ENOENT),
+                    },
+                    Some(Node::Scheme(scheme)) => match namespace::any_host_base(scheme, name) {
+                        Ok(base) => {
+                            let host = String::from_utf8_lossy(name);
+                            let origin =
+                                Arc::new(Origin::with_defaults(format!("{scheme}/{host}"), base));
+                            let node = Node::Dir(Location::root(origin));
+                            let ino = self.nodes.insert(parent.0, name, node.clone());
+                            reply.entry(&DIR_TTL, &self.attrs().dir(ino), Generation(0));
+                        }
+                        Err(_) => reply.error(Errno::ENOENT),
+                    },
+                    Some(Node::Dir(loc)) => {
+                        self.lookup_in_dir(req.unique().0, parent.0, &loc, name, reply)
+                    }
+                    Some(_) => reply.error(Errno::ENOTDIR),
+                    None => reply.error(Errno::ENOENT),
                 }
-                Err(_) => reply.error(Errno::ENOENT),
             },
-            Some(Node::Dir(loc)) => self.lookup_in_dir(parent.0, &loc, name, reply),
-            Some(_) => reply.error(Errno::ENOTDIR),
-            None => reply.error(Errno::ENOENT),
-        }
+        );
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let attrs = self.attrs();
-        if is_blob_inode(ino.0) {
-            return match self.cache.blob(ino.0) {
-                Ok(stored) => reply.attr(&BLOB_ATTR_TTL, &attrs.of_blob(&stored)),
-                Err(error) => reply.error(errno(&error)),
-            };
-        }
-        match self.nodes.get(ino.0) {
-            Some(node) => {
-                let ttl = attr_ttl(&node);
-                reply.attr(&ttl, &attrs.of_node(ino.0, &node, &self.cache));
-            }
-            None => reply.error(Errno::ENOENT),
-        }
+        self.contain(
+            || format!("getattr of inode {}", ino.0),
+            || {
+                let attrs = self.attrs();
+                if is_blob_inode(ino.0) {
+                    return match self.cache.blob(ino.0) {
+                        Ok(stored) => reply.attr(&BLOB_ATTR_TTL, &attrs.of_blob(&stored)),
+                        Err(error) => reply.error(errno(&error)),
+                    };
+                }
+                match self.nodes.get(ino.0) {
+                    Some(node) => {
+                        let ttl = attr_ttl(&node);
+                        reply.attr(&ttl, &attrs.of_node(ino.0, &node, &self.cache));
+                    }
+                    None => reply.error(Errno::ENOENT),
+                }
+            },
+        );
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if let Some(Node::Control(file)) = self.nodes.get(ino.0)
-            && file.is_command()
-        {
-            // With --allow-other, only the mount's owner (and root) steer the cache.
-            if req.uid() != 0 && req.uid() != self.owner.0 {
-                return reply.error(Errno::EACCES);
-            }
-            let fh = self.handles.insert(Handle::Command(file));
-            return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
-        }
-        if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            return reply.error(Errno::EROFS);
-        }
-        if is_blob_inode(ino.0) {
-            return match self.cache.open_blob(ino.0) {
-                Ok(blob) => {
-                    let fh = self.handles.insert(Handle::Stored(Arc::new(blob)));
-                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+        self.contain(
+            || format!("open of inode {}", ino.0),
+            || {
+                if let Some(Node::Control(file)) = self.nodes.get(ino.0)
+                    && file.is_command()
+                {
+                    // With --allow-other, only the mount's owner (and root) steer the cache.
+                    if req.uid() != 0 && req.uid() != self.owner.0 {
+                        return reply.error(Errno::EACCES);
+                    }
+                    let fh = self.handles.insert(Handle::Command(file));
+                    return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
                 }
-                Err(error) => reply.error(errno(&error)),
-            };
-        }
-        match self.nodes.get(ino.0) {
-            Some(Node::Control(file)) => self.open_control(file, reply),
-            Some(Node::Remote { loc, .. }) => self.open_remote(loc, reply),
-            Some(_) => reply.error(Errno::EISDIR),
-            None => reply.error(Errno::ENOENT),
-        }
+                if flags.acc_mode() != OpenAccMode::O_RDONLY {
+                    return reply.error(Errno::EROFS);
+                }
+                if is_blob_inode(ino.0) {
+                    return match self.cache.open_blob(ino.0) {
+                        Ok(blob) => {
+                            let fh = self.handles.insert(Handle::Stored(Arc::new(blob)));
+                            reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                        }
+                        Err(error) => reply.error(errno(&error)),
+                    };
+                }
+                match self.nodes.get(ino.0) {
+                    Some(Node::Control(file)) => self.open_control(file, reply),
+                    Some(Node::Remote { loc, .. }) => self.open_remote(req.unique().0, loc, reply),
+                    Some(_) => reply.error(Errno::EISDIR),
+                    None => reply.error(Errno::ENOENT),
+                }
+            },
+        );
     }
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -375,52 +487,70 @@ impl Filesystem for FetchFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        let counters_cache = Arc::clone(&self.cache);
-        let served = move |bytes: &[u8], reply: ReplyData| {
-            counters_cache
-                .telemetry()
-                .counters
-                .add_bytes_served(bytes.len() as u64);
-            reply.data(bytes);
-        };
-        match self.handles.get(fh.0) {
-            Some(Handle::Stored(blob)) => {
-                let mut buf = vec![0u8; size as usize];
-                match read_full_at(&blob.file, &mut buf, offset) {
-                    Ok(n) => served(&buf[..n], reply),
-                    Err(e) => reply.error(Errno::from(e)),
-                }
-            }
-            Some(Handle::Streaming(download)) if download.is_readable(offset, size) => {
-                match download.read_available(offset, size) {
-                    Ok(bytes) => served(&bytes, reply),
-                    Err(error) => reply.error(errno(&CacheError::from(error))),
-                }
-            }
-            Some(Handle::Streaming(download)) => {
-                self.runtime.spawn(async move {
-                    match download.read(offset, size).await {
-                        Ok(bytes) => served(&bytes, reply),
-                        Err(error) => reply.error(errno(&CacheError::from(error))),
+        self.contain(
+            || format!("read of handle {}", fh.0),
+            || {
+                let counters_cache = Arc::clone(&self.cache);
+                let served = move |bytes: &[u8], reply: ReplyData| {
+                    counters_cache
+                        .telemetry()
+                        .counters
+                        .add_bytes_served(bytes.len() as u64);
+                    reply.data(bytes);
+                };
+                match self.handles.get(fh.0) {
+                    Some(Handle::Stored(blob)) => {
+                        let mut buf = vec![0u8; size as usize];
+                        match read_full_at(&blob.file, &mut buf, offset) {
+                            Ok(n) => served(&buf[..n], reply),
+                            Err(e) => reply.error(Errno::from(e)),
+                        }
                     }
-                });
-            }
-            Some(Handle::Control(content)) => {
-                let start = (offset as usize).min(content.len());
-                let end = start.saturating_add(size as usize).min(content.len());
-                reply.data(&content[start..end]);
-            }
-            Some(Handle::Events) => {
-                let cache = Arc::clone(&self.cache);
-                self.runtime.spawn(async move {
-                    let events = &cache.telemetry().events;
-                    reply.data(&events.read_at(offset, size as usize).await);
-                });
-            }
-            Some(Handle::Dir(_)) => reply.error(Errno::EISDIR),
-            Some(Handle::Command(_)) => reply.error(Errno::EBADF),
-            None => reply.error(Errno::EBADF),
-        }
+                    Some(Handle::Streaming(download)) if download.is_readable(offset, size) => {
+                        match download.read_available(offset, size) {
+                            Ok(bytes) => served(&bytes, reply),
+                            Err(error) => reply.error(errno(&CacheError::from(error))),
+                        }
+                    }
+                    Some(Handle::Streaming(download)) => {
+                        let what = download.url.clone();
+                        let work = async move { download.read(offset, size).await };
+                        self.spawn_request(
+                            req.unique().0,
+                            what,
+                            reply,
+                            work,
+                            move |reply, read| match read {
+                                Ok(bytes) => served(&bytes, reply),
+                                Err(error) => reply.error(errno(&CacheError::from(error))),
+                            },
+                        );
+                    }
+                    Some(Handle::Control(content)) => {
+                        let start = (offset as usize).min(content.len());
+                        let end = start.saturating_add(size as usize).min(content.len());
+                        reply.data(&content[start..end]);
+                    }
+                    Some(Handle::Events) => {
+                        let cache = Arc::clone(&self.cache);
+                        let work = async move {
+                            let events = &cache.telemetry().events;
+                            events.read_at(offset, size as usize).await
+                        };
+                        self.spawn_request(
+                            req.unique().0,
+                            ".fetchfs/events".into(),
+                            reply,
+                            work,
+                            |reply, bytes| reply.data(&bytes),
+                        );
+                    }
+                    Some(Handle::Dir(_)) => reply.error(Errno::EISDIR),
+                    Some(Handle::Command(_)) => reply.error(Errno::EBADF),
+                    None => reply.error(Errno::EBADF),
+                }
+            },
+        );
     }
 
     fn release(
@@ -433,10 +563,15 @@ impl Filesystem for FetchFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(Handle::Stored(blob)) = self.handles.remove(fh.0) {
-            self.cache.close_blob(&blob);
-        }
-        reply.ok();
+        self.contain(
+            || format!("release of handle {}", fh.0),
+            || {
+                if let Some(Handle::Stored(blob)) = self.handles.remove(fh.0) {
+                    self.cache.close_blob(&blob);
+                }
+                reply.ok();
+            },
+        );
     }
 
     fn flush(
@@ -450,18 +585,21 @@ impl Filesystem for FetchFs {
         reply.ok();
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.nodes.get(ino.0) {
-            Some(Node::Dir(loc)) => self.open_dir_listing(ino.0, loc, reply),
-            Some(node) if node.is_dir() => {
-                let fh = self
-                    .handles
-                    .insert(Handle::Dir(Arc::new(self.static_listing(&node))));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
-            }
-            Some(_) => reply.error(Errno::ENOTDIR),
-            None => reply.error(Errno::ENOENT),
-        }
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.contain(
+            || format!("opendir of inode {}", ino.0),
+            || match self.nodes.get(ino.0) {
+                Some(Node::Dir(loc)) => self.open_dir_listing(req.unique().0, ino.0, loc, reply),
+                Some(node) if node.is_dir() => {
+                    let fh = self
+                        .handles
+                        .insert(Handle::Dir(Arc::new(self.static_listing(&node))));
+                    reply.opened(FileHandle(fh), FopenFlags::empty());
+                }
+                Some(_) => reply.error(Errno::ENOTDIR),
+                None => reply.error(Errno::ENOENT),
+            },
+        );
     }
 
     fn readdir(
@@ -525,23 +663,33 @@ impl Filesystem for FetchFs {
         size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        let attrs = self.xattrs(ino.0);
-        match attrs
-            .iter()
-            .find(|(key, _)| key.as_bytes() == name.as_bytes())
-        {
-            Some((_, value)) => reply_xattr(value.as_bytes(), size, reply),
-            None => reply.error(Errno::NO_XATTR),
-        }
+        self.contain(
+            || format!("getxattr of inode {}", ino.0),
+            || {
+                let attrs = self.xattrs(ino.0);
+                match attrs
+                    .iter()
+                    .find(|(key, _)| key.as_bytes() == name.as_bytes())
+                {
+                    Some((_, value)) => reply_xattr(value.as_bytes(), size, reply),
+                    None => reply.error(Errno::NO_XATTR),
+                }
+            },
+        );
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
-        let mut names = Vec::new();
-        for (name, _) in self.xattrs(ino.0) {
-            names.extend_from_slice(name.as_bytes());
-            names.push(0);
-        }
-        reply_xattr(&names, size, reply);
+        self.contain(
+            || format!("listxattr of inode {}", ino.0),
+            || {
+                let mut names = Vec::new();
+                for (name, _) in self.xattrs(ino.0) {
+                    names.extend_from_slice(name.as_bytes());
+                    names.push(0);
+                }
+                reply_xattr(&names, size, reply);
+            },
+        );
     }
 
     fn setxattr(
@@ -562,9 +710,14 @@ impl Filesystem for FetchFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let stats = self.cache.totals();
-        let blocks = stats.cache_bytes.div_ceil(u64::from(BLOCK_SIZE));
-        reply.statfs(blocks, 0, 0, stats.entries, 0, BLOCK_SIZE, 255, BLOCK_SIZE);
+        self.contain(
+            || "statfs".to_string(),
+            || {
+                let stats = self.cache.totals();
+                let blocks = stats.cache_bytes.div_ceil(u64::from(BLOCK_SIZE));
+                reply.statfs(blocks, 0, 0, stats.entries, 0, BLOCK_SIZE, 255, BLOCK_SIZE);
+            },
+        );
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
@@ -586,43 +739,48 @@ impl Filesystem for FetchFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        let Some(Handle::Command(file)) = self.handles.get(fh.0) else {
-            return reply.error(Errno::EROFS);
-        };
-        let (origins, cache, runtime) = (
-            Arc::clone(&self.origins),
-            Arc::clone(&self.cache),
-            self.runtime.clone(),
+        self.contain(
+            || format!("write to handle {}", fh.0),
+            || {
+                let Some(Handle::Command(file)) = self.handles.get(fh.0) else {
+                    return reply.error(Errno::EROFS);
+                };
+                let (origins, cache, runtime) = (
+                    Arc::clone(&self.origins),
+                    Arc::clone(&self.cache),
+                    self.runtime.clone(),
+                );
+                let (notifier, nodes) = (self.notifier.get().cloned(), Arc::clone(&self.nodes));
+                let data = data.to_vec();
+                // Patterns read the index: never on a dispatch thread.
+                self.runtime.spawn_blocking(move || {
+                    match origins.apply(file, &data, &cache) {
+                        Ok(applied) => {
+                            for loc in applied.prefetch {
+                                let cache = Arc::clone(&cache);
+                                runtime.spawn(async move { cache.prefetch(&loc).await });
+                            }
+                            // The write returns once the kernel forgot the changed entries,
+                            // so the writer's next read already sees the change.
+                            forget_entries(notifier.as_ref(), &nodes, &applied.changed_paths);
+                            reply.written(u32::try_from(data.len()).unwrap_or(u32::MAX));
+                        }
+                        Err(error) => {
+                            if error.is_bad_input() {
+                                tracing::warn!(".fetchfs/{}: {error}", file.name());
+                            } else {
+                                tracing::error!(".fetchfs/{}: {error}", file.name());
+                            }
+                            cache.telemetry().events.emit(
+                                EventKind::Error,
+                                serde_json::json!({ "control": file.name(), "message": error.to_string() }),
+                            );
+                            reply.error(errno::of_command(&error));
+                        }
+                    }
+                });
+            },
         );
-        let (notifier, nodes) = (self.notifier.get().cloned(), Arc::clone(&self.nodes));
-        let data = data.to_vec();
-        // Patterns read the index: never on a dispatch thread.
-        self.runtime.spawn_blocking(move || {
-            match origins.apply(file, &data, &cache) {
-                Ok(applied) => {
-                    for loc in applied.prefetch {
-                        let cache = Arc::clone(&cache);
-                        runtime.spawn(async move { cache.prefetch(&loc).await });
-                    }
-                    // The write returns once the kernel forgot the changed entries,
-                    // so the writer's next read already sees the change.
-                    forget_entries(notifier.as_ref(), &nodes, &applied.changed_paths);
-                    reply.written(u32::try_from(data.len()).unwrap_or(u32::MAX));
-                }
-                Err(error) => {
-                    if error.is_bad_input() {
-                        tracing::warn!(".fetchfs/{}: {error}", file.name());
-                    } else {
-                        tracing::error!(".fetchfs/{}: {error}", file.name());
-                    }
-                    cache.telemetry().events.emit(
-                        EventKind::Error,
-                        serde_json::json!({ "control": file.name(), "message": error.to_string() }),
-                    );
-                    reply.error(errno::of_command(&error));
-                }
-            }
-        });
     }
 
     fn setattr(
@@ -752,6 +910,45 @@ fn forget_entries(notifier: Option<&fuser::Notifier>, nodes: &NodeTable, paths: 
             );
         }
     }
+}
+
+/// A reply that can carry an errno: what [`FetchFs::spawn_request`] answers
+/// an interrupted or failed request with.
+trait ErrorReply {
+    fn error(self, errno: Errno);
+}
+
+macro_rules! error_reply {
+    ($($reply:ty),*) => {$(
+        impl ErrorReply for $reply {
+            fn error(self, errno: Errno) {
+                <$reply>::error(self, errno);
+            }
+        }
+    )*};
+}
+
+error_reply!(ReplyEntry, ReplyOpen, ReplyData);
+
+/// A panic below a handler: the log and the events say where, and what.
+fn report_panic(cache: &Cache, what: &str, panic: &(dyn Any + Send)) {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    tracing::error!("{what}: the request failed with EIO after a panic: {message}");
+    cache.telemetry().events.emit(
+        EventKind::Error,
+        serde_json::json!({ "url": what, "message": format!("panic: {message}") }),
+    );
+}
+
+/// The URL of a location, to name it in the log and the events.
+fn describe_location(loc: &Location) -> String {
+    loc.file_url()
+        .map(|url| url.to_string())
+        .unwrap_or_else(|_| format!("{}/{:?}", loc.base, loc.components))
 }
 
 /// Answers an xattr request: the size when asked for it, ERANGE when the buffer is short.

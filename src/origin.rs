@@ -3,10 +3,21 @@
 //! Redirects are followed here, not by reqwest, for two reasons: a redirect
 //! from `dir` to `dir/` is how a directory is recognised, and an origin's
 //! configured headers (credentials) must never be sent to another host.
-//! Each origin gets its own client so its connect timeout applies; a request
-//! waits at most the origin's `timeout` for headers and for each body chunk.
+//!
+//! Time is bounded twice over:
+//! - Waiting for an answer (connect, and the response headers of every hop)
+//!   ends at a deadline the caller gives: one budget for everything one read
+//!   needs, not one per request.
+//! - Once a body flows, it must keep up a minimum rate ([`pacing`]), or it
+//!   fails instead of holding its readers for days.
+//!
+//! An origin that fails to connect or to answer in time is remembered as
+//! down ([`health`]): within its backoff window requests fail at once, and
+//! one request at a time finds out whether it is back.
 
+mod health;
 pub mod listing;
+mod pacing;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,11 +25,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use tokio::time::Instant;
 use url::Url;
 
 use crate::config::Origin;
 use crate::telemetry::Counters;
+use health::{Health, Verdict};
 pub use listing::ListingEntry;
+use pacing::Pacing;
 
 /// Redirect hops followed before giving up.
 const MAX_REDIRECTS: usize = 10;
@@ -39,8 +53,31 @@ pub enum OriginError {
         received: u64,
         expected: Option<u64>,
     },
+    #[error(
+        "{url}: the body came at {rate} bytes/s, below the origin's min_rate of {min_rate} bytes/s"
+    )]
+    TooSlow {
+        url: String,
+        rate: u64,
+        min_rate: u64,
+    },
+    #[error(
+        "{url}: the origin is down (it failed {failures} time(s) in a row); next try in {retry_in:?}"
+    )]
+    Down {
+        url: String,
+        failures: u32,
+        retry_in: Duration,
+    },
     #[error("offline: {url} is not cached")]
     Offline { url: String },
+}
+
+/// One redirect on the way to the answer.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
 }
 
 /// The status and headers of an origin's answer, after redirects.
@@ -52,6 +89,8 @@ pub struct Head {
     pub headers: HeaderMap,
     /// The request as sent to that URL (for cache policy).
     pub request_headers: HeaderMap,
+    /// The redirects followed to get here, in order.
+    pub redirects: Vec<Hop>,
 }
 
 impl Head {
@@ -75,36 +114,38 @@ impl Head {
 pub struct BodyStream {
     pub head: Head,
     response: reqwest::Response,
-    timeout: Duration,
+    pacing: Pacing,
     received: u64,
     counters: Arc<Counters>,
 }
 
 impl BodyStream {
     /// The next chunk, `None` at the end. A connection that closes early, a
-    /// chunked body without its last chunk, or fewer bytes than announced are
-    /// errors, never a short end.
+    /// chunked body without its last chunk, fewer bytes than announced, or a
+    /// body slower than the origin's `min_rate` are errors, never a short end.
+    /// Cancel-safe: dropping the future loses no byte.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, OriginError> {
         let url = self.head.url.as_str();
-        let chunk = match tokio::time::timeout(self.timeout, self.response.chunk()).await {
-            Err(_) => {
-                return Err(OriginError::Timeout {
-                    url: url.to_string(),
-                    timeout: self.timeout,
-                });
+        let chunk = loop {
+            match tokio::time::timeout_at(self.pacing.next_check(), self.response.chunk()).await {
+                Err(_) => self.pacing.check(url)?,
+                Ok(Err(e)) => {
+                    return Err(OriginError::CutShort {
+                        url: format!("{url} ({})", error_chain(&e)),
+                        received: self.received,
+                        expected: self.head.content_length(),
+                    });
+                }
+                Ok(Ok(chunk)) => break chunk,
             }
-            Ok(Err(e)) => {
-                return Err(OriginError::CutShort {
-                    url: format!("{url} ({})", error_chain(&e)),
-                    received: self.received,
-                    expected: self.head.content_length(),
-                });
-            }
-            Ok(Ok(chunk)) => chunk,
         };
         match chunk {
             Some(bytes) => {
                 self.received += bytes.len() as u64;
+                self.pacing.received(bytes.len() as u64);
+                if Instant::now() >= self.pacing.next_check() {
+                    self.pacing.check(url)?;
+                }
                 self.counters.add_bytes_from_origin(bytes.len() as u64);
                 Ok(Some(bytes))
             }
@@ -123,6 +164,7 @@ impl BodyStream {
 /// HTTP clients for the configured origins (and any-host origins, made on first use).
 pub struct OriginClient {
     clients: parking_lot::Mutex<HashMap<String, reqwest::Client>>,
+    health: Health,
     offline: bool,
     counters: Arc<Counters>,
 }
@@ -131,6 +173,7 @@ impl OriginClient {
     pub fn new(offline: bool, counters: Arc<Counters>) -> OriginClient {
         OriginClient {
             clients: parking_lot::Mutex::new(HashMap::new()),
+            health: Health::default(),
             offline,
             counters,
         }
@@ -138,9 +181,14 @@ impl OriginClient {
 
     /// Status and headers of `url`, without its body: a HEAD, or a GET dropped
     /// after the headers when the origin refuses HEAD.
-    pub async fn head(&self, origin: &Origin, url: &Url) -> Result<Head, OriginError> {
+    pub async fn head(
+        &self,
+        origin: &Origin,
+        url: &Url,
+        deadline: Instant,
+    ) -> Result<Head, OriginError> {
         let head = self
-            .send(origin, Method::HEAD, url, HeaderMap::new())
+            .send(origin, Method::HEAD, url, HeaderMap::new(), deadline)
             .await?
             .0;
         if matches!(
@@ -148,7 +196,7 @@ impl OriginClient {
             StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED
         ) {
             return Ok(self
-                .send(origin, Method::GET, url, HeaderMap::new())
+                .send(origin, Method::GET, url, HeaderMap::new(), deadline)
                 .await?
                 .0);
         }
@@ -161,12 +209,13 @@ impl OriginClient {
         origin: &Origin,
         url: &Url,
         extra: HeaderMap,
+        deadline: Instant,
     ) -> Result<BodyStream, OriginError> {
-        let (head, response) = self.send(origin, Method::GET, url, extra).await?;
+        let (head, response) = self.send(origin, Method::GET, url, extra, deadline).await?;
         Ok(BodyStream {
             head,
             response,
-            timeout: origin.timeout,
+            pacing: Pacing::new(origin.min_rate, origin.timeout),
             received: 0,
             counters: Arc::clone(&self.counters),
         })
@@ -178,8 +227,11 @@ impl OriginClient {
         &self,
         origin: &Origin,
         dir_url: &Url,
+        deadline: Instant,
     ) -> Result<Option<Vec<ListingEntry>>, OriginError> {
-        let mut body = self.get(origin, dir_url, HeaderMap::new()).await?;
+        let mut body = self
+            .get(origin, dir_url, HeaderMap::new(), deadline)
+            .await?;
         if !body.head.status.is_success() {
             return Ok(None);
         }
@@ -202,53 +254,62 @@ impl OriginClient {
         ))
     }
 
+    /// The headers every request to `url` carries: identity encoding, and the
+    /// origin's configured headers when `url` is on the origin's own host.
+    /// A stored response's `Vary` is matched against these.
+    pub fn request_headers(origin: &Origin, url: &Url) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        let same_host = (url.scheme(), url.host_str(), url.port_or_known_default())
+            == (
+                origin.url.scheme(),
+                origin.url.host_str(),
+                origin.url.port_or_known_default(),
+            );
+        if same_host {
+            for (name, value) in &origin.headers {
+                if let (Ok(name), Ok(value)) = (
+                    header::HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                ) {
+                    headers.insert(name, value);
+                }
+            }
+        }
+        headers
+    }
+
     async fn send(
         &self,
         origin: &Origin,
         method: Method,
         url: &Url,
         extra: HeaderMap,
+        deadline: Instant,
     ) -> Result<(Head, reqwest::Response), OriginError> {
         if self.offline {
             return Err(OriginError::Offline {
                 url: url.to_string(),
             });
         }
+        let admission = self.health.admit(&origin.name, url)?;
         let client = self.client(origin)?;
-        let origin_host = (
-            origin.url.scheme().to_string(),
-            origin.url.host_str().map(str::to_string),
-            origin.url.port_or_known_default(),
-        );
         let mut current = url.clone();
+        let mut redirects = Vec::new();
         for _ in 0..=MAX_REDIRECTS {
-            let same_host = (
-                current.scheme().to_string(),
-                current.host_str().map(str::to_string),
-                current.port_or_known_default(),
-            ) == origin_host;
             let mut headers = extra.clone();
-            headers.insert(
-                header::ACCEPT_ENCODING,
-                HeaderValue::from_static("identity"),
-            );
-            if same_host {
-                for (name, value) in &origin.headers {
-                    if let (Ok(name), Ok(value)) = (
-                        header::HeaderName::from_bytes(name.as_bytes()),
-                        HeaderValue::from_str(value),
-                    ) {
-                        headers.insert(name, value);
-                    }
-                }
-            }
+            headers.extend(Self::request_headers(origin, &current));
             self.counters.add_origin_request();
             let request = client
                 .request(method.clone(), current.clone())
                 .headers(headers.clone());
-            let response = match tokio::time::timeout(origin.timeout, request.send()).await {
+            let response = match tokio::time::timeout_at(deadline, request.send()).await {
                 Err(_) => {
                     self.counters.add_origin_error();
+                    admission.settle(Verdict::Unreachable);
                     return Err(OriginError::Timeout {
                         url: current.to_string(),
                         timeout: origin.timeout,
@@ -256,6 +317,12 @@ impl OriginClient {
                 }
                 Ok(Err(e)) => {
                     self.counters.add_origin_error();
+                    let verdict = if e.is_connect() {
+                        Verdict::Unreachable
+                    } else {
+                        Verdict::Answered
+                    };
+                    admission.settle(verdict);
                     return Err(OriginError::Transport {
                         url: current.to_string(),
                         message: error_chain(&e),
@@ -275,19 +342,26 @@ impl OriginClient {
                     .and_then(|location| current.join(location).ok())
                     .filter(|target| matches!(target.scheme(), "http" | "https"));
                 if let Some(target) = target {
+                    redirects.push(Hop {
+                        status,
+                        headers: response.headers().clone(),
+                    });
                     current = target;
                     continue;
                 }
             }
+            admission.settle(Verdict::Answered);
             let head = Head {
                 url: current,
                 status,
                 headers: response.headers().clone(),
                 request_headers: headers,
+                redirects,
             };
             return Ok((head, response));
         }
         self.counters.add_origin_error();
+        admission.settle(Verdict::Answered);
         Err(OriginError::TooManyRedirects {
             url: url.to_string(),
         })

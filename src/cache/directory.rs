@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use url::Url;
 
@@ -23,6 +23,8 @@ use crate::origin::ListingEntry;
 const PROBE_TTL: Duration = Duration::from_secs(5);
 /// How long an origin's directory listing is reused.
 const LISTING_TTL: Duration = Duration::from_secs(10);
+/// How long a listing is kept to stand in while the origin fails.
+const LISTING_KEPT: Duration = Duration::from_secs(3600);
 /// Files remembered from HEADs at most.
 const PROBES_KEPT: usize = 16_384;
 /// Listings remembered at most.
@@ -30,7 +32,8 @@ const LISTINGS_KEPT: usize = 256;
 
 pub struct Directory {
     probes: parking_lot::Mutex<ExpiringMap<RemoteFile>>,
-    listings: parking_lot::Mutex<ExpiringMap<Arc<Vec<ListingEntry>>>>,
+    /// Listings by directory URL, with when they were fetched.
+    listings: parking_lot::Mutex<ExpiringMap<(Instant, Arc<Vec<ListingEntry>>)>>,
 }
 
 impl Default for Directory {
@@ -58,19 +61,20 @@ impl Directory {
     }
 
     fn remember_listing(&self, dir_url: &str, entries: Arc<Vec<ListingEntry>>) {
-        self.listings.lock().insert(dir_url, entries, LISTING_TTL);
-    }
-
-    fn recent_listing(&self, dir_url: &str) -> Option<Arc<Vec<ListingEntry>>> {
         self.listings
             .lock()
-            .get(dir_url)
-            .map(|(_, entries)| entries)
+            .insert(dir_url, (Instant::now(), entries), LISTING_KEPT);
     }
 
-    /// Whether a recent listing of `parent_url` shows `name` as a directory.
-    fn lists_as_dir(&self, parent_url: &str, name: &[u8]) -> bool {
-        self.recent_listing(parent_url)
+    /// The listing of `dir_url` if it is at most `age` old.
+    fn listing_within(&self, dir_url: &str, age: Duration) -> Option<Arc<Vec<ListingEntry>>> {
+        let (_, (fetched_at, entries)) = self.listings.lock().get(dir_url)?;
+        (fetched_at.elapsed() < age).then_some(entries)
+    }
+
+    /// Whether a listing of `parent_url` at most `age` old shows `name` as a directory.
+    fn lists_as_dir(&self, parent_url: &str, name: &[u8], age: Duration) -> bool {
+        self.listing_within(parent_url, age)
             .is_some_and(|entries| entries.iter().any(|e| e.is_dir && e.name == name))
     }
 }
@@ -127,11 +131,28 @@ impl Cache {
         origin: &Origin,
         dir_url: &Url,
     ) -> Result<Option<Arc<Vec<ListingEntry>>>, CacheError> {
-        if let Some(entries) = self.directory.recent_listing(dir_url.as_str()) {
+        if let Some(entries) = self.directory.listing_within(dir_url.as_str(), LISTING_TTL) {
             return Ok(Some(entries));
         }
-        let Some(entries) = self.origin.listing(origin, dir_url).await? else {
-            return Ok(None);
+        let asked = self
+            .within_budget(origin, dir_url, |deadline| {
+                self.origin.listing(origin, dir_url, deadline)
+            })
+            .await;
+        let entries = match asked {
+            Ok(Some(entries)) => entries,
+            Ok(None) => return Ok(None),
+            Err(error) => {
+                // A listing the origin gave earlier stands in while it fails.
+                if let Some(entries) = self
+                    .directory
+                    .listing_within(dir_url.as_str(), LISTING_KEPT)
+                {
+                    tracing::warn!("listing {dir_url}: {error}; showing the last listing");
+                    return Ok(Some(entries));
+                }
+                return Err(error.into());
+            }
         };
         let entries = Arc::new(entries);
         self.directory
@@ -141,12 +162,22 @@ impl Cache {
 
     /// Whether a recent listing of the parent shows this name as a directory.
     pub(super) fn listed_as_dir(&self, loc: &Location) -> bool {
+        self.listed_as_dir_within(loc, LISTING_TTL)
+    }
+
+    /// Whether any listing of the parent kept since shows this name as a
+    /// directory: asked when the origin fails.
+    pub(super) fn listed_as_dir_before(&self, loc: &Location) -> bool {
+        self.listed_as_dir_within(loc, LISTING_KEPT)
+    }
+
+    fn listed_as_dir_within(&self, loc: &Location, age: Duration) -> bool {
         let Some((parent, name)) = loc.parent_and_name() else {
             return true;
         };
         parent
             .dir_url()
-            .is_ok_and(|parent_url| self.directory.lists_as_dir(parent_url.as_str(), name))
+            .is_ok_and(|parent_url| self.directory.lists_as_dir(parent_url.as_str(), name, age))
     }
 
     /// Whether any cached URL lies below `dir_url`.
@@ -174,10 +205,14 @@ mod tests {
             "http://h/d/",
             Arc::new(vec![entry("sub", true), entry("file", false)]),
         );
-        assert!(directory.lists_as_dir("http://h/d/", b"sub"));
-        assert!(!directory.lists_as_dir("http://h/d/", b"file"));
-        assert!(!directory.lists_as_dir("http://h/d/", b"other"));
-        assert!(!directory.lists_as_dir("http://h/e/", b"sub"));
+        assert!(directory.lists_as_dir("http://h/d/", b"sub", LISTING_TTL));
+        assert!(!directory.lists_as_dir("http://h/d/", b"file", LISTING_TTL));
+        assert!(!directory.lists_as_dir("http://h/d/", b"other", LISTING_TTL));
+        assert!(!directory.lists_as_dir("http://h/e/", b"sub", LISTING_TTL));
+        assert!(
+            !directory.lists_as_dir("http://h/d/", b"sub", Duration::ZERO),
+            "a listing older than asked for is not used"
+        );
     }
 
     #[test]

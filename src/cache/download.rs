@@ -12,15 +12,21 @@
 //! A writer dropped without an outcome (its task panicked or was cancelled)
 //! fails the download, so no reader ever waits for bytes nobody will write.
 //!
+//! Readers hold a [`Reader`]: an open file, a prefetch, a lookup waiting for
+//! a body's size. When the last one has been gone for a grace period, the
+//! fill task stops the download ([`Download::unwanted`]): `head -c1` of a
+//! 50 GB file, or a reader killed with Ctrl-C, does not fetch the rest.
+//!
 //! While the body arrives, a control command may change what its commit does
 //! ([`Fate`]): `invalidate` stores it already stale, `evict` drops it. The
 //! commit reads the fate under the same lock the commands take, so a command
 //! is never lost between "checked" and "committed".
 
 use std::fs::File;
+use std::ops::Deref;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
@@ -71,6 +77,14 @@ pub struct Download {
     progress: watch::Receiver<Progress>,
     failure: parking_lot::Mutex<Option<String>>,
     fate: parking_lot::Mutex<Fate>,
+    /// How many [`Reader`]s there are, and since when.
+    readers: watch::Sender<(usize, Instant)>,
+}
+
+/// One reader's interest in a download: while any exists, it goes on.
+#[derive(Debug)]
+pub struct Reader {
+    download: Arc<Download>,
 }
 
 /// The writer's side: exactly one per download.
@@ -100,6 +114,7 @@ impl Download {
             progress: receiver,
             failure: parking_lot::Mutex::new(None),
             fate: parking_lot::Mutex::new(Fate::Store),
+            readers: watch::channel((0, Instant::now())).0,
         });
         let writer = DownloadWriter {
             download: Arc::clone(&download),
@@ -110,6 +125,38 @@ impl Download {
 
     pub fn progress(&self) -> Progress {
         *self.progress.borrow()
+    }
+
+    /// A new reader of the body.
+    pub fn reader(self: &Arc<Self>) -> Reader {
+        self.readers
+            .send_modify(|(n, since)| (*n, *since) = (*n + 1, Instant::now()));
+        Reader {
+            download: Arc::clone(self),
+        }
+    }
+
+    pub fn readers(&self) -> usize {
+        self.readers.borrow().0
+    }
+
+    /// Returns once the download has had no reader for `grace` on end. The
+    /// time counts from when the last reader went, so the future can be
+    /// dropped and made anew (in a `select!` loop) without restarting it.
+    pub async fn unwanted(&self, grace: Duration) {
+        let mut readers = self.readers.subscribe();
+        loop {
+            let (count, since) = *readers.borrow_and_update();
+            if count == 0 {
+                let deadline = tokio::time::Instant::from_std(since + grace);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => return,
+                    _ = readers.changed() => {}
+                }
+            } else if readers.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// `invalidate` while the body arrives: it is stored stale, unless evicted.
@@ -213,6 +260,22 @@ impl Download {
                 .clone()
                 .unwrap_or_else(|| "abandoned".into()),
         }
+    }
+}
+
+impl Deref for Reader {
+    type Target = Arc<Download>;
+
+    fn deref(&self) -> &Arc<Download> {
+        &self.download
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.download
+            .readers
+            .send_modify(|(n, since)| (*n, *since) = (n.saturating_sub(1), Instant::now()));
     }
 }
 
@@ -354,6 +417,40 @@ mod tests {
         writer.complete();
         assert_eq!(dl.read(0, 100).await.unwrap(), b"abcdef");
         assert_eq!(dl.wait_until_whole().await.unwrap(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_download_is_unwanted_once_its_last_reader_has_been_gone_a_while() {
+        let (dl, _writer, _) = download(None);
+        let grace = Duration::from_millis(100);
+        let first = dl.reader();
+        let second = dl.reader();
+        assert_eq!(dl.readers(), 2);
+        let unwanted = tokio::spawn({
+            let dl = Arc::clone(&dl);
+            async move { dl.unwanted(grace).await }
+        });
+        drop(first);
+        tokio::time::sleep(grace * 2).await;
+        assert!(!unwanted.is_finished(), "unwanted with a reader left");
+        drop(second);
+        tokio::time::sleep(grace / 2).await;
+        let comeback = dl.reader();
+        tokio::time::sleep(grace * 2).await;
+        assert!(
+            !unwanted.is_finished(),
+            "a reader came back within the grace period"
+        );
+        drop(comeback);
+        tokio::time::timeout(grace * 20, unwanted)
+            .await
+            .expect("still wanted without readers")
+            .unwrap();
+
+        // A future made anew keeps counting from when the last reader went.
+        let started = Instant::now();
+        dl.unwanted(grace).await;
+        assert!(started.elapsed() < grace, "the grace period restarted");
     }
 
     #[test]

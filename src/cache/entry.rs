@@ -2,10 +2,9 @@
 //! a directory; where an entry stands; and what is open.
 
 use std::fs::File;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::download::Download;
+use super::download::Reader;
 
 /// A body in the blob store.
 #[derive(Debug, Clone, Copy)]
@@ -99,7 +98,8 @@ pub struct OpenBlob {
 /// An open file's source of bytes.
 pub enum Opened {
     Stored(OpenBlob),
-    Streaming(Arc<Download>),
+    /// A body still downloading; the reader keeps the download going.
+    Streaming(Reader),
 }
 
 /// One name in a directory.

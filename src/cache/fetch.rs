@@ -9,19 +9,23 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
 use url::Url;
 
 use super::download::{DownloadWriter, Fate};
-use super::freshness::{EntryMeta, ttl_rules, unix_secs};
+use super::freshness::{EntryMeta, missing_ttl, ttl_rules, unix_secs};
 use super::{Cache, CacheError, Download, Location, OpenBlob, Opened, Resolved, StoredFile};
 use crate::config::Origin;
 use crate::origin::BodyStream;
 use crate::store::PartialBlob;
 use crate::telemetry::EventKind;
+
+/// A download with no reader goes on this long, for the open that usually
+/// follows a lookup, before it stops.
+const UNWANTED_GRACE: Duration = Duration::from_secs(2);
 
 impl Cache {
     /// Opens the file at `loc` for reading: joins its download, opens its
@@ -31,7 +35,9 @@ impl Cache {
         let _guard = self.flights.lock(url.as_str()).await;
         if let Some(download) = self.flights.download(url.as_str()) {
             self.telemetry.counters.add_miss();
-            return Ok(Opened::Streaming(download));
+            // Made under the URL's lock: the download cannot stop for want
+            // of readers between "found" and "read".
+            return Ok(Opened::Streaming(download.reader()));
         }
         if let Some(record) = self.store.index.url(url.as_str())?
             && let Some(blob) = self.open_stored(record.blob)?
@@ -44,10 +50,15 @@ impl Cache {
                 url: url.to_string(),
             });
         }
-        let body = self.origin.get(&loc.origin, &url, HeaderMap::new()).await?;
-        let download = self.accept_body(loc, &url, body)?;
+        let origin = &loc.origin;
+        let body = self
+            .within_budget(origin, &url, |deadline| {
+                self.origin.get(origin, &url, HeaderMap::new(), deadline)
+            })
+            .await?;
+        let reader = self.accept_body(loc, &url, body)?.reader();
         self.telemetry.counters.add_miss();
-        Ok(Opened::Streaming(download))
+        Ok(Opened::Streaming(reader))
     }
 
     /// Opens a stored body for reading; it is not evicted by the cap until
@@ -85,10 +96,22 @@ impl Cache {
         Ok(Some(OpenBlob { file, stored }))
     }
 
-    /// Fetches the file at `loc` into the cache unless it is stored and fresh.
+    /// Fetches the file at `loc` into the cache unless it is stored and fresh;
+    /// returns once it is stored.
     pub async fn prefetch(self: &Arc<Self>, loc: &Location) {
         let result = match self.resolve(loc).await {
-            Ok(Resolved::Remote(_)) => self.open(loc).await.map(|_| ()),
+            Ok(Resolved::Remote(_)) => match self.open(loc).await {
+                Ok(Opened::Streaming(reader)) => reader
+                    .wait_until_whole()
+                    .await
+                    .map(|_| ())
+                    .map_err(CacheError::from),
+                Ok(Opened::Stored(blob)) => {
+                    self.close_blob(&blob);
+                    Ok(())
+                }
+                Err(error) => Err(error),
+            },
             Ok(_) => Ok(()),
             Err(error) => Err(error),
         };
@@ -114,8 +137,8 @@ impl Cache {
             return self.start_download(&loc.origin, url, body);
         }
         if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
-            self.recent
-                .remember_missing(url.as_str(), loc.origin.negative_ttl);
+            let ttl = missing_ttl(url, &body.head, &loc.origin, SystemTime::now());
+            self.recent.remember_missing(url.as_str(), ttl);
             return Err(CacheError::NotFound);
         }
         if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
@@ -139,14 +162,7 @@ impl Cache {
         body: BodyStream,
     ) -> Result<Arc<Download>, CacheError> {
         let head = &body.head;
-        let meta = EntryMeta::from_response(
-            url,
-            &head.request_headers,
-            head.status,
-            &head.headers,
-            &ttl_rules(origin),
-            SystemTime::now(),
-        );
+        let meta = EntryMeta::from_response(url, head, &ttl_rules(origin), SystemTime::now());
         let partial = self.store.blobs.create_partial()?;
         let mtime = meta.last_modified.is_some().then(|| meta.mtime());
         let (download, writer) = Download::start(
@@ -171,6 +187,10 @@ impl Cache {
             drop(registration);
             match result {
                 Ok(()) => writer.complete(),
+                Err(CacheError::Abandoned { url }) => {
+                    tracing::info!("stopped downloading {url}: no reader was left");
+                    writer.fail(format!("{url}: stopped, no reader was left"));
+                }
                 Err(error) => {
                     let url = &writer.download().url;
                     tracing::warn!("download of {url} failed: {error}");
@@ -196,7 +216,19 @@ impl Cache {
     ) -> Result<(), CacheError> {
         let download = writer.download();
         let mut next_space_check = 0;
-        while let Some(chunk) = body.next_chunk().await? {
+        loop {
+            let chunk = tokio::select! {
+                chunk = body.next_chunk() => chunk?,
+                () = download.unwanted(UNWANTED_GRACE) => {
+                    if self.stop_unwanted(download).await {
+                        return Err(CacheError::Abandoned { url: download.url.clone() });
+                    }
+                    continue;
+                }
+            };
+            let Some(chunk) = chunk else {
+                break;
+            };
             if partial.len() >= next_space_check {
                 let remaining = download.size.map_or(0, |s| s.saturating_sub(partial.len()));
                 let headroom = self.ensure_room(remaining.max(chunk.len() as u64))?;
@@ -238,6 +270,17 @@ impl Cache {
         })
         .await
         .map_err(|e| CacheError::Io(io::Error::other(e)))?
+    }
+
+    /// Stops a download nobody reads any more, unless a reader joined while
+    /// the URL's lock was awaited: then it goes on.
+    async fn stop_unwanted(&self, download: &Arc<Download>) -> bool {
+        let _guard = self.flights.lock(&download.url).await;
+        if download.readers() > 0 {
+            return false;
+        }
+        self.flights.finish(download);
+        true
     }
 
     /// Appends a chunk; a full disk evicts bodies and tries once more.

@@ -10,6 +10,10 @@
 //! runs, or within [`COLLAPSE_WINDOW`] after it ended, share its outcome,
 //! failures included. A burst of readers of a `no-cache` or expired entry thus
 //! causes one conditional request, and a burst during an outage one failure.
+//!
+//! Wait budgets: one read of a path may need several requests (the lookup's
+//! HEAD, the open's GET). They share one budget, the origin's `timeout`:
+//! waits that start within [`BUDGET_SPAN`] of the first share what is left.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +23,8 @@ use super::expiring::ExpiringMap;
 pub const COLLAPSE_WINDOW: Duration = Duration::from_millis(200);
 /// How many URLs each memory holds at most.
 const CAPACITY: usize = 4096;
+/// Requests for one URL this soon after the first wait count as one read.
+pub const BUDGET_SPAN: Duration = Duration::from_secs(5);
 /// How long a validation's outcome is kept for requests that waited on it.
 /// Longer than any wait for the URL's lock, so every waiter finds it.
 const OUTCOME_KEPT: Duration = Duration::from_secs(120);
@@ -34,6 +40,8 @@ pub enum Outcome {
 pub struct Recent {
     missing: parking_lot::Mutex<ExpiringMap<()>>,
     validations: parking_lot::Mutex<ExpiringMap<(Instant, Outcome)>>,
+    /// How long each URL's current read has waited on the origin.
+    waited: parking_lot::Mutex<ExpiringMap<Duration>>,
 }
 
 impl Default for Recent {
@@ -41,6 +49,7 @@ impl Default for Recent {
         Recent {
             missing: parking_lot::Mutex::new(ExpiringMap::new(CAPACITY)),
             validations: parking_lot::Mutex::new(ExpiringMap::new(CAPACITY)),
+            waited: parking_lot::Mutex::new(ExpiringMap::new(CAPACITY)),
         }
     }
 }
@@ -69,10 +78,30 @@ impl Recent {
         (ended_at + COLLAPSE_WINDOW >= asked_at).then_some(outcome)
     }
 
+    /// What is left of the current read's `timeout` for `url`.
+    pub fn budget_left(&self, url: &str, timeout: Duration) -> Duration {
+        let waited = self.waited.lock().get(url).map(|(_, w)| w);
+        timeout.saturating_sub(waited.unwrap_or_default())
+    }
+
+    /// The current read of `url` waited `waited` more. A read's budget lives
+    /// for [`BUDGET_SPAN`] from its first wait.
+    pub fn spend(&self, url: &str, waited: Duration) {
+        let mut budgets = self.waited.lock();
+        match budgets.get(url) {
+            Some((deadline, before)) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                budgets.insert(url, before + waited, left);
+            }
+            None => budgets.insert(url, waited, BUDGET_SPAN),
+        }
+    }
+
     /// Forgets everything about `url`: its next request asks the origin.
     pub fn forget(&self, url: &str) {
         self.missing.lock().remove(url);
         self.validations.lock().remove(url);
+        self.waited.lock().remove(url);
     }
 }
 
@@ -124,6 +153,23 @@ mod tests {
         recent.forget("http://h/a");
         assert!(!recent.is_missing("http://h/a"));
         assert_eq!(recent.validation_since("http://h/a", Instant::now()), None);
+    }
+
+    #[test]
+    fn the_waits_of_one_read_share_one_budget() {
+        let recent = Recent::default();
+        let timeout = Duration::from_secs(10);
+        assert_eq!(recent.budget_left("http://h/a", timeout), timeout);
+        recent.spend("http://h/a", Duration::from_secs(7));
+        assert_eq!(
+            recent.budget_left("http://h/a", timeout),
+            Duration::from_secs(3)
+        );
+        recent.spend("http://h/a", Duration::from_secs(7));
+        assert_eq!(recent.budget_left("http://h/a", timeout), Duration::ZERO);
+        assert_eq!(recent.budget_left("http://h/b", timeout), timeout);
+        recent.forget("http://h/a");
+        assert_eq!(recent.budget_left("http://h/a", timeout), timeout);
     }
 
     #[test]

@@ -20,11 +20,11 @@ use serde_json::json;
 use url::Url;
 
 use super::flight::FlightGuard;
-use super::freshness::{EntryMeta, ttl_rules};
+use super::freshness::{EntryMeta, missing_ttl, ttl_rules};
 use super::recent::Outcome;
 use super::{Cache, CacheError, Download, Location, RemoteFile, Resolved, StoredFile};
 use crate::config::ListingMode;
-use crate::origin::Head;
+use crate::origin::{Head, OriginClient};
 use crate::store::UrlRecord;
 use crate::telemetry::EventKind;
 
@@ -35,6 +35,7 @@ impl Cache {
             return Ok(Resolved::Directory);
         }
         let url = loc.file_url()?;
+        super::failpoint_panic(&url);
         if let Some(stale) = self.serve_while_revalidating(loc, &url)? {
             return Ok(stale);
         }
@@ -113,22 +114,22 @@ impl Cache {
         self.telemetry
             .events
             .emit(EventKind::Revalidate, json!({ "url": url.as_str() }));
-        let conditional = meta.conditional_headers(url, now);
-        let mut body = match self.origin.get(&loc.origin, url, conditional).await {
+        let origin = &loc.origin;
+        let sent = OriginClient::request_headers(origin, url);
+        let conditional = meta.conditional_headers(url, &sent, now);
+        let asked = self
+            .within_budget(origin, url, |deadline| {
+                self.origin.get(origin, url, conditional, deadline)
+            })
+            .await;
+        let mut body = match asked {
             Ok(body) => body,
-            Err(error) => return self.serve_stale(url, &record.blob, &meta, error.into()),
+            Err(error) => {
+                return self.serve_stale(url, &record.blob, &meta, error.into());
+            }
         };
         if body.head.status == StatusCode::NOT_MODIFIED {
-            let status = body.head.status;
-            let refreshed = meta.revalidated(
-                url,
-                &body.head.request_headers,
-                status,
-                &body.head.headers,
-                &ttl_rules(&loc.origin),
-                now,
-            );
-            if let Some(refreshed) = refreshed {
+            if let Some(refreshed) = meta.revalidated(url, &body.head, &ttl_rules(origin), now) {
                 self.telemetry.counters.add_not_modified();
                 self.store
                     .index
@@ -141,9 +142,16 @@ impl Cache {
                 };
             }
             // The 304 confirms another response than the stored one: fetch anew.
-            body = match self.origin.get(&loc.origin, url, HeaderMap::new()).await {
+            let asked = self
+                .within_budget(origin, url, |deadline| {
+                    self.origin.get(origin, url, HeaderMap::new(), deadline)
+                })
+                .await;
+            body = match asked {
                 Ok(body) => body,
-                Err(error) => return self.serve_stale(url, &record.blob, &meta, error.into()),
+                Err(error) => {
+                    return self.serve_stale(url, &record.blob, &meta, error.into());
+                }
             };
         }
         let status = body.head.status;
@@ -156,15 +164,14 @@ impl Cache {
         }
         if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
             self.store.remove_urls(&[url.to_string()])?;
-            self.recent
-                .remember_missing(url.as_str(), loc.origin.negative_ttl);
-            return Err(CacheError::NotFound);
         }
         let download = self.accept_body(loc, url, body)?;
         Ok(remote_of(&download))
     }
 
-    /// Stale-if-error: the origin failed, so the stored body is served as it is.
+    /// Stale-if-error: the origin failed, so the stored body is served as it
+    /// is, where the response allows it; else, or when the body was evicted
+    /// meanwhile, the reader gets the error.
     fn serve_stale(
         &self,
         url: &Url,
@@ -172,8 +179,9 @@ impl Cache {
         meta: &EntryMeta,
         error: CacheError,
     ) -> Result<Resolved, CacheError> {
-        if !meta.may_serve_stale_on_error() {
-            // must-revalidate: the reader gets the error, never the stale body.
+        if !self.offline && !meta.may_serve_stale_on_error(SystemTime::now()) {
+            // no-cache, must-revalidate, or past its stale-if-error window:
+            // the reader gets the error, never the stale body.
             self.telemetry.events.emit(
                 EventKind::Error,
                 json!({ "url": url.as_str(), "message": error.to_string() }),
@@ -181,7 +189,6 @@ impl Cache {
             return Err(error);
         }
         let Some(stale) = self.stored_file(blob, Duration::ZERO)? else {
-            // Evicted meanwhile: there is nothing to serve but the error.
             return Err(error);
         };
         tracing::warn!("{url}: serving the stale copy, the origin failed: {error}");
@@ -248,7 +255,18 @@ impl Cache {
 
     /// A HEAD for a URL the cache does not have: file, directory or nothing.
     async fn probe(self: &Arc<Self>, loc: &Location, url: &Url) -> Result<Resolved, CacheError> {
-        let head = self.origin.head(&loc.origin, url).await?;
+        let origin = &loc.origin;
+        let asked = self
+            .within_budget(origin, url, |deadline| {
+                self.origin.head(origin, url, deadline)
+            })
+            .await;
+        let head = match asked {
+            Ok(head) => head,
+            // The origin is away, but a listing it gave earlier knows the name.
+            Err(_) if self.listed_as_dir_before(loc) => return Ok(Resolved::Directory),
+            Err(error) => return Err(error.into()),
+        };
         if head.url.path().ends_with('/') && !url.path().ends_with('/') {
             return Ok(Resolved::Directory);
         }
@@ -270,8 +288,8 @@ impl Cache {
         }
         match status {
             _ if missing => {
-                self.recent
-                    .remember_missing(url.as_str(), loc.origin.negative_ttl);
+                let ttl = missing_ttl(url, &head, origin, SystemTime::now());
+                self.recent.remember_missing(url.as_str(), ttl);
                 Err(CacheError::NotFound)
             }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(CacheError::Forbidden {
@@ -301,10 +319,15 @@ impl Cache {
             self.directory.remember_file(url.as_str(), file);
             return Ok(Resolved::Remote(file));
         }
-        let body = self.origin.get(&loc.origin, url, HeaderMap::new()).await?;
-        let download = self.accept_body(loc, url, body)?;
+        let origin = &loc.origin;
+        let body = self
+            .within_budget(origin, url, |deadline| {
+                self.origin.get(origin, url, HeaderMap::new(), deadline)
+            })
+            .await?;
+        let reader = self.accept_body(loc, url, body)?.reader();
         self.telemetry.counters.add_miss();
-        let size = download.wait_until_whole().await?;
+        let size = reader.wait_until_whole().await?;
         if let Some(record) = self.store.index.url(url.as_str())?
             && let Some(meta) = EntryMeta::from_json(&record.meta)
             && let Some(stored) =

@@ -29,6 +29,10 @@ const DISPATCH_THREADS: usize = 4;
 const READ_AHEAD_KB: u32 = 1024;
 /// How long a busy unmount may take before the connection is aborted.
 const UNMOUNT_GRACE: Duration = Duration::from_secs(2);
+/// How long the session may take to end once its connection is aborted.
+const SESSION_END_WAIT: Duration = Duration::from_secs(1);
+/// Where the FUSE control file system lists connections.
+const FUSECTL: &str = "/sys/fs/fuse/connections";
 
 enum Event {
     Signal,
@@ -57,6 +61,15 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
     serve(&config, &mountpoint, None)
 }
 
+/// Panics go to the log, which is where a daemon's stderr is not: the
+/// handlers contain them, and this says where they came from.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let backtrace = std::backtrace::Backtrace::capture();
+        tracing::error!("{info}\n{backtrace}");
+    }));
+}
+
 fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
     let meta = fs::metadata(path).with_context(|| format!("mountpoint {}", path.display()))?;
     if !meta.is_dir() {
@@ -68,6 +81,7 @@ fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
 /// Mounts and serves until a signal or an external unmount. `ready` is told
 /// once the mount answers requests (daemon mode).
 fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::Result<()> {
+    log_panics();
     let store = Store::open(&config.cache_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -131,12 +145,17 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
         }
         if next_event.recv_timeout(UNMOUNT_GRACE).is_err() {
             abort_connection(device);
+            // The aborted connection ends the session; its threads own the
+            // cache, so wait for them before the index is closed.
+            let _ = next_event.recv_timeout(SESSION_END_WAIT);
         }
     }
     if session_thread.is_finished() {
         if let Ok(Err(error)) = session_thread.join() {
             tracing::warn!("FUSE session ended with: {error}");
         }
+    } else {
+        tracing::warn!("the FUSE session did not end in time; exiting anyway");
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
@@ -151,13 +170,28 @@ fn detach(mountpoint: &Path, device: u64) {
 }
 
 /// Ends the FUSE connection so nothing waits on this process any more.
+/// Ends the FUSE connection so nothing waits on this process any more. The
+/// control file system (fusectl) is mounted first where it is missing, as it
+/// is in many containers; without it the connection ends when the process
+/// exits.
 fn abort_connection(device: u64) {
-    let path = format!(
-        "/sys/fs/fuse/connections/{}/abort",
-        nix::sys::stat::minor(device)
+    let path = format!("{FUSECTL}/{}/abort", nix::sys::stat::minor(device));
+    if fs::write(&path, "1").is_ok() {
+        return;
+    }
+    let mounted = nix::mount::mount(
+        Some("fusectl"),
+        FUSECTL,
+        Some("fusectl"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
     );
-    if let Err(error) = fs::write(&path, "1") {
-        tracing::debug!("{path}: {error}");
+    match mounted
+        .map_err(std::io::Error::from)
+        .and_then(|()| fs::write(&path, "1"))
+    {
+        Ok(()) => tracing::debug!("mounted {FUSECTL} to abort the connection"),
+        Err(error) => tracing::debug!("{path}: {error}"),
     }
 }
 
@@ -196,7 +230,8 @@ fn daemonize(serve: impl FnOnce(OwnedFd) -> anyhow::Result<()>) -> anyhow::Resul
             if let (Err(error), Some(pipe)) = (&result, error_pipe) {
                 let _ = File::from(pipe).write_all(format!("{error:#}\n").as_bytes());
             }
-            std::process::exit(if result.is_ok() { 0 } else { 1 });
+            // SAFETY: see main.rs: no atexit handlers or C++ static destructors.
+            unsafe { libc::_exit(if result.is_ok() { 0 } else { 1 }) }
         }
     }
 }

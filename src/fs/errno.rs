@@ -20,6 +20,7 @@ pub fn errno(error: &CacheError) -> Errno {
         CacheError::NotFound | CacheError::Name(_) | CacheError::Offline { .. } => Errno::ENOENT,
         CacheError::Gone { .. } => Errno::ESTALE,
         CacheError::Forbidden { .. } => Errno::EACCES,
+        CacheError::Abandoned { .. } => Errno::EINTR,
         error if error.is_disk_full() => {
             tracing::warn!("{error}");
             Errno::ENOSPC
@@ -29,6 +30,7 @@ pub fn errno(error: &CacheError) -> Errno {
         | CacheError::Origin(_)
         | CacheError::Download(_)
         | CacheError::Store(_)
+        | CacheError::Panic { .. }
         | CacheError::Io(_) => {
             tracing::warn!("{error}");
             Errno::EIO

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::cache::{DirEntry, Download, OpenBlob};
+use crate::cache::{DirEntry, OpenBlob, Reader};
 use crate::control::ControlFile;
 
 #[derive(Clone)]
@@ -12,7 +12,7 @@ pub enum Handle {
     /// A stored body: reads go straight to its blob file.
     Stored(Arc<OpenBlob>),
     /// A body still downloading: reads wait for their bytes.
-    Streaming(Arc<Download>),
+    Streaming(Arc<Reader>),
     /// A control file's content, rendered at open.
     Control(Arc<Vec<u8>>),
     /// A command file open for writing patterns.

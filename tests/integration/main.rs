@@ -9,6 +9,7 @@
 
 mod common;
 
+mod bounded_time;
 mod caching_rules;
 mod concurrency;
 mod control;
@@ -24,6 +25,7 @@ mod persistence;
 mod read;
 mod readonly;
 mod revalidation;
+mod rfc_corners;
 mod stat;
 mod stats;
 mod verify;

@@ -206,3 +206,20 @@ pub fn read_concurrently(path: &Path, readers: usize) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// Runs `f` and says how long it took.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    let value = f();
+    (value, started.elapsed())
+}
+
+/// `cat PATH > /dev/null`, as a user would run it, to be signalled.
+pub fn spawn_cat(path: &Path) -> std::process::Child {
+    std::process::Command::new("cat")
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn cat")
+}

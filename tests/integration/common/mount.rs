@@ -64,6 +64,11 @@ impl OriginConfig {
         self.setting("timeout", timeout)
     }
 
+    /// `"16KiB/s"`, or `"0"` for no minimum.
+    pub fn min_rate(self, rate: &str) -> OriginConfig {
+        self.setting("min_rate", rate)
+    }
+
     pub fn header(mut self, name: &str, value: &str) -> OriginConfig {
         self.headers.push((name.into(), value.into()));
         self
@@ -112,10 +117,17 @@ pub struct MountBuilder {
     cache_dir: Option<PathBuf>,
     args: Vec<String>,
     top_level: Vec<(String, String)>,
+    env: Vec<(String, String)>,
     watchdog: Duration,
 }
 
 impl MountBuilder {
+    /// An environment variable for the daemon.
+    pub fn env(mut self, name: &str, value: &str) -> MountBuilder {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
     pub fn origin(mut self, origin: OriginConfig) -> MountBuilder {
         self.origins.push(origin);
         self
@@ -186,6 +198,7 @@ impl MountBuilder {
             .args(&self.args)
             .env("XDG_CACHE_HOME", &xdg_cache)
             .env("RUST_BACKTRACE", "1")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(File::create(&stdout_path).expect("stdout log"))
             .stderr(File::create(&stderr_path).expect("stderr log"))
@@ -260,6 +273,7 @@ impl Mount {
             cache_dir: None,
             args: Vec::new(),
             top_level: Vec::new(),
+            env: Vec::new(),
             watchdog: DEFAULT_WATCHDOG,
         }
     }

@@ -1,0 +1,160 @@
+//! Bounded time, measured: how long a reader waits on an origin that
+//! misbehaves, with the default settings (timeout 10 s, min_rate 16 KiB/s).
+//!
+//!     cargo bench --profile dev --bench bounded_time
+//!
+//! (`--profile dev` reuses the test build; these are waits, not CPU work.)
+//! Prints one line per figure: an uncached read against a hung origin and
+//! against a 1 byte/s trickle, the Ctrl-C and SIGKILL latency of a stuck
+//! reader, a stale lookup during an outage (first and later), and cached
+//! reads (p50/p99) while 16 fetches hang, against the same reads idle.
+
+// The integration tests' harness: the scriptable origin and the real mount.
+#[allow(dead_code)]
+#[path = "../tests/integration/common/check.rs"]
+mod check;
+#[allow(dead_code)]
+#[path = "../tests/integration/common/mount.rs"]
+mod mount;
+#[allow(dead_code)]
+#[path = "../tests/integration/common/origin.rs"]
+mod origin;
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use check::{random_bytes, read, spawn_cat, timed};
+use mount::{Mount, OriginConfig};
+use origin::{Origin, Route};
+
+const HUNG: Duration = Duration::from_secs(600);
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[index]
+}
+
+fn mount(origin: &Origin) -> Mount {
+    Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")))
+        .watchdog(Duration::from_secs(900))
+        .mount()
+}
+
+fn uncached_reads() {
+    let cases = [
+        ("hung", Route::ok(vec![0; 1000]).header_delay(HUNG)),
+        ("silent", Route::ok(vec![0; 1 << 20]).stall_after(0, HUNG)),
+        ("trickle", Route::ok(vec![0; 1 << 20]).throttle(1)),
+    ];
+    // One origin and mount each: an origin found down fails the next at once.
+    for (name, route) in cases {
+        let origin = Origin::start();
+        origin.route("/base/f", route);
+        let mount = mount(&origin);
+        let (result, took) = timed(|| std::fs::read(mount.path("o/f")));
+        let outcome = match result {
+            Ok(_) => "read".to_string(),
+            Err(e) => e.to_string(),
+        };
+        println!("uncached read, {name:<8} origin: {took:>8.2?}  ({outcome})");
+    }
+}
+
+fn signal_latency() {
+    let origin = Origin::start();
+    origin.route("/base/hung", Route::ok(vec![0; 1000]).header_delay(HUNG));
+    let mount = mount(&origin);
+    for (name, signal) in [("SIGINT", libc::SIGINT), ("SIGKILL", libc::SIGKILL)] {
+        let mut samples = Vec::new();
+        for _ in 0..10 {
+            let mut reader = spawn_cat(&mount.path("o/hung"));
+            std::thread::sleep(Duration::from_millis(300));
+            let started = Instant::now();
+            // SAFETY: signals a child this program started.
+            unsafe { libc::kill(reader.id() as i32, signal) };
+            reader.wait().expect("wait for cat");
+            samples.push(started.elapsed());
+        }
+        let p50 = percentile(&mut samples, 0.5);
+        let max = percentile(&mut samples, 1.0);
+        println!("{name} to a stuck reader: p50 {p50:>8.2?}  max {max:>8.2?}  (10 runs)");
+    }
+}
+
+fn outage() {
+    let origin = Origin::start();
+    let stale = |i: u64| {
+        Route::ok(random_bytes(4096, i))
+            .header("Cache-Control", "max-age=0")
+            .header("ETag", &format!("\"{i}\""))
+    };
+    for i in 0..5 {
+        origin.route(&format!("/base/s{i}"), stale(i));
+    }
+    let mount = mount(&origin);
+    for i in 0..5 {
+        read(&mount.path(&format!("o/s{i}")));
+    }
+    mount.wait_idle(Duration::from_secs(10));
+    for i in 0..5 {
+        origin.route(
+            &format!("/base/s{i}"),
+            Route::ok(vec![0; 10]).header_delay(HUNG),
+        );
+    }
+    for i in 0..5 {
+        let (_, took) = timed(|| read(&mount.path(&format!("o/s{i}"))));
+        let which = if i == 0 { "first" } else { "later" };
+        println!("stale lookup + read during an outage ({which}): {took:>8.2?}");
+    }
+}
+
+fn cached_reads_while_fetches_hang() {
+    let origin = Origin::start();
+    origin.route("/base/cached", Route::fresh(random_bytes(4096, 99)));
+    for i in 0..16 {
+        origin.route(
+            &format!("/base/hung{i}"),
+            Route::ok(vec![0; 10]).header_delay(HUNG),
+        );
+    }
+    let mount = mount(&origin);
+    read(&mount.path("o/cached"));
+    mount.wait_idle(Duration::from_secs(10));
+    let sample = || {
+        let mut samples: Vec<Duration> = (0..2000)
+            .map(|_| timed(|| read(&mount.path("o/cached"))).1)
+            .collect();
+        (
+            percentile(&mut samples, 0.5),
+            percentile(&mut samples, 0.99),
+        )
+    };
+    let (idle_p50, idle_p99) = sample();
+    let stuck: Vec<Child> = (0..16)
+        .map(|i| spawn_cat(&mount.path(&format!("o/hung{i}"))))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (busy_p50, busy_p99) = sample();
+    for mut reader in stuck {
+        let _ = reader.kill();
+        let _ = reader.wait();
+    }
+    println!("cached 4 KiB read, idle:            p50 {idle_p50:>8.2?}  p99 {idle_p99:>8.2?}");
+    println!("cached 4 KiB read, 16 fetches hung: p50 {busy_p50:>8.2?}  p99 {busy_p99:>8.2?}");
+    println!(
+        "ratio hung/idle: p50 {:.2}x  p99 {:.2}x",
+        busy_p50.as_secs_f64() / idle_p50.as_secs_f64(),
+        busy_p99.as_secs_f64() / idle_p99.as_secs_f64()
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing here takes arguments.
+    uncached_reads();
+    signal_latency();
+    outage();
+    cached_reads_while_fetches_hang();
+}
