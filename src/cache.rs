@@ -173,6 +173,42 @@ impl Cache {
         self.open_stored(hash)?.ok_or(CacheError::Gone { ino })
     }
 
+    /// Waits until the stored body `hash` survives a power loss (the
+    /// background fsyncs got to it). Blocks.
+    pub fn wait_durable(&self, hash: &blake3::Hash) -> Result<(), CacheError> {
+        Ok(self.store.wait_durable(hash)?)
+    }
+
+    /// Waits until the body of the URL at `loc` is stored and survives a
+    /// power loss; nothing to wait for when it is not stored. Blocks.
+    pub fn wait_durable_url(&self, loc: &Location) -> Result<(), CacheError> {
+        self.wait_durable_of(loc.file_url()?.as_str())
+    }
+
+    /// [`Cache::wait_durable_url`] for a URL string.
+    pub fn wait_durable_of(&self, url: &str) -> Result<(), CacheError> {
+        match self.store.index.url(url)? {
+            Some(record) => self.wait_durable(&record.blob),
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes, in the background, blob files no entry names (left by a
+    /// crash between placing a blob and indexing it).
+    pub fn remove_strays_in_background(&self) {
+        let store = Arc::clone(&self.store);
+        let spawned = std::thread::Builder::new()
+            .name("fetchfs-strays".into())
+            .spawn(move || match store.remove_strays() {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!("removed {removed} stray blob file(s)"),
+                Err(error) => tracing::warn!("removing stray blob files: {error}"),
+            });
+        if let Err(error) = spawned {
+            tracing::warn!("removing stray blob files: {error}");
+        }
+    }
+
     /// A reader of a stored body is done with it.
     pub fn close_blob(&self, blob: &OpenBlob) {
         self.open.release(&blob.stored.hash);

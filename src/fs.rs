@@ -585,6 +585,47 @@ impl Filesystem for FetchFs {
         reply.ok();
     }
 
+    /// `fsync(2)` of a file: waits until its body is stored and survives a
+    /// power loss (`fetchfs prefetch` does this after reading each file).
+    fn fsync(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let (what, stored, streaming) = match self.handles.get(fh.0) {
+            Some(Handle::Stored(blob)) => (blob.stored.hash.to_hex().to_string(), Some(blob), None),
+            Some(Handle::Streaming(reader)) => (reader.url.clone(), None, Some(reader)),
+            _ => return reply.ok(),
+        };
+        let cache = Arc::clone(&self.cache);
+        let work = async move {
+            if let Some(reader) = &streaming {
+                reader.wait_until_whole().await?;
+            }
+            let durable = tokio::task::spawn_blocking(move || match (stored, streaming) {
+                (Some(blob), _) => cache.wait_durable(&blob.stored.hash),
+                (_, Some(reader)) => cache.wait_durable_of(&reader.url),
+                (None, None) => Ok(()),
+            });
+            durable
+                .await
+                .unwrap_or_else(|e| Err(CacheError::Io(std::io::Error::other(e))))
+        };
+        self.spawn_request(
+            req.unique().0,
+            format!("fsync of {what}"),
+            reply,
+            work,
+            |reply, done| match done {
+                Ok(()) => reply.ok(),
+                Err(error) => reply.error(errno(&error)),
+            },
+        );
+    }
+
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.contain(
             || format!("opendir of inode {}", ino.0),
@@ -928,7 +969,7 @@ macro_rules! error_reply {
     )*};
 }
 
-error_reply!(ReplyEntry, ReplyOpen, ReplyData);
+error_reply!(ReplyEntry, ReplyOpen, ReplyData, ReplyEmpty);
 
 /// A panic below a handler: the log and the events say where, and what.
 fn report_panic(cache: &Cache, what: &str, panic: &(dyn Any + Send)) {

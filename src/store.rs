@@ -1,10 +1,13 @@
 //! The disk: content-addressed blob files ([`blobs`]) and the RocksDB index
 //! ([`index`]), kept consistent by one commit protocol.
 //!
-//! Commit: stream into `tmp/`, hashing as bytes arrive; fsync; rename into
+//! Commit: stream into `tmp/`, hashing as bytes arrive; rename into
 //! `blobs/`; then one RocksDB write batch points the URL at the blob. A crash
-//! before the batch leaves a blob no record names (harmless, `verify` removes
-//! it); a crash never leaves a record whose blob is missing.
+//! of the daemon before the batch leaves a blob no record names (harmless:
+//! the next mount removes it); a crash never leaves a record whose blob is
+//! missing. Power loss: fsyncs run in the background ([`durability`]), and
+//! a store that was not closed cleanly re-checks the blobs committed after
+//! the last recorded sync before it opens.
 //!
 //! ```text
 //! CACHE_DIR/
@@ -16,6 +19,7 @@
 //! ```
 
 pub mod blobs;
+pub mod durability;
 pub mod index;
 pub mod verify;
 
@@ -24,9 +28,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use blobs::{BlobDir, PartialBlob};
+use durability::{Durability, Syncer};
 pub use index::{
     BLOB_INO_BIT, BlobRecord, Index, IndexError, Linked, NewBody, Removed, Totals, UrlRecord,
 };
@@ -63,7 +69,9 @@ pub struct DiskSpace {
 /// One cache dir, opened by exactly one live mount.
 pub struct Store {
     pub blobs: BlobDir,
-    pub index: Index,
+    pub index: Arc<Index>,
+    durability: Arc<Durability>,
+    syncer: Option<Syncer>,
     /// Serialises placing blobs with evicting them.
     placement: parking_lot::Mutex<()>,
     cache_dir: PathBuf,
@@ -81,14 +89,83 @@ impl Store {
         let lock = lock_cache_dir(cache_dir)?;
         check_version(cache_dir)?;
         let blobs = BlobDir::open(cache_dir).map_err(io_err)?;
-        let index = Index::open(&cache_dir.join("index"))?;
-        Ok(Store {
+        let index = Arc::new(Index::open(&cache_dir.join("index"))?);
+        let clean = take_clean_mark(cache_dir).map_err(io_err)?;
+        let synced = index.synced()?;
+        let (durability, syncer) = Durability::start(Arc::clone(&index), synced).map_err(io_err)?;
+        let store = Store {
             blobs,
             index,
+            durability,
+            syncer: Some(syncer),
             placement: parking_lot::Mutex::new(()),
             cache_dir: cache_dir.to_path_buf(),
             _lock: lock,
-        })
+        };
+        if !clean {
+            store.check_unsynced(synced)?;
+        }
+        Ok(store)
+    }
+
+    /// After an unclean end (a crash, a power loss): the blobs committed
+    /// after the last recorded sync may have lost data. Each is re-hashed;
+    /// a bad one is dropped with its entries, to be fetched again.
+    fn check_unsynced(&self, synced: u64) -> Result<(), StoreError> {
+        let suspects = self.index.blobs_after(synced)?;
+        let mut bad = HashSet::new();
+        for (hash, record) in &suspects {
+            if self.check_blob(hash, record.size)?.is_some() {
+                bad.insert(*hash);
+            }
+        }
+        if !bad.is_empty() {
+            tracing::warn!(
+                "{} blob(s) committed before an unclean stop were damaged; they will be fetched again",
+                bad.len()
+            );
+            self.index.drop_blobs(&bad)?;
+            for hash in &bad {
+                self.blobs.remove(hash)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every commit so far survives a power loss.
+    pub fn wait_durable(&self, hash: &blake3::Hash) -> Result<(), StoreError> {
+        let Some(record) = self.index.blob(hash)? else {
+            return Ok(());
+        };
+        self.durability
+            .wait(record.seq)
+            .map_err(|message| StoreError::Blob(io::Error::other(message)))
+    }
+
+    /// Deletes files under `blobs/` that no record names (left by a crash
+    /// between placing a blob and indexing it), one at a time under the
+    /// placement lock, so a commit in progress is never touched. Returns how
+    /// many went.
+    pub fn remove_strays(&self) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for path in self.blobs.all_files()? {
+            let hash = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .and_then(|name| blake3::Hash::from_hex(name).ok());
+            let _placing = self.placement.lock();
+            let stray = match hash {
+                Some(hash) => self.index.blob(&hash)?.is_none(),
+                None => true,
+            };
+            if stray {
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => removed += 1,
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Makes a finished download permanent and points `url` at it; deletes the
@@ -102,15 +179,17 @@ impl Store {
         meta: serde_json::Value,
     ) -> Result<(blake3::Hash, BlobRecord), StoreError> {
         let size = partial.len();
-        let mut partial = partial;
-        partial.sync()?;
         // Placing the file and linking it are one step for eviction: it never
         // deletes a blob between "already stored" and the new link.
         let _placing = self.placement.lock();
-        let (hash, _) = self.blobs.persist(partial)?;
+        let (hash, existed) = self.blobs.persist(partial)?;
         let linked = self
             .index
             .link(url, NewBody { hash, size, mtime }, meta, unix_now_ms())?;
+        if !existed {
+            self.durability
+                .committed(self.blobs.path(&hash), linked.blob.seq);
+        }
         self.delete_orphan(linked.orphaned);
         Ok((hash, linked.blob))
     }
@@ -176,6 +255,35 @@ impl Store {
         {
             tracing::warn!(blob = %hash, "cannot delete unreferenced blob: {e}");
         }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The last round of fsyncs, then the mark that says none is missing.
+        drop(self.syncer.take());
+        if self.durability.synced() >= self.index.last_seq()
+            && let Err(error) = self
+                .index
+                .sync_log()
+                .map_err(io::Error::other)
+                .and_then(|()| fs::write(self.cache_dir.join(CLEAN_MARK), b""))
+        {
+            tracing::warn!("marking the cache dir as closed cleanly: {error}");
+        }
+    }
+}
+
+/// Present while the store is closed cleanly, with every commit durable.
+const CLEAN_MARK: &str = "closed-cleanly";
+
+/// Whether the store was closed cleanly last time; the mark goes, so a crash
+/// from now on is noticed at the next open.
+fn take_clean_mark(cache_dir: &Path) -> io::Result<bool> {
+    match fs::remove_file(cache_dir.join(CLEAN_MARK)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

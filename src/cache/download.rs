@@ -5,9 +5,11 @@
 //! appends chunks to a file in `tmp/` and publishes how many bytes are on disk
 //! through a `watch` channel. Readers share the [`Download`]: a reader at
 //! offset X waits only until X (plus the length it asked for, or the end of
-//! the body) is on disk. A read at or past the end waits until the body is
-//! verified and committed, so a reader that saw end-of-file knows the file is
-//! stored. A body cut short is an error for every reader and is never stored.
+//! the body) is on disk. A read that reaches the end of the body waits until
+//! the body is verified and committed (renamed into place and indexed), so a
+//! reader that saw end-of-file knows the file is stored, even if the daemon
+//! is killed the next instant. A body cut short is an error for every reader
+//! and is never stored.
 //!
 //! A writer dropped without an outcome (its task panicked or was cancelled)
 //! fails the download, so no reader ever waits for bytes nobody will write.
@@ -187,13 +189,11 @@ impl Download {
         match progress.phase {
             Phase::Complete | Phase::Failed => true,
             Phase::Running => {
+                // A read that reaches the end of the body waits for the commit:
+                // the kernel knows the size, so the reader takes the end of
+                // this read for end-of-file, and end-of-file means stored.
                 let end = offset.saturating_add(u64::from(len));
-                // A read that reaches past the announced end is served once the
-                // last byte is here; a read starting at the end waits for the commit.
-                let whole_tail = self
-                    .size
-                    .is_some_and(|size| progress.written >= size && offset < size);
-                progress.written >= end || whole_tail
+                progress.written >= end && self.size.is_none_or(|size| end < size)
             }
         }
     }
@@ -347,9 +347,14 @@ mod tests {
         let (dl, writer, file) = download(Some(4));
         file.write_all_at(b"abcd", 0).unwrap();
         writer.advance(4);
-        assert_eq!(dl.read(2, 10).await.unwrap(), b"cd");
+        assert_eq!(dl.read(0, 2).await.unwrap(), b"ab");
+        assert!(
+            !dl.is_readable(2, 10) && !dl.is_readable(0, 4),
+            "a read reaching the end was served before the commit"
+        );
         assert!(!dl.is_readable(4, 10));
         writer.complete();
+        assert_eq!(dl.read(2, 10).await.unwrap(), b"cd");
         assert_eq!(dl.read(4, 10).await.unwrap(), b"");
 
         let (dl, writer, _) = download(Some(10));

@@ -58,6 +58,11 @@ impl Cache {
             .await?;
         let reader = self.accept_body(loc, &url, body)?.reader();
         self.telemetry.counters.add_miss();
+        if reader.size == Some(0) {
+            // The kernel answers end-of-file for an empty file without a
+            // read: the open is the last word, so it waits for the commit.
+            reader.wait_until_whole().await?;
+        }
         Ok(Opened::Streaming(reader))
     }
 
@@ -97,7 +102,7 @@ impl Cache {
     }
 
     /// Fetches the file at `loc` into the cache unless it is stored and fresh;
-    /// returns once it is stored.
+    /// returns once it is stored and survives a power loss.
     pub async fn prefetch(self: &Arc<Self>, loc: &Location) {
         let result = match self.resolve(loc).await {
             Ok(Resolved::Remote(_)) => match self.open(loc).await {
@@ -113,6 +118,15 @@ impl Cache {
                 Err(error) => Err(error),
             },
             Ok(_) => Ok(()),
+            Err(error) => Err(error),
+        };
+        let result = match result {
+            Ok(()) => {
+                let (cache, loc) = (Arc::clone(self), loc.clone());
+                tokio::task::spawn_blocking(move || cache.wait_durable_url(&loc))
+                    .await
+                    .unwrap_or_else(|e| Err(CacheError::Io(io::Error::other(e))))
+            }
             Err(error) => Err(error),
         };
         if let Err(error) = result {

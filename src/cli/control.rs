@@ -96,6 +96,8 @@ fn mount_path(mountpoint: &Path, path: &Path) -> PathBuf {
     mountpoint.join(relative)
 }
 
+/// Reads a file to its end (so it is stored), then fsyncs it: on fetchfs,
+/// that waits until the stored body also survives a power loss.
 fn read_through(path: &Path, mut progress: impl FnMut(u64)) -> io::Result<u64> {
     let mut file = File::open(path)?;
     let mut buf = vec![0u8; 1 << 20];
@@ -103,6 +105,7 @@ fn read_through(path: &Path, mut progress: impl FnMut(u64)) -> io::Result<u64> {
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
+            file.sync_all()?;
             return Ok(total);
         }
         total += n as u64;

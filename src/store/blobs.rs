@@ -2,8 +2,9 @@
 //! temporary files they are streamed into.
 //!
 //! A body is written to `tmp/` while it downloads, hashed as the bytes arrive,
-//! fsynced, and renamed to `blobs/ab/cd/<hex>`. A file under `blobs/` is
-//! therefore always whole and matches its name; `tmp/` is emptied at start.
+//! and renamed to `blobs/ab/cd/<hex>` once whole. A file under `blobs/` is
+//! therefore always whole and matches its name (for a crash of the daemon;
+//! power loss is covered by [`super::durability`]); `tmp/` is emptied at start.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -75,25 +76,24 @@ impl BlobDir {
             hasher: blake3::Hasher::new(),
             len: 0,
             kept: false,
-            synced: false,
         })
     }
 
-    /// Makes a finished download permanent under its hash. Returns the hash and
-    /// whether the blob was already stored (then the download is simply dropped).
+    /// Makes a finished download permanent under its hash: renamed into
+    /// place, read-only for its owner. No fsync here: that is the syncer's
+    /// job, off the read path. Returns the hash and whether the blob was
+    /// already stored (then the download is simply dropped).
     pub fn persist(&self, mut partial: PartialBlob) -> io::Result<(blake3::Hash, bool)> {
         let hash = partial.hasher.finalize();
         let target = self.path(&hash);
         if target.exists() {
             return Ok((hash, true));
         }
-        partial.sync()?;
         let parent = target.parent().unwrap_or(&self.blobs);
         fs::create_dir_all(parent)?;
-        fs::set_permissions(&partial.path, fs::Permissions::from_mode(0o444))?;
+        fs::set_permissions(&partial.path, fs::Permissions::from_mode(0o400))?;
         fs::rename(&partial.path, &target)?;
         partial.kept = true;
-        File::open(parent)?.sync_all()?;
         Ok((hash, false))
     }
 
@@ -125,7 +125,6 @@ pub struct PartialBlob {
     hasher: blake3::Hasher,
     len: u64,
     kept: bool,
-    synced: bool,
 }
 
 impl PartialBlob {
@@ -134,16 +133,6 @@ impl PartialBlob {
         self.file.write_all_at(bytes, self.len)?;
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
-        Ok(())
-    }
-
-    /// Flushes the bytes to disk; `persist` does it if the caller did not,
-    /// so the slow part can happen outside any lock.
-    pub fn sync(&mut self) -> io::Result<()> {
-        if !self.synced {
-            self.file.sync_all()?;
-            self.synced = true;
-        }
         Ok(())
     }
 

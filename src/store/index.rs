@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 const CF_URLS: &str = "urls";
 const CF_BLOBS: &str = "blobs";
 const CF_META: &str = "meta";
+/// The `meta` key of the last commit made durable.
+const SYNCED_KEY: &[u8] = b"synced_seq";
 /// The size of each column family's memtable.
 const WRITE_BUFFER_BYTES: usize = 4 << 20;
 /// Blob inode numbers have the top bit set; the filesystem's own inodes never do.
@@ -56,6 +58,9 @@ pub struct BlobRecord {
     /// The body's modification time (seconds since the epoch): the
     /// Last-Modified of the URL that first stored it. One inode, one mtime.
     pub mtime: u64,
+    /// Its place in the order of commits, for power-loss durability.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// A stored body a URL is about to point at.
@@ -97,6 +102,8 @@ pub struct Index {
     db: Arc<DB>,
     /// Serialises read-modify-write sequences on reference counts and totals.
     write_lock: parking_lot::Mutex<Totals>,
+    /// The sequence number the next new blob gets.
+    next_seq: std::sync::atomic::AtomicU64,
 }
 
 impl Index {
@@ -117,9 +124,14 @@ impl Index {
         let index = Index {
             db: Arc::new(db),
             write_lock: parking_lot::Mutex::new(Totals::default()),
+            next_seq: std::sync::atomic::AtomicU64::new(1),
         };
-        let totals = index.count_totals()?;
+        let (totals, last_seq) = index.count_totals()?;
         *index.write_lock.lock() = totals;
+        let next = last_seq.max(index.synced()?) + 1;
+        index
+            .next_seq
+            .store(next, std::sync::atomic::Ordering::Relaxed);
         Ok(index)
     }
 
@@ -215,6 +227,9 @@ impl Index {
                     refs: 0,
                     last_access_ms: now_ms,
                     mtime,
+                    seq: self
+                        .next_seq
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 }
             }
         };
@@ -243,7 +258,8 @@ impl Index {
         };
         batch.put_cf(self.cf(CF_URLS), url.as_bytes(), encode(&record));
         let before = *totals;
-        self.db.write(batch).inspect_err(|_| *totals = before)?;
+        self.write(batch, orphaned.is_some())
+            .inspect_err(|_| *totals = before)?;
         Ok(Linked { blob, orphaned })
     }
 
@@ -329,7 +345,9 @@ impl Index {
         if removed.records == 0 {
             return Ok(removed);
         }
-        self.db.write(batch).inspect_err(|_| *totals = before)?;
+        let deletes_blobs = !removed.orphaned.is_empty();
+        self.write(batch, deletes_blobs)
+            .inspect_err(|_| *totals = before)?;
         Ok(removed)
     }
 
@@ -375,8 +393,55 @@ impl Index {
                 totals.cache_bytes = totals.cache_bytes.saturating_sub(record.size);
             }
         }
-        self.db.write(batch).inspect_err(|_| *totals = before)?;
+        // The blob files go next: this batch must be on disk before them.
+        self.write(batch, true).inspect_err(|_| *totals = before)?;
         Ok(())
+    }
+
+    /// Writes a batch; `durable` syncs the log first, for a batch that
+    /// forgets blobs whose files are deleted right after: a power loss must
+    /// never keep a record whose file is gone.
+    fn write(&self, batch: WriteBatch, durable: bool) -> Result<(), rocksdb::Error> {
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(durable);
+        self.db.write_opt(batch, &options)
+    }
+
+    /// Syncs the index's log: every write so far survives a power loss.
+    pub fn sync_log(&self) -> Result<(), IndexError> {
+        Ok(self.db.flush_wal(true)?)
+    }
+
+    /// Records that every commit up to `seq` survives a power loss.
+    pub fn record_synced(&self, seq: u64) -> Result<(), IndexError> {
+        Ok(self
+            .db
+            .put_cf(self.cf(CF_META), SYNCED_KEY, seq.to_be_bytes())?)
+    }
+
+    /// The sequence number of the last blob committed.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(1)
+    }
+
+    /// Every commit up to this sequence number was made durable.
+    pub fn synced(&self) -> Result<u64, IndexError> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_META), SYNCED_KEY)?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Blobs committed after sequence number `seq`.
+    pub fn blobs_after(&self, seq: u64) -> Result<Vec<(blake3::Hash, BlobRecord)>, IndexError> {
+        Ok(self
+            .blobs_by_last_access()?
+            .into_iter()
+            .filter(|(_, record)| record.seq > seq)
+            .collect())
     }
 
     fn unref(
@@ -418,8 +483,10 @@ impl Index {
         }
     }
 
-    fn count_totals(&self) -> Result<Totals, IndexError> {
+    /// The totals, and the highest blob sequence number.
+    fn count_totals(&self) -> Result<(Totals, u64), IndexError> {
         let mut totals = Totals::default();
+        let mut last_seq = 0;
         for item in self.db.iterator_cf(self.cf(CF_URLS), IteratorMode::Start) {
             let (key, value) = item?;
             let record: UrlRecord = decode(&String::from_utf8_lossy(&key), &value)?;
@@ -431,8 +498,9 @@ impl Index {
             let record: BlobRecord = decode(&hex(&key), &value)?;
             totals.blobs += 1;
             totals.cache_bytes += record.size;
+            last_seq = last_seq.max(record.seq);
         }
-        Ok(totals)
+        Ok((totals, last_seq))
     }
 
     fn get<T: for<'de> Deserialize<'de>>(

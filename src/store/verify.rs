@@ -68,7 +68,11 @@ impl Store {
         Ok(report)
     }
 
-    fn check_blob(&self, hash: &blake3::Hash, size: u64) -> Result<Option<Problem>, StoreError> {
+    pub(super) fn check_blob(
+        &self,
+        hash: &blake3::Hash,
+        size: u64,
+    ) -> Result<Option<Problem>, StoreError> {
         let mut file = match self.blobs.open_blob(hash) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(Problem::Missing)),

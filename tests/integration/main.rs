@@ -14,6 +14,7 @@ mod caching_rules;
 mod concurrency;
 mod control;
 mod core_races;
+mod crash;
 mod dedup;
 mod errors;
 mod events;

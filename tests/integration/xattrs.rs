@@ -6,26 +6,6 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn getxattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
-    let cpath = c_path(path);
-    let cname = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: both strings are NUL-terminated and buf is valid for buf.len() bytes.
-    let n = unsafe {
-        libc::getxattr(
-            cpath.as_ptr(),
-            cname.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
-}
-
 fn listxattr(path: &Path) -> Vec<String> {
     let cpath = c_path(path);
     let mut buf = vec![0u8; 4096];

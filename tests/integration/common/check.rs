@@ -223,3 +223,24 @@ pub fn spawn_cat(path: &Path) -> std::process::Child {
         .spawn()
         .expect("spawn cat")
 }
+
+/// One extended attribute of `path`.
+pub fn getxattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    let cpath = c_path(path);
+    let cname = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: both strings are NUL-terminated and buf is valid for buf.len() bytes.
+    let n = unsafe {
+        libc::getxattr(
+            cpath.as_ptr(),
+            cname.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}

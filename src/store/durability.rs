@@ -1,0 +1,184 @@
+//! Power-loss durability, in the background, with group commit.
+//!
+//! A commit makes a body visible and survives a crash of the daemon at once:
+//! the blob is renamed into place and the index entry written, and the
+//! kernel keeps both whatever happens to the process. Surviving a power loss
+//! needs fsyncs (the blob's data, its shard directory, the index's log), and
+//! they are slow, so they happen here, off the read path: the syncer thread
+//! takes every commit that came in the last few milliseconds, fsyncs them
+//! together, syncs the index log once, and records how far it got
+//! ([`Durability::synced`]). `prefetch` and `fsync(2)` wait for it.
+//!
+//! After a power loss the index may name blobs whose data never reached the
+//! disk; those are the ones committed after the last recorded sync, and the
+//! store checks them when it next opens uncleanly (see `Store::open`).
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::index::Index;
+
+/// How long the syncer gathers commits before one round of fsyncs.
+const GROUP_WINDOW: Duration = Duration::from_millis(20);
+
+/// The state of power-loss durability, shared with the syncer thread.
+pub struct Durability {
+    state: Mutex<State>,
+    /// Wakes the syncer when work arrives, and waiters when a round ends.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Blob files committed since the last round, with their sequence numbers.
+    pending: Vec<(PathBuf, u64)>,
+    /// Every commit up to this sequence number is on disk.
+    synced: u64,
+    /// The last round's error, if it failed (it is retried with the next).
+    error: Option<String>,
+    stopping: bool,
+}
+
+impl Durability {
+    /// Starts the syncer thread for `index`, whose last recorded sync was `synced`.
+    pub fn start(index: Arc<Index>, synced: u64) -> io::Result<(Arc<Durability>, Syncer)> {
+        let durability = Arc::new(Durability {
+            state: Mutex::new(State {
+                synced,
+                ..State::default()
+            }),
+            changed: Condvar::new(),
+        });
+        let thread = std::thread::Builder::new()
+            .name("fetchfs-sync".into())
+            .spawn({
+                let durability = Arc::clone(&durability);
+                move || durability.run(&index)
+            })?;
+        let syncer = Syncer {
+            durability: Arc::clone(&durability),
+            thread: Some(thread),
+        };
+        Ok((durability, syncer))
+    }
+
+    /// A blob was committed as `seq`: make it durable soon.
+    pub fn committed(&self, blob: PathBuf, seq: u64) {
+        self.state.lock().pending.push((blob, seq));
+        self.changed.notify_all();
+    }
+
+    /// Every commit up to this sequence number survives a power loss.
+    pub fn synced(&self) -> u64 {
+        self.state.lock().synced
+    }
+
+    /// Waits until commit `seq` survives a power loss; the error of a failed
+    /// round if the syncer cannot get there.
+    pub fn wait(&self, seq: u64) -> Result<(), String> {
+        let mut state = self.state.lock();
+        while state.synced < seq {
+            if let Some(error) = &state.error
+                && state.pending.is_empty()
+            {
+                return Err(error.clone());
+            }
+            if state.stopping {
+                return Err("the store is closing".into());
+            }
+            self.changed.wait(&mut state);
+        }
+        Ok(())
+    }
+
+    fn run(&self, index: &Index) {
+        loop {
+            let batch = {
+                let mut state = self.state.lock();
+                while state.pending.is_empty() && !state.stopping {
+                    self.changed.wait(&mut state);
+                }
+                if state.pending.is_empty() {
+                    return;
+                }
+                if !state.stopping {
+                    // Let a burst of commits join this round.
+                    self.changed.wait_for(&mut state, GROUP_WINDOW);
+                }
+                std::mem::take(&mut state.pending)
+            };
+            let result = sync_round(index, &batch);
+            let mut state = self.state.lock();
+            match result {
+                Ok(()) => {
+                    let last = batch.iter().map(|(_, seq)| *seq).max().unwrap_or(0);
+                    state.synced = state.synced.max(last);
+                    state.error = None;
+                    // Recorded in the index; its own log is synced next round.
+                    if let Err(error) = index.record_synced(state.synced) {
+                        tracing::debug!("recording the synced commit: {error}");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!("making commits durable: {error}; trying again");
+                    state.error = Some(error.to_string());
+                    state.pending.extend(batch);
+                }
+            }
+            self.changed.notify_all();
+            if result_failed(&state) {
+                drop(state);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+fn result_failed(state: &State) -> bool {
+    state.error.is_some() && !state.stopping
+}
+
+/// One round: every blob's data, every shard directory, then the index log.
+fn sync_round(index: &Index, batch: &[(PathBuf, u64)]) -> io::Result<()> {
+    let mut directories = BTreeSet::new();
+    for (path, _) in batch {
+        match File::open(path) {
+            Ok(file) => file.sync_all()?,
+            // Evicted since: nothing to make durable.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        }
+        if let Some(parent) = path.parent() {
+            directories.insert(parent.to_path_buf());
+            if let Some(grandparent) = parent.parent() {
+                directories.insert(grandparent.to_path_buf());
+            }
+        }
+    }
+    for directory in directories {
+        File::open(&directory)?.sync_all()?;
+    }
+    index.sync_log().map_err(io::Error::other)
+}
+
+/// Owns the syncer thread: dropping it finishes the pending round and stops it.
+pub struct Syncer {
+    durability: Arc<Durability>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.durability.state.lock().stopping = true;
+        self.durability.changed.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
