@@ -32,7 +32,7 @@ use fuser::{
 };
 
 use crate::cache::{
-    Cache, CacheError, DirEntry, Location, Opened, Resolved, StoredFile, is_blob_inode,
+    Cache, CacheError, DirEntry, Location, Opened, RemoteFile, Resolved, StoredFile, is_blob_inode,
 };
 use crate::config::{Config, Origin};
 use crate::control::commands::Origins;
@@ -209,23 +209,71 @@ impl FetchFs {
         reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
     }
 
-    fn open_remote(&self, unique: u64, loc: Location, reply: ReplyOpen) {
-        let (cache, handles) = (Arc::clone(&self.cache), Arc::clone(&self.handles));
+    /// Opens a file not stored at lookup. The body that is read decides its
+    /// size: where the open finds another size than the lookup announced (a
+    /// HEAD that disagrees with the GET, a body stored meanwhile), the node
+    /// takes the true size and the kernel forgets the old one before the
+    /// open is answered, so no reader takes the old size for end-of-file. A
+    /// body whose size is unknown until its end is read with direct I/O, so
+    /// the kernel asks the daemon where the file ends.
+    fn open_remote(
+        &self,
+        unique: u64,
+        ino: u64,
+        loc: Location,
+        known: RemoteFile,
+        reply: ReplyOpen,
+    ) {
+        let (cache, handles, nodes) = (
+            Arc::clone(&self.cache),
+            Arc::clone(&self.handles),
+            Arc::clone(&self.nodes),
+        );
+        let notifier = self.notifier.get().cloned();
         let what = describe_location(&loc);
-        let work = async move { cache.open(&loc).await };
+        let work = async move {
+            let opened = cache.open(&loc).await?;
+            let (size, download) = match &opened {
+                Opened::Stored(blob) => (Some(blob.stored.size), None),
+                Opened::Streaming(reader) => (reader.size, Some(reader.id)),
+            };
+            let truth = RemoteFile {
+                size: size.unwrap_or(known.size),
+                mtime: known.mtime,
+                download: download.or(known.download),
+            };
+            if truth != known {
+                nodes.update_remote(ino, truth);
+            }
+            if let (Some(notifier), Some(size)) = (notifier, size)
+                && size != known.size
+            {
+                let forgotten =
+                    tokio::task::spawn_blocking(move || notifier.inval_inode(INodeNo(ino), -1, 0));
+                if let Ok(Err(error)) = forgotten.await {
+                    tracing::debug!("forgetting the size of inode {ino}: {error}");
+                }
+            }
+            Ok::<_, CacheError>((opened, size.is_none()))
+        };
         self.spawn_request(
             unique,
             what,
             reply,
             work,
             move |reply, opened| match opened {
-                Ok(Opened::Stored(blob)) => {
+                Ok((Opened::Stored(blob), _)) => {
                     let fh = handles.insert(Handle::Stored(Arc::new(blob)));
                     reply.opened(FileHandle(fh), FopenFlags::empty());
                 }
-                Ok(Opened::Streaming(reader)) => {
+                Ok((Opened::Streaming(reader), size_unknown)) => {
                     let fh = handles.insert(Handle::Streaming(Arc::new(reader)));
-                    reply.opened(FileHandle(fh), FopenFlags::empty());
+                    let flags = if size_unknown {
+                        FopenFlags::FOPEN_DIRECT_IO
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(fh), flags);
                 }
                 Err(error) => reply.error(errno(&error)),
             },
@@ -468,7 +516,9 @@ impl Filesystem for FetchFs {
                 }
                 match self.nodes.get(ino.0) {
                     Some(Node::Control(file)) => self.open_control(file, reply),
-                    Some(Node::Remote { loc, .. }) => self.open_remote(req.unique().0, loc, reply),
+                    Some(Node::Remote { loc, file }) => {
+                        self.open_remote(req.unique().0, ino.0, loc, file, reply)
+                    }
                     Some(_) => reply.error(Errno::EISDIR),
                     None => reply.error(Errno::ENOENT),
                 }

@@ -221,6 +221,7 @@ mod tests {
         let file = RemoteFile {
             size: 42,
             mtime: None,
+            download: None,
         };
         directory.remember_file("http://h/f", file);
         assert_eq!(

@@ -71,6 +71,8 @@ pub enum DownloadError {
 /// The readers' side of a download.
 #[derive(Debug)]
 pub struct Download {
+    /// Unique for the life of the process.
+    pub id: u64,
     pub url: String,
     /// The size the origin announced, if it did.
     pub size: Option<u64>,
@@ -108,7 +110,9 @@ impl Download {
             written: 0,
             phase: Phase::Running,
         });
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let download = Arc::new(Download {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             url,
             size,
             mtime,

@@ -20,10 +20,15 @@ pub struct StoredFile {
 }
 
 /// A file the origin has and the store does not (yet).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteFile {
     pub size: u64,
     pub mtime: Option<SystemTime>,
+    /// The download of this body under way, if any ([`Download::id`]): one
+    /// body version, one inode, so two versions never share a page cache.
+    ///
+    /// [`Download::id`]: super::Download::id
+    pub download: Option<u64>,
 }
 
 /// What a path is.

@@ -23,6 +23,7 @@ use super::flight::FlightGuard;
 use super::freshness::{EntryMeta, missing_ttl, ttl_rules};
 use super::recent::Outcome;
 use super::{Cache, CacheError, Download, Location, RemoteFile, Resolved, StoredFile};
+
 use crate::config::ListingMode;
 use crate::origin::{Head, OriginClient};
 use crate::store::UrlRecord;
@@ -41,7 +42,8 @@ impl Cache {
         }
         let guard = self.flights.lock(url.as_str()).await;
         if let Some(download) = self.flights.download(url.as_str()) {
-            return Ok(remote_of(&download));
+            drop(guard);
+            return self.resolve_download(&url, download.reader()).await;
         }
         if let Some(record) = self.store.index.url(url.as_str())?
             && let Some(resolved) = self.resolve_stored(loc, &url, &guard, record).await?
@@ -165,8 +167,8 @@ impl Cache {
         if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
             self.store.remove_urls(&[url.to_string()])?;
         }
-        let download = self.accept_body(loc, url, body)?;
-        Ok(remote_of(&download))
+        let reader = self.accept_body(loc, url, body)?.reader();
+        self.resolve_download(url, reader).await
     }
 
     /// Stale-if-error: the origin failed, so the stored body is served as it
@@ -315,7 +317,11 @@ impl Cache {
             .header_str(http::header::LAST_MODIFIED)
             .and_then(|text| httpdate::parse_http_date(text).ok());
         if let Some(size) = head.content_length() {
-            let file = RemoteFile { size, mtime };
+            let file = RemoteFile {
+                size,
+                mtime,
+                download: None,
+            };
             self.directory.remember_file(url.as_str(), file);
             return Ok(Resolved::Remote(file));
         }
@@ -327,6 +333,20 @@ impl Cache {
             .await?;
         let reader = self.accept_body(loc, url, body)?.reader();
         self.telemetry.counters.add_miss();
+        self.resolve_download(url, reader).await
+    }
+
+    /// A lookup's answer for a body on its way. `st_size` must be true, so a
+    /// body whose size the origin did not announce is waited for whole: it
+    /// is then stored (or, if it may not be, its length is known).
+    async fn resolve_download(
+        self: &Arc<Self>,
+        url: &Url,
+        reader: super::Reader,
+    ) -> Result<Resolved, CacheError> {
+        if let Some(size) = reader.size {
+            return Ok(remote_of(&reader, size));
+        }
         let size = reader.wait_until_whole().await?;
         if let Some(record) = self.store.index.url(url.as_str())?
             && let Some(meta) = EntryMeta::from_json(&record.meta)
@@ -335,7 +355,7 @@ impl Cache {
         {
             return Ok(stored);
         }
-        Ok(Resolved::Remote(RemoteFile { size, mtime }))
+        Ok(remote_of(&reader, size))
     }
 
     /// A stored body as a lookup answers it; `None` when its record is gone.
@@ -367,11 +387,11 @@ impl Outcome {
     }
 }
 
-/// A file still downloading, as a lookup answers it.
-pub(super) fn remote_of(download: &Download) -> Resolved {
-    let size = download.size.unwrap_or_else(|| download.progress().written);
+/// A file still downloading whose size is known, as a lookup answers it.
+fn remote_of(download: &Download, size: u64) -> Resolved {
     Resolved::Remote(RemoteFile {
         size,
         mtime: download.mtime,
+        download: Some(download.id),
     })
 }

@@ -40,6 +40,17 @@ impl Node {
     }
 }
 
+/// Whether `new` is another body version than the file node `old` stands
+/// for: both files, `old` bound to a download that `new` is not.
+fn is_other_version(old: Option<&Node>, new: &Node) -> bool {
+    match (old, new) {
+        (Some(Node::Remote { file: old, .. }), Node::Remote { file: new, .. }) => {
+            old.download.is_some() && old.download != new.download
+        }
+        _ => false,
+    }
+}
+
 pub fn control_ino(file: ControlFile) -> u64 {
     let index = ControlFile::ALL
         .iter()
@@ -113,12 +124,18 @@ impl NodeTable {
     }
 
     /// The inode of `name` in `parent`, now describing `node`.
+    ///
+    /// A file not stored yet keeps its inode while its body is the same
+    /// download; a different download (a new version of the body) gets a new
+    /// inode, so a reader of the old version and one of the new never share
+    /// the kernel's page cache or size.
     pub fn insert(&self, parent: u64, name: &[u8], node: Node) -> u64 {
         let mut inner = self.inner.lock();
         let key = (parent, name.to_vec());
-        let ino = match inner.by_name.get(&key) {
-            Some(ino) => *ino,
-            None => {
+        let current = inner.by_name.get(&key).copied();
+        let ino = match current {
+            Some(ino) if !is_other_version(inner.nodes.get(&ino), &node) => ino,
+            _ => {
                 let ino = inner.next;
                 inner.next += 1;
                 inner.by_name.insert(key, ino);
@@ -127,6 +144,14 @@ impl NodeTable {
         };
         inner.nodes.insert(ino, node);
         ino
+    }
+
+    /// The file inode `ino` is now reading `file` (its download began, or its
+    /// size turned out to differ).
+    pub fn update_remote(&self, ino: u64, file: RemoteFile) {
+        if let Some(Node::Remote { file: current, .. }) = self.inner.lock().nodes.get_mut(&ino) {
+            *current = file;
+        }
     }
 }
 
@@ -170,6 +195,35 @@ mod tests {
         assert_eq!(nodes.entry_of("/o"), Some((ROOT_INO, b"o".to_vec())));
         assert_eq!(nodes.entry_of("/o/never/f.bin"), None);
         assert_eq!(nodes.entry_of("/"), None);
+    }
+
+    #[test]
+    fn a_new_version_of_a_body_gets_a_new_inode() {
+        let nodes = NodeTable::default();
+        let Node::Dir(loc) = dir("f") else {
+            unreachable!()
+        };
+        let remote = |download| Node::Remote {
+            loc: loc.clone(),
+            file: RemoteFile {
+                size: 10,
+                mtime: None,
+                download,
+            },
+        };
+        let probed = nodes.insert(ROOT_INO, b"f", remote(None));
+        let first = nodes.insert(ROOT_INO, b"f", remote(Some(1)));
+        assert_eq!(
+            probed, first,
+            "the download of the probed file keeps its inode"
+        );
+        assert_eq!(nodes.insert(ROOT_INO, b"f", remote(Some(1))), first);
+        let second = nodes.insert(ROOT_INO, b"f", remote(Some(2)));
+        assert_ne!(first, second, "two body versions share an inode");
+        assert!(
+            nodes.get(first).is_some(),
+            "the old version's inode still answers"
+        );
     }
 
     #[test]

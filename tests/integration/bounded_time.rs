@@ -165,7 +165,8 @@ fn an_interrupted_reader_leaves_the_download_to_the_others_and_the_last_stops_it
     std::thread::sleep(Duration::from_millis(700));
     // SAFETY: signals a child this test started.
     unsafe { libc::kill(quitter.id() as i32, libc::SIGINT) };
-    assert!(exits_within(&mut quitter, Duration::from_secs(2)).is_some());
+    // How fast is for the latency tests above; here only that it ends.
+    assert!(exits_within(&mut quitter, Duration::from_secs(5)).is_some());
     let kept = keeper.join().unwrap().expect("the remaining reader");
     assert_same_bytes(&kept, &body, "the reader that stayed");
     assert_eq!(
@@ -180,7 +181,7 @@ fn an_interrupted_reader_leaves_the_download_to_the_others_and_the_last_stops_it
     std::thread::sleep(Duration::from_millis(700));
     // SAFETY: signals a child this test started.
     unsafe { libc::kill(only.id() as i32, libc::SIGKILL) };
-    assert!(exits_within(&mut only, Duration::from_secs(2)).is_some());
+    assert!(exits_within(&mut only, Duration::from_secs(5)).is_some());
     let stopped = eventually(Duration::from_secs(8), || {
         origin
             .requests_to("/base/alone")

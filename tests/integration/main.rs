@@ -27,6 +27,7 @@ mod read;
 mod readonly;
 mod revalidation;
 mod rfc_corners;
+mod sizes;
 mod stat;
 mod stats;
 mod verify;

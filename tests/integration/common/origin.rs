@@ -56,6 +56,8 @@ pub struct Route {
     pub rate_bytes_per_sec: Option<u64>,
     pub chunked: bool,
     pub cut: Cut,
+    /// What a HEAD's Content-Length says, when it lies about the GET's body.
+    pub head_length: Option<usize>,
 }
 
 impl Route {
@@ -69,6 +71,7 @@ impl Route {
             rate_bytes_per_sec: None,
             chunked: false,
             cut: Cut::None,
+            head_length: None,
         }
     }
 
@@ -122,6 +125,13 @@ impl Route {
 
     pub fn throttle(mut self, bytes_per_sec: u64) -> Route {
         self.rate_bytes_per_sec = Some(bytes_per_sec.max(1));
+        self
+    }
+
+    /// A HEAD answers `Content-Length: length` (and no Transfer-Encoding),
+    /// whatever the GET sends.
+    pub fn head_says_length(mut self, length: usize) -> Route {
+        self.head_length = Some(length);
         self
     }
 
@@ -634,7 +644,9 @@ async fn respond(
     head.push_str(&format!("Date: {}\r\n", http_date(SystemTime::now())));
     head.push_str("Server: fetchfs-test-origin\r\n");
     let sends_body = !not_modified && status != 204;
-    if sends_body {
+    if let (true, Some(length)) = (is_head, route.head_length) {
+        head.push_str(&format!("Content-Length: {length}\r\n"));
+    } else if sends_body {
         if route.chunked {
             head.push_str("Transfer-Encoding: chunked\r\n");
         } else {
