@@ -11,6 +11,7 @@
 //! - [`directory`]: names known without a body (HEADs, listings, the index);
 //! - [`eviction`]: the size cap, a full disk, `evict`, `invalidate`, and the
 //!   bodies kept because a handle has them open;
+//! - [`prefetch`]: the per-origin queues behind `.fetchfs/prefetch`;
 //! - [`freshness`]: what is remembered of a response and how long it is fresh.
 //!
 //! Blob inodes: a stored body's inode number comes from the index, is stable
@@ -26,6 +27,7 @@ mod fetch;
 mod flight;
 mod freshness;
 mod location;
+mod prefetch;
 mod recent;
 mod resolve;
 
@@ -117,6 +119,7 @@ pub struct Cache {
     recent: recent::Recent,
     directory: directory::Directory,
     open: eviction::OpenBodies,
+    prefetcher: prefetch::Prefetcher,
 }
 
 impl Cache {
@@ -133,6 +136,7 @@ impl Cache {
             recent: Default::default(),
             directory: Default::default(),
             open: Default::default(),
+            prefetcher: Default::default(),
         })
     }
 

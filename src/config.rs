@@ -20,6 +20,8 @@ pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(5);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The slowest a body may come, in bytes per second over a 10 s window.
 pub const DEFAULT_MIN_RATE: u64 = 16 * 1024;
+/// Prefetches of one origin that run at once.
+pub const DEFAULT_PREFETCH_CONCURRENCY: usize = 4;
 /// Time allowed to open a connection to an origin.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -74,6 +76,8 @@ pub struct Origin {
     pub connect_timeout: Duration,
     /// A body slower than this (bytes per second, over 10 s) fails; 0: no minimum.
     pub min_rate: u64,
+    /// Prefetches of this origin that run at once; the rest wait their turn.
+    pub prefetch_concurrency: usize,
     /// Extra request headers, sent only to this origin's host.
     pub headers: Vec<(String, String)>,
 }
@@ -92,6 +96,7 @@ impl Origin {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             min_rate: DEFAULT_MIN_RATE,
+            prefetch_concurrency: DEFAULT_PREFETCH_CONCURRENCY,
             headers: Vec::new(),
         }
     }
@@ -149,6 +154,7 @@ struct FileOrigin {
     timeout: Option<String>,
     connect_timeout: Option<String>,
     min_rate: Option<String>,
+    prefetch_concurrency: Option<usize>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
 }
@@ -284,6 +290,16 @@ fn origin_from_file(name: String, file: FileOrigin) -> Result<Origin, ConfigErro
             DEFAULT_CONNECT_TIMEOUT,
         )?,
         min_rate,
+        prefetch_concurrency: match file.prefetch_concurrency {
+            None => DEFAULT_PREFETCH_CONCURRENCY,
+            Some(0) => {
+                return Err(ConfigError::Origin {
+                    name,
+                    message: "prefetch_concurrency must be at least 1".into(),
+                });
+            }
+            Some(n) => n,
+        },
         listing: file.listing,
         headers,
         url,

@@ -836,11 +836,7 @@ impl Filesystem for FetchFs {
                 let Some(Handle::Command(file)) = self.handles.get(fh.0) else {
                     return reply.error(Errno::EROFS);
                 };
-                let (origins, cache, runtime) = (
-                    Arc::clone(&self.origins),
-                    Arc::clone(&self.cache),
-                    self.runtime.clone(),
-                );
+                let (origins, cache) = (Arc::clone(&self.origins), Arc::clone(&self.cache));
                 let (notifier, nodes) = (self.notifier.get().cloned(), Arc::clone(&self.nodes));
                 let data = data.to_vec();
                 // Patterns read the index: never on a dispatch thread.
@@ -848,8 +844,10 @@ impl Filesystem for FetchFs {
                     match origins.apply(file, &data, &cache) {
                         Ok(applied) => {
                             for loc in applied.prefetch {
-                                let cache = Arc::clone(&cache);
-                                runtime.spawn(async move { cache.prefetch(&loc).await });
+                                // Waits while the origin's queue is full.
+                                if let Err(error) = cache.queue_prefetch(loc) {
+                                    tracing::warn!("queueing a prefetch: {error}");
+                                }
                             }
                             // The write returns once the kernel forgot the changed entries,
                             // so the writer's next read already sees the change.

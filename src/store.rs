@@ -21,6 +21,7 @@
 pub mod blobs;
 pub mod durability;
 pub mod index;
+mod reserve;
 pub mod verify;
 
 use std::collections::HashSet;
@@ -36,6 +37,7 @@ use durability::{Durability, Syncer};
 pub use index::{
     BLOB_INO_BIT, BlobRecord, Index, IndexError, Linked, NewBody, Removed, Totals, UrlRecord,
 };
+use reserve::{RESERVE_BYTES, Reserve};
 
 /// The on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -72,6 +74,7 @@ pub struct Store {
     pub index: Arc<Index>,
     durability: Arc<Durability>,
     syncer: Option<Syncer>,
+    reserve: Reserve,
     /// Serialises placing blobs with evicting them.
     placement: parking_lot::Mutex<()>,
     cache_dir: PathBuf,
@@ -98,6 +101,7 @@ impl Store {
             index,
             durability,
             syncer: Some(syncer),
+            reserve: Reserve::open(cache_dir),
             placement: parking_lot::Mutex::new(()),
             cache_dir: cache_dir.to_path_buf(),
             _lock: lock,
@@ -200,9 +204,13 @@ impl Store {
         // Under the placement lock: a commit that found a body already stored
         // must link to it before a removal can delete it.
         let _placing = self.placement.lock();
+        let released = self.release_reserve_if_full();
         let removed = self.index.remove_urls(urls)?;
         for orphan in removed.orphaned {
             self.delete_orphan(Some(orphan));
+        }
+        if released {
+            self.reserve.restore();
         }
         Ok(removed.records)
     }
@@ -212,6 +220,15 @@ impl Store {
     /// readers) are never chosen. Returns how many bodies went.
     pub fn evict_to(&self, target: u64, keep: &HashSet<blake3::Hash>) -> Result<u64, StoreError> {
         let _placing = self.placement.lock();
+        let released = self.release_reserve_if_full();
+        let evicted = self.evict_lru(target, keep);
+        if released {
+            self.reserve.restore();
+        }
+        evicted
+    }
+
+    fn evict_lru(&self, target: u64, keep: &HashSet<blake3::Hash>) -> Result<u64, StoreError> {
         let stored = self.index.totals().cache_bytes;
         if stored <= target {
             return Ok(0);
@@ -247,6 +264,16 @@ impl Store {
             total: u64::from(stats.blocks()).saturating_mul(block),
             free: u64::from(stats.blocks_available()).saturating_mul(block),
         })
+    }
+
+    /// Before a write that frees space: a disk with less than the reserve
+    /// left gets the reserve back, so the index can write. Returns whether
+    /// the reserve was released (to take it back after).
+    fn release_reserve_if_full(&self) -> bool {
+        let full = self
+            .disk_space()
+            .map_or(true, |space| space.free < RESERVE_BYTES);
+        full && self.reserve.release()
     }
 
     fn delete_orphan(&self, orphaned: Option<(blake3::Hash, BlobRecord)>) {

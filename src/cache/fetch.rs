@@ -17,7 +17,7 @@ use url::Url;
 
 use super::download::{DownloadWriter, Fate};
 use super::freshness::{EntryMeta, missing_ttl, ttl_rules, unix_secs};
-use super::{Cache, CacheError, Download, Location, OpenBlob, Opened, Resolved, StoredFile};
+use super::{Cache, CacheError, Download, Location, OpenBlob, Opened, StoredFile};
 use crate::config::Origin;
 use crate::origin::BodyStream;
 use crate::store::PartialBlob;
@@ -99,44 +99,6 @@ impl Cache {
             .events
             .emit(EventKind::Hit, json!({ "blake3": hash.to_hex().as_str() }));
         Ok(Some(OpenBlob { file, stored }))
-    }
-
-    /// Fetches the file at `loc` into the cache unless it is stored and fresh;
-    /// returns once it is stored and survives a power loss.
-    pub async fn prefetch(self: &Arc<Self>, loc: &Location) {
-        let result = match self.resolve(loc).await {
-            Ok(Resolved::Remote(_)) => match self.open(loc).await {
-                Ok(Opened::Streaming(reader)) => reader
-                    .wait_until_whole()
-                    .await
-                    .map(|_| ())
-                    .map_err(CacheError::from),
-                Ok(Opened::Stored(blob)) => {
-                    self.close_blob(&blob);
-                    Ok(())
-                }
-                Err(error) => Err(error),
-            },
-            Ok(_) => Ok(()),
-            Err(error) => Err(error),
-        };
-        let result = match result {
-            Ok(()) => {
-                let (cache, loc) = (Arc::clone(self), loc.clone());
-                tokio::task::spawn_blocking(move || cache.wait_durable_url(&loc))
-                    .await
-                    .unwrap_or_else(|e| Err(CacheError::Io(io::Error::other(e))))
-            }
-            Err(error) => Err(error),
-        };
-        if let Err(error) = result {
-            let url = loc.file_url().map(|u| u.to_string()).unwrap_or_default();
-            tracing::warn!("prefetch of {url}: {error}");
-            self.telemetry.events.emit(
-                EventKind::Error,
-                json!({ "url": url, "message": error.to_string(), "prefetch": true }),
-            );
-        }
     }
 
     /// Takes a GET's answer: a 200 becomes a download, anything else an error.

@@ -252,6 +252,11 @@ impl Cache {
             cache
                 .recent
                 .record_validation(url.as_str(), Outcome::of(&result));
+            // A new body: nobody reads it yet (readers get the stale one
+            // meanwhile), so this task keeps the download going until stored.
+            if let Some(download) = cache.flights.download(url.as_str()) {
+                let _ = download.reader().wait_until_whole().await;
+            }
         });
     }
 

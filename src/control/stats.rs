@@ -28,6 +28,13 @@ pub struct Stats {
     pub dedup_saved_bytes: u64,
     pub evictions: u64,
     pub in_flight: u64,
+    /// Prefetches waiting for their turn, and those that ended.
+    #[serde(default)]
+    pub prefetch_queued: u64,
+    #[serde(default)]
+    pub prefetch_done: u64,
+    #[serde(default)]
+    pub prefetch_failed: u64,
     pub hit_rate: f64,
     pub uptime_s: u64,
 }
@@ -57,6 +64,9 @@ impl Stats {
             dedup_saved_bytes: totals.logical_bytes.saturating_sub(totals.cache_bytes),
             evictions: counters.evictions,
             in_flight: counters.in_flight,
+            prefetch_queued: counters.prefetch_queued,
+            prefetch_done: counters.prefetch_done,
+            prefetch_failed: counters.prefetch_failed,
             hit_rate: if lookups == 0 {
                 0.0
             } else {
@@ -117,6 +127,9 @@ impl Stats {
             ("dedup_saved_bytes", size(self.dedup_saved_bytes)),
             ("evictions", self.evictions.to_string()),
             ("in_flight", self.in_flight.to_string()),
+            ("prefetch_queued", self.prefetch_queued.to_string()),
+            ("prefetch_done", self.prefetch_done.to_string()),
+            ("prefetch_failed", self.prefetch_failed.to_string()),
             (
                 "uptime_s",
                 humantime::format_duration(std::time::Duration::from_secs(self.uptime_s))
@@ -141,6 +154,8 @@ const COUNTER_FIELDS: &[&str] = &[
     "bytes_from_origin",
     "bytes_served",
     "evictions",
+    "prefetch_done",
+    "prefetch_failed",
 ];
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ pub struct Counters {
     bytes_served: AtomicU64,
     evictions: AtomicU64,
     in_flight: AtomicU64,
+    prefetch_queued: AtomicU64,
+    prefetch_done: AtomicU64,
+    prefetch_failed: AtomicU64,
 }
 
 /// The counters' values at one instant.
@@ -35,6 +38,10 @@ pub struct CounterValues {
     pub bytes_served: u64,
     pub evictions: u64,
     pub in_flight: u64,
+    /// Prefetches waiting for their turn.
+    pub prefetch_queued: u64,
+    pub prefetch_done: u64,
+    pub prefetch_failed: u64,
     pub uptime_s: u64,
 }
 
@@ -53,6 +60,9 @@ impl Default for Counters {
             bytes_served: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            prefetch_queued: AtomicU64::new(0),
+            prefetch_done: AtomicU64::new(0),
+            prefetch_failed: AtomicU64::new(0),
         }
     }
 }
@@ -96,6 +106,19 @@ impl Counters {
     pub fn download_ended(&self) {
         self.in_flight.fetch_sub(1, Relaxed);
     }
+    pub fn prefetch_queued(&self) {
+        self.prefetch_queued.fetch_add(1, Relaxed);
+    }
+    /// A queued prefetch ended, stored or failed for good.
+    pub fn prefetch_ended(&self, stored: bool) {
+        self.prefetch_queued.fetch_sub(1, Relaxed);
+        let count = if stored {
+            &self.prefetch_done
+        } else {
+            &self.prefetch_failed
+        };
+        count.fetch_add(1, Relaxed);
+    }
 
     /// Every counter at this instant.
     pub fn values(&self) -> CounterValues {
@@ -111,6 +134,9 @@ impl Counters {
             bytes_served: self.bytes_served.load(Relaxed),
             evictions: self.evictions.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
+            prefetch_queued: self.prefetch_queued.load(Relaxed),
+            prefetch_done: self.prefetch_done.load(Relaxed),
+            prefetch_failed: self.prefetch_failed.load(Relaxed),
             uptime_s: self.started.elapsed().as_secs(),
         }
     }

@@ -259,14 +259,17 @@ fn invalidate_right_after_a_revalidation_still_asks_again() {
     assert_eq!(read(&mount.path("o/f")), b"v2");
 }
 
-/// A write that fails because the cache cannot store its change is not the
-/// writer's fault: ENOSPC (or EIO), never EINVAL, and the events say why.
+/// On a disk 100% full, `evict` still frees space (the index writes into
+/// the cache's reserve). A write that fails because the cache cannot store
+/// its change is not the writer's fault: ENOSPC (or EIO), never EINVAL, and
+/// the events say why.
 #[test]
 fn a_command_on_a_full_disk_is_enospc_not_einval_and_says_why() {
     let origin = Origin::start();
-    let disk = SmallDisk::mount(32);
+    let disk = SmallDisk::mount(64);
+    let body = |i: u64| random_bytes(4096, 700 + i);
     for i in 0..200 {
-        origin.route(&format!("/base/d/f{i}"), Route::fresh(vec![b'x'; 10]));
+        origin.route(&format!("/base/d/f{i}"), Route::fresh(body(i)));
     }
     let mount = Mount::builder()
         .origin(OriginConfig::new("o", origin.url("/base")).listing("none"))
@@ -305,15 +308,28 @@ fn a_command_on_a_full_disk_is_enospc_not_einval_and_says_why() {
         "the events do not say what failed: {tail}"
     );
 
-    // With room again, the same write applies: nothing was lost or wedged.
+    // The index stopped writing, and the disk is still 100% full: `evict`
+    // still frees space, through the reserve the cache keeps.
+    let bytes_before = mount.stat("cache_bytes");
+    let evicted = eventually(Duration::from_secs(20), || {
+        write_control(&mount, "evict", "/o/d/f1*\n").is_ok()
+    });
+    assert!(evicted, "evict never worked on the full disk");
+    assert!(
+        mount.stat("cache_bytes") < bytes_before,
+        "evict freed nothing: {}",
+        mount.stats()
+    );
+
+    // With room again, the rest applies: nothing was lost or wedged.
     std::fs::remove_file(filler).unwrap();
     let applied = eventually(Duration::from_secs(20), || {
         write_control(&mount, "evict", "/o/d/\n").is_ok()
     });
     assert!(applied, "the index never recovered from the full disk");
     assert_eq!(mount.stat("entries"), 0, "{}", mount.stats());
-    for i in [0, 199] {
-        assert_eq!(read(&mount.path(&format!("o/d/f{i}"))), vec![b'x'; 10]);
+    for i in [0, 150, 199] {
+        assert_eq!(read(&mount.path(&format!("o/d/f{i}"))), body(i));
     }
     drop(mount);
     drop(disk);

@@ -23,6 +23,7 @@ mod lifecycle;
 mod listing;
 mod namespace;
 mod persistence;
+mod prefetch;
 mod read;
 mod readonly;
 mod revalidation;

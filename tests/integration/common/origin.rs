@@ -209,6 +209,29 @@ pub enum Listing {
 struct State {
     routes: Mutex<HashMap<String, Route>>,
     log: Mutex<Vec<Request>>,
+    /// TCP connections open now, and the most ever open at once.
+    connections: std::sync::atomic::AtomicUsize,
+    most_connections: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one open connection while it lives.
+struct OpenConnection(Arc<State>);
+
+impl OpenConnection {
+    fn new(state: &Arc<State>) -> OpenConnection {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = state.connections.fetch_add(1, SeqCst) + 1;
+        state.most_connections.fetch_max(now, SeqCst);
+        OpenConnection(Arc::clone(state))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Locks without caring about poisoning: a panicking test thread must not take
@@ -303,6 +326,13 @@ impl Origin {
             .filter(|r| r.path == key)
             .cloned()
             .collect()
+    }
+
+    /// The most TCP connections that were ever open at once.
+    pub fn most_connections(&self) -> usize {
+        self.state
+            .most_connections
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn total(&self) -> usize {
@@ -476,6 +506,7 @@ impl ParsedHead {
 }
 
 async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
+    let _open = OpenConnection::new(&state);
     let mut buffered = Vec::new();
     loop {
         let head = match read_head(&mut stream, &mut buffered).await {
