@@ -229,6 +229,7 @@ impl Cache {
                 links: record.refs,
                 mtime: from_unix_secs(record.mtime),
                 ttl: Duration::ZERO,
+                private: false,
             });
         }
         self.open.by_ino(ino).ok_or(CacheError::Gone { ino })

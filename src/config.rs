@@ -78,11 +78,26 @@ pub struct Origin {
     pub min_rate: u64,
     /// Prefetches of this origin that run at once; the rest wait their turn.
     pub prefetch_concurrency: usize,
+    /// With `--allow-other`, whether other users may read what this origin
+    /// served privately (`Cache-Control: private`, or with its configured
+    /// credentials). Off by default: only the mount's owner and root may.
+    pub share_private: bool,
     /// Extra request headers, sent only to this origin's host.
     pub headers: Vec<(String, String)>,
 }
 
 impl Origin {
+    /// Whether what this origin serves with its credentials, or marks
+    /// private, is kept from other users of an `--allow-other` mount.
+    pub fn keeps_private(&self) -> bool {
+        !self.share_private
+    }
+
+    /// Whether requests to this origin carry credentials of its own.
+    pub fn has_credentials(&self) -> bool {
+        !self.headers.is_empty()
+    }
+
     /// An origin with default settings: from `--origin`, or a host of the `--any-host` tree.
     pub fn with_defaults(name: String, url: Url) -> Origin {
         Origin {
@@ -97,6 +112,7 @@ impl Origin {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             min_rate: DEFAULT_MIN_RATE,
             prefetch_concurrency: DEFAULT_PREFETCH_CONCURRENCY,
+            share_private: false,
             headers: Vec::new(),
         }
     }
@@ -155,6 +171,8 @@ struct FileOrigin {
     connect_timeout: Option<String>,
     min_rate: Option<String>,
     prefetch_concurrency: Option<usize>,
+    #[serde(default)]
+    share_private: bool,
     #[serde(default)]
     headers: BTreeMap<String, String>,
 }
@@ -300,6 +318,7 @@ fn origin_from_file(name: String, file: FileOrigin) -> Result<Origin, ConfigErro
             }
             Some(n) => n,
         },
+        share_private: file.share_private,
         listing: file.listing,
         headers,
         url,

@@ -65,6 +65,7 @@ pub struct FetchFs {
     handles: Arc<HandleTable>,
     interrupts: Arc<Interrupts>,
     origins: Arc<Origins>,
+    allow_other: bool,
     owner: (u32, u32),
     mounted_at: SystemTime,
     /// Set once the session exists; kernel notifications go through it.
@@ -79,6 +80,7 @@ impl FetchFs {
             nodes: Arc::new(NodeTable::default()),
             handles: Arc::new(HandleTable::default()),
             interrupts: Arc::default(),
+            allow_other: config.allow_other,
             origins: Arc::new(Origins {
                 configured: config.origins.iter().cloned().map(Arc::new).collect(),
                 any_host: config.any_host,
@@ -95,6 +97,24 @@ impl FetchFs {
     /// Where the mount's notifier goes once the session is created.
     pub fn notifier_slot(&self) -> Arc<OnceLock<fuser::Notifier>> {
         Arc::clone(&self.notifier)
+    }
+
+    /// Whether user `uid` may open inode `ino`. Only matters with
+    /// `--allow-other` (without it the kernel lets no other user in): the
+    /// control folder's files (they steer the cache and name every URL) and
+    /// private bodies are the mount owner's and root's alone.
+    fn may_read(&self, uid: u32, ino: u64) -> bool {
+        if !self.allow_other || uid == 0 || uid == self.owner.0 {
+            return true;
+        }
+        if is_blob_inode(ino) {
+            return !self.nodes.is_private_blob(ino);
+        }
+        match self.nodes.get(ino) {
+            Some(Node::Control(_)) => false,
+            Some(Node::Remote { file, .. }) => !file.private,
+            _ => true,
+        }
     }
 
     fn attrs(&self) -> Attrs {
@@ -176,7 +196,7 @@ impl FetchFs {
             work,
             move |reply, (child, resolved)| match resolved {
                 Ok(Resolved::Stored(stored)) => {
-                    nodes.remember_blob_path(stored.ino, child);
+                    nodes.remember_blob_path(stored.ino, child, stored.private);
                     let entry_ttl = stored.ttl.min(MAX_ENTRY_TTL);
                     reply.entry_with_ttls(
                         &BLOB_ATTR_TTL,
@@ -187,8 +207,7 @@ impl FetchFs {
                 }
                 Ok(Resolved::Remote(file)) => {
                     let ino = nodes.insert(parent, &name, Node::Remote { loc: child, file });
-                    let attr =
-                        attrs.file(ino, file.size, file.mtime.unwrap_or(attrs.mounted_at), 1);
+                    let attr = attrs.of_remote(ino, &file);
                     reply.entry_with_ttls(&REMOTE_ATTR_TTL, &Duration::ZERO, &attr, Generation(0));
                 }
                 Ok(Resolved::Directory) => {
@@ -239,8 +258,8 @@ impl FetchFs {
             };
             let truth = RemoteFile {
                 size: size.unwrap_or(known.size),
-                mtime: known.mtime,
                 download: download.or(known.download),
+                ..known
             };
             if truth != known {
                 nodes.update_remote(ino, truth);
@@ -492,13 +511,12 @@ impl Filesystem for FetchFs {
         self.contain(
             || format!("open of inode {}", ino.0),
             || {
+                if !self.may_read(req.uid(), ino.0) {
+                    return reply.error(Errno::EACCES);
+                }
                 if let Some(Node::Control(file)) = self.nodes.get(ino.0)
                     && file.is_command()
                 {
-                    // With --allow-other, only the mount's owner (and root) steer the cache.
-                    if req.uid() != 0 && req.uid() != self.owner.0 {
-                        return reply.error(Errno::EACCES);
-                    }
                     let fh = self.handles.insert(Handle::Command(file));
                     return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
                 }
@@ -811,8 +829,13 @@ impl Filesystem for FetchFs {
         );
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        if mask.contains(fuser::AccessFlags::W_OK) {
+    fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        if !self.may_read(req.uid(), ino.0) {
+            return reply.error(Errno::EACCES);
+        }
+        let command =
+            matches!(self.nodes.get(ino.0), Some(Node::Control(file)) if file.is_command());
+        if mask.contains(fuser::AccessFlags::W_OK) && !command {
             return reply.error(Errno::EROFS);
         }
         reply.ok();
@@ -1091,15 +1114,30 @@ impl Attrs {
         self.build(ino, size, mtime, FileType::RegularFile, 0o444, links)
     }
 
+    /// A file only the owner reads: private under `--allow-other`.
+    fn private_file(&self, ino: u64, size: u64, mtime: SystemTime, links: u64) -> FileAttr {
+        self.build(ino, size, mtime, FileType::RegularFile, 0o400, links)
+    }
+
+    fn of_remote(&self, ino: u64, file: &RemoteFile) -> FileAttr {
+        let mtime = file.mtime.unwrap_or(self.mounted_at);
+        if file.private {
+            return self.private_file(ino, file.size, mtime, 1);
+        }
+        self.file(ino, file.size, mtime, 1)
+    }
+
     fn of_blob(&self, stored: &StoredFile) -> FileAttr {
-        self.file(stored.ino, stored.size, stored.mtime, stored.links.max(1))
+        let links = stored.links.max(1);
+        if stored.private {
+            return self.private_file(stored.ino, stored.size, stored.mtime, links);
+        }
+        self.file(stored.ino, stored.size, stored.mtime, links)
     }
 
     fn of_node(&self, ino: u64, node: &Node, cache: &Cache) -> FileAttr {
         match node {
-            Node::Remote { file, .. } => {
-                self.file(ino, file.size, file.mtime.unwrap_or(self.mounted_at), 1)
-            }
+            Node::Remote { file, .. } => self.of_remote(ino, file),
             Node::Control(file) if file.is_command() => {
                 self.build(ino, 0, self.mounted_at, FileType::RegularFile, 0o644, 1)
             }

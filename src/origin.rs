@@ -87,7 +87,8 @@ pub struct Head {
     pub url: Url,
     pub status: StatusCode,
     pub headers: HeaderMap,
-    /// The request as sent to that URL (for cache policy).
+    /// The request as sent to that URL, without credentials (for cache
+    /// policy, which is stored: credentials never reach the disk).
     pub request_headers: HeaderMap,
     /// The redirects followed to get here, in order.
     pub redirects: Vec<Hop>,
@@ -254,10 +255,15 @@ impl OriginClient {
         ))
     }
 
+    /// The headers every request to `url` carries, without credentials: what
+    /// a stored response's `Vary` is matched against, and what is stored.
+    pub fn cacheable_request_headers(origin: &Origin, url: &Url) -> HeaderMap {
+        without_credentials(origin, Self::request_headers(origin, url))
+    }
+
     /// The headers every request to `url` carries: identity encoding, and the
     /// origin's configured headers when `url` is on the origin's own host.
-    /// A stored response's `Vary` is matched against these.
-    pub fn request_headers(origin: &Origin, url: &Url) -> HeaderMap {
+    fn request_headers(origin: &Origin, url: &Url) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::ACCEPT_ENCODING,
@@ -355,7 +361,7 @@ impl OriginClient {
                 url: current,
                 status,
                 headers: response.headers().clone(),
-                request_headers: headers,
+                request_headers: without_credentials(origin, headers),
                 redirects,
             };
             return Ok((head, response));
@@ -384,6 +390,24 @@ impl OriginClient {
         clients.insert(origin.name.clone(), client.clone());
         Ok(client)
     }
+}
+
+/// `headers` without the origin's configured headers (they carry its
+/// credentials) and the standard credential headers.
+fn without_credentials(origin: &Origin, mut headers: HeaderMap) -> HeaderMap {
+    for name in [
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::COOKIE,
+    ] {
+        headers.remove(name);
+    }
+    for (name, _) in &origin.headers {
+        if let Ok(name) = header::HeaderName::from_bytes(name.as_bytes()) {
+            headers.remove(name);
+        }
+    }
+    headers
 }
 
 /// An error with its causes, one line ("connection refused" is often three levels down).

@@ -89,6 +89,7 @@ impl Store {
             source,
         };
         fs::create_dir_all(cache_dir).map_err(io_err)?;
+        restrict_to_owner(cache_dir).map_err(io_err)?;
         let lock = lock_cache_dir(cache_dir)?;
         check_version(cache_dir)?;
         let blobs = BlobDir::open(cache_dir).map_err(io_err)?;
@@ -299,6 +300,16 @@ impl Drop for Store {
             tracing::warn!("marking the cache dir as closed cleanly: {error}");
         }
     }
+}
+
+/// Makes the cache dir the owner's alone (0700), if it is ours.
+fn restrict_to_owner(cache_dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = fs::metadata(cache_dir)?;
+    if meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o077 != 0 {
+        fs::set_permissions(cache_dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// Present while the store is closed cleanly, with every commit durable.

@@ -222,6 +222,7 @@ mod tests {
             size: 42,
             mtime: None,
             download: None,
+            private: false,
         };
         directory.remember_file("http://h/f", file);
         assert_eq!(

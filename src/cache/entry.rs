@@ -17,6 +17,11 @@ pub struct StoredFile {
     pub mtime: SystemTime,
     /// How long the path may keep pointing at it without asking again.
     pub ttl: Duration,
+    /// Served privately (see [`Origin::keeps_private`]): only the mount's
+    /// owner and root may read it.
+    ///
+    /// [`Origin::keeps_private`]: crate::config::Origin::keeps_private
+    pub private: bool,
 }
 
 /// A file the origin has and the store does not (yet).
@@ -29,6 +34,9 @@ pub struct RemoteFile {
     ///
     /// [`Download::id`]: super::Download::id
     pub download: Option<u64>,
+    /// Fetched with the origin's credentials: only the mount's owner and
+    /// root may read it.
+    pub private: bool,
 }
 
 /// What a path is.

@@ -236,6 +236,7 @@ mod tests {
             links: 1,
             mtime: SystemTime::UNIX_EPOCH,
             ttl: Duration::ZERO,
+            private: false,
         }
     }
 

@@ -79,6 +79,7 @@ impl Cache {
             links: record.refs,
             mtime: super::from_unix_secs(record.mtime),
             ttl: std::time::Duration::ZERO,
+            private: false,
         };
         // Registered before the file is opened: an eviction that starts now
         // spares it, and one that already chose it makes the open fail below.

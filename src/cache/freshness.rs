@@ -56,6 +56,9 @@ pub struct EntryMeta {
     /// Marked stale through `.fetchfs/invalidate`, whatever the headers say.
     #[serde(default)]
     pub invalidated: bool,
+    /// `Cache-Control: private`: meant for the user the mount serves.
+    #[serde(default)]
+    pub private: bool,
 }
 
 impl EntryMeta {
@@ -100,6 +103,7 @@ impl EntryMeta {
             last_modified: header_string(headers, header::LAST_MODIFIED),
             stored_at,
             invalidated: false,
+            private: directives.private,
             policy,
         };
         let fresh_until = unix_secs(now).saturating_add(meta.remaining(now).as_secs());

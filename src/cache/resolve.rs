@@ -30,8 +30,40 @@ use crate::store::UrlRecord;
 use crate::telemetry::EventKind;
 
 impl Cache {
-    /// What the path at `loc` is now: revalidates a stale entry, probes an unknown one.
+    /// What the path at `loc` is now: revalidates a stale entry, probes an
+    /// unknown one. A file is marked private when the origin keeps private
+    /// what it serves with its credentials or as `Cache-Control: private`.
     pub async fn resolve(self: &Arc<Self>, loc: &Location) -> Result<Resolved, CacheError> {
+        let resolved = self.resolve_path(loc).await?;
+        if !loc.origin.keeps_private() {
+            return Ok(resolved);
+        }
+        let credentials = loc.origin.has_credentials();
+        Ok(match resolved {
+            Resolved::Stored(mut stored) => {
+                stored.private = credentials || self.is_marked_private(loc)?;
+                Resolved::Stored(stored)
+            }
+            Resolved::Remote(mut file) => {
+                file.private = credentials;
+                Resolved::Remote(file)
+            }
+            Resolved::Directory => Resolved::Directory,
+        })
+    }
+
+    /// Whether the stored response of `loc` said `Cache-Control: private`.
+    fn is_marked_private(&self, loc: &Location) -> Result<bool, CacheError> {
+        let url = loc.file_url()?;
+        Ok(self
+            .store
+            .index
+            .url(url.as_str())?
+            .and_then(|record| EntryMeta::from_json(&record.meta))
+            .is_some_and(|meta| meta.private))
+    }
+
+    async fn resolve_path(self: &Arc<Self>, loc: &Location) -> Result<Resolved, CacheError> {
         if loc.components.is_empty() {
             return Ok(Resolved::Directory);
         }
@@ -117,7 +149,7 @@ impl Cache {
             .events
             .emit(EventKind::Revalidate, json!({ "url": url.as_str() }));
         let origin = &loc.origin;
-        let sent = OriginClient::request_headers(origin, url);
+        let sent = OriginClient::cacheable_request_headers(origin, url);
         let conditional = meta.conditional_headers(url, &sent, now);
         let asked = self
             .within_budget(origin, url, |deadline| {
@@ -326,6 +358,7 @@ impl Cache {
                 size,
                 mtime,
                 download: None,
+                private: false,
             };
             self.directory.remember_file(url.as_str(), file);
             return Ok(Resolved::Remote(file));
@@ -379,6 +412,7 @@ impl Cache {
             links: record.refs,
             mtime: super::from_unix_secs(record.mtime),
             ttl,
+            private: false,
         })))
     }
 }
@@ -398,5 +432,6 @@ fn remote_of(download: &Download, size: u64) -> Resolved {
         size,
         mtime: download.mtime,
         download: Some(download.id),
+        private: false,
     })
 }

@@ -40,6 +40,9 @@ enum Event {
 }
 
 pub fn run(args: MountArgs) -> anyhow::Result<()> {
+    // The cache dir, its files and the log are the mount owner's alone: they
+    // hold what the origins served, some of it private.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     let config = Config::load(&Overrides {
         config_file: args.config.clone(),
@@ -83,6 +86,12 @@ fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
 fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::Result<()> {
     log_panics();
     let store = Store::open(&config.cache_dir)?;
+    let secrets = credential_header_names(config);
+    match store.index.scrub_request_headers(&secrets) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed stored credentials from {n} cache record(s)"),
+        Err(error) => tracing::warn!("removing stored credentials: {error}"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fetchfs-io")
@@ -160,6 +169,24 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
+}
+
+/// The request headers that carry credentials: the standard ones, and every
+/// header an origin is configured to send.
+fn credential_header_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = ["authorization", "proxy-authorization", "cookie"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    for origin in &config.origins {
+        names.extend(
+            origin
+                .headers
+                .iter()
+                .map(|(name, _)| name.to_ascii_lowercase()),
+        );
+    }
+    names
 }
 
 /// Lazy unmount: the mountpoint is free at once, open files keep working until closed.

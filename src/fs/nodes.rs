@@ -69,6 +69,8 @@ struct Inner {
     nodes: HashMap<u64, Node>,
     /// The path a stored body's inode was last looked up through (it may have several).
     blob_paths: HashMap<u64, Location>,
+    /// Stored bodies last looked up through a private path.
+    private_blobs: std::collections::HashSet<u64>,
     by_name: HashMap<(u64, Vec<u8>), u64>,
     next: u64,
 }
@@ -85,6 +87,7 @@ impl Default for NodeTable {
             inner: parking_lot::Mutex::new(Inner {
                 nodes,
                 blob_paths: HashMap::new(),
+                private_blobs: Default::default(),
                 by_name: HashMap::new(),
                 next: FIRST_DYNAMIC_INO,
             }),
@@ -97,8 +100,21 @@ impl NodeTable {
         self.inner.lock().nodes.get(&ino).cloned()
     }
 
-    pub fn remember_blob_path(&self, ino: u64, loc: Location) {
-        self.inner.lock().blob_paths.insert(ino, loc);
+    /// A lookup answered with the stored body `ino` at `loc`; `private` when
+    /// that path serves it privately.
+    pub fn remember_blob_path(&self, ino: u64, loc: Location, private: bool) {
+        let mut inner = self.inner.lock();
+        inner.blob_paths.insert(ino, loc);
+        if private {
+            inner.private_blobs.insert(ino);
+        } else {
+            inner.private_blobs.remove(&ino);
+        }
+    }
+
+    /// Whether the stored body `ino` was last looked up through a private path.
+    pub fn is_private_blob(&self, ino: u64) -> bool {
+        self.inner.lock().private_blobs.contains(&ino)
     }
 
     /// The path behind a file inode: a blob's last looked-up path, or a remote file's.
@@ -209,6 +225,7 @@ mod tests {
                 size: 10,
                 mtime: None,
                 download,
+                private: false,
             },
         };
         let probed = nodes.insert(ROOT_INO, b"f", remote(None));

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 const CF_URLS: &str = "urls";
 const CF_BLOBS: &str = "blobs";
 const CF_META: &str = "meta";
+/// The `meta` key set once stored policies hold no credentials.
+const SCRUBBED_KEY: &[u8] = b"credentials_scrubbed";
 /// The `meta` key of the last commit made durable.
 const SYNCED_KEY: &[u8] = b"synced_seq";
 /// The size of each column family's memtable.
@@ -435,6 +437,42 @@ impl Index {
             .map_or(0, u64::from_be_bytes))
     }
 
+    /// Removes the request headers named in `names` (lowercase) from every
+    /// stored cache policy, once per cache dir, and compacts the old values
+    /// away: caches written before credentials stopped being stored.
+    /// Returns how many records changed.
+    pub fn scrub_request_headers(&self, names: &[String]) -> Result<u64, IndexError> {
+        if self.db.get_cf(self.cf(CF_META), SCRUBBED_KEY)?.is_some() {
+            return Ok(0);
+        }
+        let mut changed = 0;
+        let _guard = self.write_lock.lock();
+        for item in self.db.iterator_cf(self.cf(CF_URLS), IteratorMode::Start) {
+            let (key, value) = item?;
+            let mut record: UrlRecord = decode(&String::from_utf8_lossy(&key), &value)?;
+            let Some(request) = record
+                .meta
+                .get_mut("policy")
+                .and_then(|policy| policy.get_mut("req"))
+                .and_then(|req| req.as_object_mut())
+            else {
+                continue;
+            };
+            let before = request.len();
+            request.retain(|name, _| !names.iter().any(|n| n.eq_ignore_ascii_case(name)));
+            if request.len() != before {
+                self.db.put_cf(self.cf(CF_URLS), &key, encode(&record))?;
+                changed += 1;
+            }
+        }
+        if changed > 0 {
+            self.db
+                .compact_range_cf(self.cf(CF_URLS), None::<&[u8]>, None::<&[u8]>);
+        }
+        self.db.put_cf(self.cf(CF_META), SCRUBBED_KEY, b"1")?;
+        Ok(changed)
+    }
+
     /// Blobs committed after sequence number `seq`.
     pub fn blobs_after(&self, seq: u64) -> Result<Vec<(blake3::Hash, BlobRecord)>, IndexError> {
         Ok(self
@@ -663,6 +701,35 @@ mod tests {
             Some(b)
         );
         assert!(index.blob_by_ino(first.blob.ino).unwrap().is_none());
+    }
+
+    #[test]
+    fn stored_credentials_are_scrubbed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let policy = serde_json::json!({ "policy": { "req": {
+            "authorization": "Bearer secret",
+            "x-api-key": "k",
+            "accept-encoding": "identity",
+        } } });
+        index
+            .link(
+                "http://h/1",
+                NewBody {
+                    hash: blake3::hash(b"1"),
+                    size: 1,
+                    mtime: 0,
+                },
+                policy,
+                1,
+            )
+            .unwrap();
+        let names = ["authorization".to_string(), "x-api-key".to_string()];
+        assert_eq!(index.scrub_request_headers(&names).unwrap(), 1);
+        let meta = index.url("http://h/1").unwrap().unwrap().meta;
+        let request = meta["policy"]["req"].as_object().unwrap();
+        assert_eq!(request.keys().collect::<Vec<_>>(), ["accept-encoding"]);
+        assert_eq!(index.scrub_request_headers(&names).unwrap(), 0, "runs once");
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod read;
 mod readonly;
 mod revalidation;
 mod rfc_corners;
+mod security;
 mod sizes;
 mod stat;
 mod stats;

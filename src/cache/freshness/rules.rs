@@ -77,6 +77,8 @@ pub(super) struct Directives {
     no_store: bool,
     must_revalidate: bool,
     proxy_revalidate: bool,
+    /// `private`: meant for one user.
+    pub(super) private: bool,
     stale_while_revalidate: u64,
     /// `stale-if-error=N`, if present.
     pub(super) stale_if_error: Option<u64>,
@@ -103,6 +105,7 @@ impl Directives {
                 "no-store" => directives.no_store = true,
                 "must-revalidate" => directives.must_revalidate = true,
                 "proxy-revalidate" => directives.proxy_revalidate = true,
+                "private" => directives.private = true,
                 "stale-while-revalidate" => {
                     directives.stale_while_revalidate = seconds(value).unwrap_or(0);
                 }
