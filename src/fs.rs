@@ -35,14 +35,15 @@ use crate::cache::{
     Cache, CacheError, DirEntry, Location, Opened, RemoteFile, Resolved, StoredFile, is_blob_inode,
 };
 use crate::config::{Config, Origin};
-use crate::control::commands::Origins;
+use crate::control::commands::{CommandError, Origins};
+use crate::control::pattern::{MAX_WRITE_BYTES, PatternError};
 use crate::control::stats::Stats;
 use crate::control::{CONTROL_DIR, ControlFile};
 use crate::namespace;
 use crate::telemetry::EventKind;
 use errno::errno;
 use futures_util::FutureExt;
-use handles::{Handle, HandleTable};
+use handles::{CommandWriter, Handle, HandleTable, LineTooLong};
 use interrupts::Interrupts;
 use nodes::{CONTROL_DIR_INO, Node, NodeTable, ROOT_INO, control_ino};
 
@@ -74,10 +75,11 @@ pub struct FetchFs {
 
 impl FetchFs {
     pub fn new(config: &Config, cache: Arc<Cache>, runtime: tokio::runtime::Handle) -> FetchFs {
+        let nodes = NodeTable::with_counters(Arc::clone(&cache.telemetry().counters));
         FetchFs {
             cache,
             runtime,
-            nodes: Arc::new(NodeTable::default()),
+            nodes: Arc::new(nodes),
             handles: Arc::new(HandleTable::default()),
             interrupts: Arc::default(),
             allow_other: config.allow_other,
@@ -97,6 +99,41 @@ impl FetchFs {
     /// Where the mount's notifier goes once the session is created.
     pub fn notifier_slot(&self) -> Arc<OnceLock<fuser::Notifier>> {
         Arc::clone(&self.notifier)
+    }
+
+    /// Parses and applies whole lines written to a command file, on the
+    /// blocking pool (patterns read the index: never on a dispatch thread),
+    /// then tells `done`: after the kernel forgot the changed entries, so
+    /// the writer's next read already sees the change.
+    fn apply_command(
+        &self,
+        file: ControlFile,
+        lines: Vec<u8>,
+        done: impl FnOnce(Result<(), Errno>) + Send + 'static,
+    ) {
+        let (origins, cache) = (Arc::clone(&self.origins), Arc::clone(&self.cache));
+        let (notifier, nodes) = (self.notifier.get().cloned(), Arc::clone(&self.nodes));
+        self.runtime
+            .spawn_blocking(move || match origins.apply(file, &lines, &cache) {
+                Ok(applied) => {
+                    for loc in applied.prefetch {
+                        // Waits while the origin's queue is full.
+                        if let Err(error) = cache.queue_prefetch(loc) {
+                            tracing::warn!("queueing a prefetch: {error}");
+                        }
+                    }
+                    forget_entries(notifier.as_ref(), &nodes, &applied.changed_paths);
+                    done(Ok(()));
+                }
+                Err(error) => {
+                    report_command_error(&cache, file, &error);
+                    done(Err(errno::of_command(&error)));
+                }
+            });
+    }
+
+    fn report_command_error(&self, file: ControlFile, error: &CommandError) {
+        report_command_error(&self.cache, file, error);
     }
 
     /// Whether user `uid` may open inode `ino`. Only matters with
@@ -162,6 +199,7 @@ impl FetchFs {
     }
 
     fn static_entry(&self, ino: u64, node: &Node, reply: ReplyEntry) {
+        self.nodes.looked_up(ino);
         let attr = self.attrs().of_node(ino, node, &self.cache);
         reply.entry_with_ttls(&attr_ttl(node), &STATIC_TTL, &attr, Generation(0));
     }
@@ -197,6 +235,7 @@ impl FetchFs {
             move |reply, (child, resolved)| match resolved {
                 Ok(Resolved::Stored(stored)) => {
                     nodes.remember_blob_path(stored.ino, child, stored.private);
+                    nodes.looked_up(stored.ino);
                     let entry_ttl = stored.ttl.min(MAX_ENTRY_TTL);
                     reply.entry_with_ttls(
                         &BLOB_ATTR_TTL,
@@ -207,11 +246,13 @@ impl FetchFs {
                 }
                 Ok(Resolved::Remote(file)) => {
                     let ino = nodes.insert(parent, &name, Node::Remote { loc: child, file });
+                    nodes.looked_up(ino);
                     let attr = attrs.of_remote(ino, &file);
                     reply.entry_with_ttls(&REMOTE_ATTR_TTL, &Duration::ZERO, &attr, Generation(0));
                 }
                 Ok(Resolved::Directory) => {
                     let ino = nodes.insert(parent, &name, Node::Dir(child));
+                    nodes.looked_up(ino);
                     reply.entry(&DIR_TTL, &attrs.dir(ino), Generation(0));
                 }
                 Err(error) => reply.error(errno(&error)),
@@ -443,6 +484,10 @@ impl Filesystem for FetchFs {
         Ok(())
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.nodes.forget(ino.0, nlookup);
+    }
+
     fn interrupt(&self, _req: &Request, unique: fuser::RequestId) -> Result<(), Errno> {
         self.interrupts.interrupt(unique.0);
         Ok(())
@@ -471,6 +516,7 @@ impl Filesystem for FetchFs {
                                 Arc::new(Origin::with_defaults(format!("{scheme}/{host}"), base));
                             let node = Node::Dir(Location::root(origin));
                             let ino = self.nodes.insert(parent.0, name, node.clone());
+                            self.nodes.looked_up(ino);
                             reply.entry(&DIR_TTL, &self.attrs().dir(ino), Generation(0));
                         }
                         Err(_) => reply.error(Errno::ENOENT),
@@ -517,7 +563,8 @@ impl Filesystem for FetchFs {
                 if let Some(Node::Control(file)) = self.nodes.get(ino.0)
                     && file.is_command()
                 {
-                    let fh = self.handles.insert(Handle::Command(file));
+                    let writer = Arc::new(CommandWriter::new(file));
+                    let fh = self.handles.insert(Handle::Command(writer));
                     return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
                 }
                 if flags.acc_mode() != OpenAccMode::O_RDONLY {
@@ -634,23 +681,43 @@ impl Filesystem for FetchFs {
         self.contain(
             || format!("release of handle {}", fh.0),
             || {
-                if let Some(Handle::Stored(blob)) = self.handles.remove(fh.0) {
-                    self.cache.close_blob(&blob);
+                match self.handles.remove(fh.0) {
+                    Some(Handle::Stored(blob)) => self.cache.close_blob(&blob),
+                    // A last line no flush applied (the kernel flushes first).
+                    Some(Handle::Command(writer)) => {
+                        let rest = writer.take_rest();
+                        if !rest.iter().all(u8::is_ascii_whitespace) {
+                            self.apply_command(writer.file, rest, |_| {});
+                        }
+                    }
+                    _ => {}
                 }
                 reply.ok();
             },
         );
     }
 
+    /// `close(2)`: a command file's last line, written without a newline,
+    /// applies now, and close reports whether it did.
     fn flush(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        let Some(Handle::Command(writer)) = self.handles.get(fh.0) else {
+            return reply.ok();
+        };
+        let rest = writer.take_rest();
+        if rest.iter().all(u8::is_ascii_whitespace) {
+            return reply.ok();
+        }
+        self.apply_command(writer.file, rest, move |result| match result {
+            Ok(()) => reply.ok(),
+            Err(errno) => reply.error(errno),
+        });
     }
 
     /// `fsync(2)` of a file: waits until its body is stored and survives a
@@ -856,40 +923,27 @@ impl Filesystem for FetchFs {
         self.contain(
             || format!("write to handle {}", fh.0),
             || {
-                let Some(Handle::Command(file)) = self.handles.get(fh.0) else {
+                let Some(Handle::Command(writer)) = self.handles.get(fh.0) else {
                     return reply.error(Errno::EROFS);
                 };
-                let (origins, cache) = (Arc::clone(&self.origins), Arc::clone(&self.cache));
-                let (notifier, nodes) = (self.notifier.get().cloned(), Arc::clone(&self.nodes));
-                let data = data.to_vec();
-                // Patterns read the index: never on a dispatch thread.
-                self.runtime.spawn_blocking(move || {
-                    match origins.apply(file, &data, &cache) {
-                        Ok(applied) => {
-                            for loc in applied.prefetch {
-                                // Waits while the origin's queue is full.
-                                if let Err(error) = cache.queue_prefetch(loc) {
-                                    tracing::warn!("queueing a prefetch: {error}");
-                                }
-                            }
-                            // The write returns once the kernel forgot the changed entries,
-                            // so the writer's next read already sees the change.
-                            forget_entries(notifier.as_ref(), &nodes, &applied.changed_paths);
-                            reply.written(u32::try_from(data.len()).unwrap_or(u32::MAX));
-                        }
-                        Err(error) => {
-                            if error.is_bad_input() {
-                                tracing::warn!(".fetchfs/{}: {error}", file.name());
-                            } else {
-                                tracing::error!(".fetchfs/{}: {error}", file.name());
-                            }
-                            cache.telemetry().events.emit(
-                                EventKind::Error,
-                                serde_json::json!({ "control": file.name(), "message": error.to_string() }),
-                            );
-                            reply.error(errno::of_command(&error));
-                        }
+                let written = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                let lines = match writer.take_lines(data, MAX_WRITE_BYTES) {
+                    Ok(lines) => lines,
+                    Err(LineTooLong) => {
+                        let error = CommandError::Pattern(PatternError::TooLarge {
+                            bytes: data.len().max(MAX_WRITE_BYTES + 1),
+                        });
+                        self.report_command_error(writer.file, &error);
+                        return reply.error(errno::of_command(&error));
                     }
+                };
+                if lines.is_empty() {
+                    // Only part of a line so far: it applies once whole.
+                    return reply.written(written);
+                }
+                self.apply_command(writer.file, lines, move |result| match result {
+                    Ok(()) => reply.written(written),
+                    Err(errno) => reply.error(errno),
                 });
             },
         );
@@ -1041,6 +1095,19 @@ macro_rules! error_reply {
 }
 
 error_reply!(ReplyEntry, ReplyOpen, ReplyData, ReplyEmpty);
+
+/// A failed control write: the log and the events say what failed.
+fn report_command_error(cache: &Cache, file: ControlFile, error: &CommandError) {
+    if error.is_bad_input() {
+        tracing::warn!(".fetchfs/{}: {error}", file.name());
+    } else {
+        tracing::error!(".fetchfs/{}: {error}", file.name());
+    }
+    cache.telemetry().events.emit(
+        EventKind::Error,
+        serde_json::json!({ "control": file.name(), "message": error.to_string() }),
+    );
+}
 
 /// A panic below a handler: the log and the events say where, and what.
 fn report_panic(cache: &Cache, what: &str, panic: &(dyn Any + Send)) {

@@ -35,6 +35,9 @@ pub struct Stats {
     pub prefetch_done: u64,
     #[serde(default)]
     pub prefetch_failed: u64,
+    /// Inodes the mount remembers for the kernel (they go once it forgets them).
+    #[serde(default)]
+    pub inodes: u64,
     pub hit_rate: f64,
     pub uptime_s: u64,
 }
@@ -67,6 +70,7 @@ impl Stats {
             prefetch_queued: counters.prefetch_queued,
             prefetch_done: counters.prefetch_done,
             prefetch_failed: counters.prefetch_failed,
+            inodes: counters.inodes,
             hit_rate: if lookups == 0 {
                 0.0
             } else {
@@ -130,6 +134,7 @@ impl Stats {
             ("prefetch_queued", self.prefetch_queued.to_string()),
             ("prefetch_done", self.prefetch_done.to_string()),
             ("prefetch_failed", self.prefetch_failed.to_string()),
+            ("inodes", self.inodes.to_string()),
             (
                 "uptime_s",
                 humantime::format_duration(std::time::Duration::from_secs(self.uptime_s))

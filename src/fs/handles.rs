@@ -16,11 +16,58 @@ pub enum Handle {
     /// A control file's content, rendered at open.
     Control(Arc<Vec<u8>>),
     /// A command file open for writing patterns.
-    Command(ControlFile),
+    Command(Arc<CommandWriter>),
     /// The `events` log: reads wait at its end.
     Events,
     /// A directory's entries with their inodes, listed at open.
     Dir(Arc<Vec<(u64, DirEntry)>>),
+}
+
+/// A command file open for writing: lines are applied once whole.
+///
+/// Writers that go through stdio (`sed`, `awk`, `xargs printf`) flush at
+/// 4 KiB, in the middle of a line; applying the first half of
+/// `/debian/dists/bookworm/Release` cut after `dists/` would evict all of
+/// `dists/`. So each write applies only its complete lines, and the rest
+/// waits for the next write or the close.
+pub struct CommandWriter {
+    pub file: ControlFile,
+    pending: parking_lot::Mutex<Vec<u8>>,
+}
+
+/// More than a control write may hold arrived without a newline.
+#[derive(Debug)]
+pub struct LineTooLong;
+
+impl CommandWriter {
+    pub fn new(file: ControlFile) -> CommandWriter {
+        CommandWriter {
+            file,
+            pending: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Takes a write: returns the complete lines to apply now (up to its last
+    /// newline, with the unfinished line of earlier writes before them),
+    /// keeping the rest for later.
+    pub fn take_lines(&self, data: &[u8], limit: usize) -> Result<Vec<u8>, LineTooLong> {
+        let mut pending = self.pending.lock();
+        pending.extend_from_slice(data);
+        let Some(last_newline) = pending.iter().rposition(|b| *b == b'\n') else {
+            if pending.len() > limit {
+                pending.clear();
+                return Err(LineTooLong);
+            }
+            return Ok(Vec::new());
+        };
+        let rest = pending.split_off(last_newline + 1);
+        Ok(std::mem::replace(&mut *pending, rest))
+    }
+
+    /// At close: the last line, if it had no newline.
+    pub fn take_rest(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.pending.lock())
+    }
 }
 
 #[derive(Default)]
@@ -42,5 +89,35 @@ impl HandleTable {
 
     pub fn remove(&self, fh: u64) -> Option<Handle> {
         self.handles.lock().remove(&fh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_lines_are_applied_and_the_rest_waits() {
+        let writer = CommandWriter::new(ControlFile::Evict);
+        assert_eq!(writer.take_lines(b"/debian/dists/", 8192).unwrap(), b"");
+        assert_eq!(
+            writer.take_lines(b"bookworm/Release\n/o/a", 8192).unwrap(),
+            b"/debian/dists/bookworm/Release\n"
+        );
+        assert_eq!(
+            writer.take_lines(b"/b\n/o/c\n", 8192).unwrap(),
+            b"/o/a/b\n/o/c\n"
+        );
+        assert_eq!(writer.take_lines(b"/o/last", 8192).unwrap(), b"");
+        assert_eq!(writer.take_rest(), b"/o/last");
+        assert!(writer.take_rest().is_empty());
+    }
+
+    #[test]
+    fn a_line_longer_than_a_write_may_hold_is_refused() {
+        let writer = CommandWriter::new(ControlFile::Evict);
+        assert!(writer.take_lines(&[b'a'; 5000], 8192).is_ok());
+        assert!(writer.take_lines(&[b'a'; 5000], 8192).is_err());
+        assert!(writer.take_rest().is_empty(), "the refused line is dropped");
     }
 }

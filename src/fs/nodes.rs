@@ -6,9 +6,11 @@
 //! from this table, one per (parent, name), for the life of the mount.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::cache::{Location, RemoteFile};
 use crate::control::ControlFile;
+use crate::telemetry::Counters;
 
 pub const ROOT_INO: u64 = 1;
 pub const CONTROL_DIR_INO: u64 = 2;
@@ -62,6 +64,8 @@ pub fn control_ino(file: ControlFile) -> u64 {
 #[derive(Debug)]
 pub struct NodeTable {
     inner: parking_lot::Mutex<Inner>,
+    /// Where the number of remembered inodes is shown (`stats`).
+    counters: Option<Arc<Counters>>,
 }
 
 #[derive(Debug)]
@@ -72,7 +76,20 @@ struct Inner {
     /// Stored bodies last looked up through a private path.
     private_blobs: std::collections::HashSet<u64>,
     by_name: HashMap<(u64, Vec<u8>), u64>,
+    /// The (parent, name) each dynamic inode was made for.
+    names: HashMap<u64, (u64, Vec<u8>)>,
+    /// How many lookups the kernel holds on each inode it was told of: it
+    /// gives them back with `forget`, and an inode at zero is dropped.
+    lookups: HashMap<u64, u64>,
     next: u64,
+}
+
+impl Inner {
+    /// Inodes remembered beyond the fixed ones (root, control folder).
+    fn remembered(&self) -> usize {
+        let fixed = 2 + ControlFile::ALL.len();
+        self.nodes.len().saturating_sub(fixed) + self.blob_paths.len()
+    }
 }
 
 impl Default for NodeTable {
@@ -89,13 +106,69 @@ impl Default for NodeTable {
                 blob_paths: HashMap::new(),
                 private_blobs: Default::default(),
                 by_name: HashMap::new(),
+                names: HashMap::new(),
+                lookups: HashMap::new(),
                 next: FIRST_DYNAMIC_INO,
             }),
+            counters: None,
         }
     }
 }
 
 impl NodeTable {
+    /// A table that shows its size in `counters`.
+    pub fn with_counters(counters: Arc<Counters>) -> NodeTable {
+        NodeTable {
+            counters: Some(counters),
+            ..NodeTable::default()
+        }
+    }
+
+    /// The kernel was answered with `ino` (a lookup): it holds one more
+    /// reference to it, until it forgets it.
+    pub fn looked_up(&self, ino: u64) {
+        if ino < FIRST_DYNAMIC_INO {
+            return;
+        }
+        *self.inner.lock().lookups.entry(ino).or_default() += 1;
+    }
+
+    /// The kernel gives back `count` lookups of `ino`; an inode it no longer
+    /// holds is dropped, so the table holds what the kernel holds, not
+    /// everything ever looked up.
+    pub fn forget(&self, ino: u64, count: u64) {
+        let mut inner = self.inner.lock();
+        let Some(held) = inner.lookups.get_mut(&ino) else {
+            return;
+        };
+        *held = held.saturating_sub(count);
+        if *held > 0 {
+            return;
+        }
+        inner.lookups.remove(&ino);
+        inner.blob_paths.remove(&ino);
+        inner.private_blobs.remove(&ino);
+        if inner.nodes.remove(&ino).is_some()
+            && let Some(key) = inner.names.remove(&ino)
+            && inner.by_name.get(&key) == Some(&ino)
+        {
+            inner.by_name.remove(&key);
+        }
+        self.show_size(&inner);
+    }
+
+    /// How many inodes the table remembers beyond its fixed ones.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.inner.lock().remembered()
+    }
+
+    fn show_size(&self, inner: &Inner) {
+        if let Some(counters) = &self.counters {
+            counters.set_inodes(inner.remembered() as u64);
+        }
+    }
+
     pub fn get(&self, ino: u64) -> Option<Node> {
         self.inner.lock().nodes.get(&ino).cloned()
     }
@@ -110,6 +183,7 @@ impl NodeTable {
         } else {
             inner.private_blobs.remove(&ino);
         }
+        self.show_size(&inner);
     }
 
     /// Whether the stored body `ino` was last looked up through a private path.
@@ -154,11 +228,13 @@ impl NodeTable {
             _ => {
                 let ino = inner.next;
                 inner.next += 1;
-                inner.by_name.insert(key, ino);
+                inner.by_name.insert(key.clone(), ino);
+                inner.names.insert(ino, key);
                 ino
             }
         };
         inner.nodes.insert(ino, node);
+        self.show_size(&inner);
         ino
     }
 
@@ -241,6 +317,38 @@ mod tests {
             nodes.get(first).is_some(),
             "the old version's inode still answers"
         );
+    }
+
+    #[test]
+    fn an_inode_the_kernel_forgot_is_dropped() {
+        let nodes = NodeTable::default();
+        let o = nodes.insert(ROOT_INO, b"o", dir(""));
+        let d = nodes.insert(o, b"d", dir("d"));
+        nodes.looked_up(d);
+        nodes.looked_up(d);
+        nodes.forget(d, 1);
+        assert!(nodes.get(d).is_some(), "dropped with a lookup still held");
+        nodes.forget(d, 1);
+        assert!(nodes.get(d).is_none());
+        assert_eq!(nodes.entry_of("/o/d/f"), None, "its name still leads to it");
+        let again = nodes.insert(o, b"d", dir("d"));
+        assert_ne!(again, d, "a forgotten inode number came back");
+        nodes.forget(ROOT_INO, 1);
+        assert!(
+            matches!(nodes.get(ROOT_INO), Some(Node::Root)),
+            "the root went"
+        );
+    }
+
+    #[test]
+    fn a_million_lookups_forgotten_leave_nothing() {
+        let nodes = NodeTable::default();
+        for i in 0..100_000u32 {
+            let ino = nodes.insert(ROOT_INO, &i.to_be_bytes(), dir("x"));
+            nodes.looked_up(ino);
+            nodes.forget(ino, 1);
+        }
+        assert_eq!(nodes.len(), 0);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub struct Counters {
     prefetch_queued: AtomicU64,
     prefetch_done: AtomicU64,
     prefetch_failed: AtomicU64,
+    inodes: AtomicU64,
 }
 
 /// The counters' values at one instant.
@@ -42,6 +43,8 @@ pub struct CounterValues {
     pub prefetch_queued: u64,
     pub prefetch_done: u64,
     pub prefetch_failed: u64,
+    /// Inodes the mount remembers for the kernel.
+    pub inodes: u64,
     pub uptime_s: u64,
 }
 
@@ -63,6 +66,7 @@ impl Default for Counters {
             prefetch_queued: AtomicU64::new(0),
             prefetch_done: AtomicU64::new(0),
             prefetch_failed: AtomicU64::new(0),
+            inodes: AtomicU64::new(0),
         }
     }
 }
@@ -109,6 +113,9 @@ impl Counters {
     pub fn prefetch_queued(&self) {
         self.prefetch_queued.fetch_add(1, Relaxed);
     }
+    pub fn set_inodes(&self, count: u64) {
+        self.inodes.store(count, Relaxed);
+    }
     /// A queued prefetch ended, stored or failed for good.
     pub fn prefetch_ended(&self, stored: bool) {
         self.prefetch_queued.fetch_sub(1, Relaxed);
@@ -137,6 +144,7 @@ impl Counters {
             prefetch_queued: self.prefetch_queued.load(Relaxed),
             prefetch_done: self.prefetch_done.load(Relaxed),
             prefetch_failed: self.prefetch_failed.load(Relaxed),
+            inodes: self.inodes.load(Relaxed),
             uptime_s: self.started.elapsed().as_secs(),
         }
     }

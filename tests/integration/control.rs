@@ -334,3 +334,37 @@ fn a_command_on_a_full_disk_is_enospc_not_einval_and_says_why() {
     drop(mount);
     drop(disk);
 }
+
+/// Review finding 23: stdio writers flush mid-line; the first half of a line
+/// must not apply as a pattern of its own (`/o/d/` would evict the folder).
+#[test]
+fn a_line_cut_across_writes_applies_whole_and_a_last_line_at_close() {
+    let origin = Origin::start();
+    let bodies: Vec<Vec<u8>> = (0..3).map(|i| random_bytes(1000, 900 + i)).collect();
+    for (name, body) in ["x", "y", "z"].iter().zip(&bodies) {
+        origin.route(&format!("/base/d/{name}"), Route::fresh(body.clone()));
+    }
+    let mount = Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")).listing("none"))
+        .mount();
+    for name in ["x", "y", "z"] {
+        read(&mount.path(&format!("o/d/{name}")));
+    }
+    mount.wait_idle(Duration::from_secs(10));
+    assert_eq!(mount.stat("entries"), 3);
+    let mut control = std::fs::OpenOptions::new()
+        .write(true)
+        .open(mount.path(".fetchfs/evict"))
+        .unwrap();
+    control.write_all(b"/o/d/").unwrap();
+    assert_eq!(mount.stat("entries"), 3, "half a line was applied");
+    control.write_all(b"x\n/o/d/y").unwrap();
+    assert_eq!(mount.stat("entries"), 2, "{}", mount.stats());
+    drop(control);
+    assert_eq!(
+        mount.stat("entries"),
+        1,
+        "the last line, without a newline, did not apply at close: {}",
+        mount.stats()
+    );
+}

@@ -106,3 +106,28 @@ fn ls_l_of_a_listed_directory_downloads_no_body() {
     assert_eq!(listed, expected, "names and sizes shown by ls -l");
     no_body_fetched(&origin, &mount, &paths);
 }
+
+/// Review finding 13: the inode table held every name ever looked up. It
+/// now holds what the kernel holds: once the kernel forgets inodes (here,
+/// dropping its caches), the daemon does too.
+#[test]
+fn inodes_the_kernel_forgets_are_forgotten() {
+    const NAMES: usize = 2000;
+    let origin = Origin::start();
+    for i in 0..NAMES {
+        origin.route(&format!("/base/d/f{i}"), Route::fresh(vec![7; 16]));
+    }
+    let mount = Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")).listing("none"))
+        .mount();
+    for i in 0..NAMES {
+        std::fs::metadata(mount.path(&format!("o/d/f{i}"))).unwrap();
+    }
+    let remembered = mount.stat("inodes");
+    assert!(remembered >= NAMES as u64, "{}", mount.stats());
+    let forgotten = eventually(Duration::from_secs(20), || {
+        std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop caches (as root)");
+        mount.stat("inodes") < 100
+    });
+    assert!(forgotten, "the daemon still remembers {}", mount.stats());
+}
