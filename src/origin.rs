@@ -348,6 +348,16 @@ impl OriginClient {
                     .and_then(|location| current.join(location).ok())
                     .filter(|target| matches!(target.scheme(), "http" | "https"));
                 if let Some(target) = target {
+                    if is_downgrade(&current, &target) {
+                        self.counters.add_origin_error();
+                        admission.settle(Verdict::Answered);
+                        return Err(OriginError::Transport {
+                            url: current.to_string(),
+                            message: format!(
+                                "refusing the redirect to {target}: it leaves https for plain http"
+                            ),
+                        });
+                    }
                     redirects.push(Hop {
                         status,
                         headers: response.headers().clone(),
@@ -392,6 +402,12 @@ impl OriginClient {
     }
 }
 
+/// A redirect from https to plain http would hand the body to anyone on the
+/// path and cache it under the https URL (review finding 27): refused.
+fn is_downgrade(from: &Url, to: &Url) -> bool {
+    from.scheme() == "https" && to.scheme() == "http"
+}
+
 /// `headers` without the origin's configured headers (they carry its
 /// credentials) and the standard credential headers.
 fn without_credentials(origin: &Origin, mut headers: HeaderMap) -> HeaderMap {
@@ -420,4 +436,18 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_redirect_from_https_to_http_is_a_downgrade() {
+        let url = |text: &str| Url::parse(text).unwrap();
+        assert!(is_downgrade(&url("https://h/a"), &url("http://h/a")));
+        assert!(!is_downgrade(&url("http://h/a"), &url("https://h/a")));
+        assert!(!is_downgrade(&url("https://h/a"), &url("https://g/a")));
+        assert!(!is_downgrade(&url("http://h/a"), &url("http://g/a")));
+    }
 }

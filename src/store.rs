@@ -28,6 +28,7 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -54,6 +55,10 @@ pub enum StoreError {
         "cache dir {path} has on-disk format {found}, this fetchfs uses {FORMAT_VERSION}; pass another --cache-dir or remove it"
     )]
     Version { path: PathBuf, found: String },
+    #[error(
+        "cache dir {path} belongs to uid {owner}, not to you (uid {me}); use a cache dir of your own"
+    )]
+    NotOwner { path: PathBuf, owner: u32, me: u32 },
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error("blob store: {0}")]
@@ -89,7 +94,7 @@ impl Store {
             source,
         };
         fs::create_dir_all(cache_dir).map_err(io_err)?;
-        restrict_to_owner(cache_dir).map_err(io_err)?;
+        restrict_to_owner(cache_dir)?;
         let lock = lock_cache_dir(cache_dir)?;
         check_version(cache_dir)?;
         let blobs = BlobDir::open(cache_dir).map_err(io_err)?;
@@ -295,19 +300,32 @@ impl Drop for Store {
                 .index
                 .sync_log()
                 .map_err(io::Error::other)
-                .and_then(|()| fs::write(self.cache_dir.join(CLEAN_MARK), b""))
+                .and_then(|()| write_no_follow(&self.cache_dir.join(CLEAN_MARK), b""))
         {
             tracing::warn!("marking the cache dir as closed cleanly: {error}");
         }
     }
 }
 
-/// Makes the cache dir the owner's alone (0700), if it is ours.
-fn restrict_to_owner(cache_dir: &Path) -> io::Result<()> {
+/// Refuses a cache dir that belongs to another user (its files could be
+/// planted), and makes ours the owner's alone (0700).
+fn restrict_to_owner(cache_dir: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let meta = fs::metadata(cache_dir)?;
-    if meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o077 != 0 {
-        fs::set_permissions(cache_dir, fs::Permissions::from_mode(0o700))?;
+    let io_err = |source| StoreError::Io {
+        path: cache_dir.to_path_buf(),
+        source,
+    };
+    let meta = fs::symlink_metadata(cache_dir).map_err(io_err)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(StoreError::NotOwner {
+            path: cache_dir.to_path_buf(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(cache_dir, fs::Permissions::from_mode(0o700)).map_err(io_err)?;
     }
     Ok(())
 }
@@ -344,7 +362,9 @@ fn lock_cache_dir(cache_dir: &Path) -> Result<File, StoreError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
+        .map_err(|source| not_a_symlink(&path, source))
         .map_err(io_err)?;
     // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
     let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
@@ -363,28 +383,63 @@ fn lock_cache_dir(cache_dir: &Path) -> Result<File, StoreError> {
 
 fn check_version(cache_dir: &Path) -> Result<(), StoreError> {
     let path = cache_dir.join("VERSION");
-    match fs::read_to_string(&path) {
+    let io_err = |source| StoreError::Io {
+        path: cache_dir.to_path_buf(),
+        source,
+    };
+    match read_no_follow(&path) {
         Ok(text) if text.trim() == FORMAT_VERSION.to_string() => Ok(()),
         Ok(text) => Err(StoreError::Version {
             path: cache_dir.to_path_buf(),
             found: text.trim().to_string(),
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::write(&path, format!("{FORMAT_VERSION}\n")).map_err(|source| StoreError::Io {
-                path: cache_dir.to_path_buf(),
-                source,
-            })
+            write_no_follow(&path, format!("{FORMAT_VERSION}\n").as_bytes()).map_err(io_err)
         }
-        Err(source) => Err(StoreError::Io {
-            path: cache_dir.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(io_err(not_a_symlink(&path, source))),
     }
+}
+
+/// Reads a file of the cache dir, refusing a symlink in its place.
+fn read_no_follow(path: &Path) -> io::Result<String> {
+    let mut text = String::new();
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Writes a file of the cache dir, refusing to follow a symlink in its
+/// place: a shared cache dir must not let another user aim fetchfs's writes
+/// at a file of theirs (review finding 17).
+pub(crate) fn write_no_follow(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|source| not_a_symlink(path, source))?
+        .write_all(bytes)
+}
+
+/// ELOOP from O_NOFOLLOW, said plainly.
+fn not_a_symlink(path: &Path, error: io::Error) -> io::Error {
+    if error.raw_os_error() == Some(libc::ELOOP) {
+        return io::Error::other(format!(
+            "{} is a symbolic link; fetchfs does not follow links in its cache dir",
+            path.display()
+        ));
+    }
+    error
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn second_open_is_refused_with_the_pid() {
@@ -457,6 +512,52 @@ mod tests {
             thread.join().unwrap();
         }
         assert_eq!(store.index.totals(), Totals::default());
+    }
+
+    /// Review finding 12, the power-loss level: blobs committed after the
+    /// last recorded sync are re-checked after an unclean stop, and one whose
+    /// data did not reach the disk is dropped (to be fetched again).
+    #[test]
+    fn after_an_unclean_stop_unsynced_blobs_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let commit = |store: &Store, url: &str, body: &[u8]| {
+            let mut partial = store.blobs.create_partial().unwrap();
+            partial.append(body).unwrap();
+            store
+                .commit(partial, url, 0, serde_json::json!({}))
+                .unwrap()
+        };
+        let (synced_hash, synced_record) = {
+            let store = Store::open(dir.path()).unwrap();
+            let (hash, record) = commit(&store, "http://h/synced", b"made durable");
+            store.wait_durable(&hash).unwrap();
+            commit(
+                &store,
+                "http://h/late",
+                b"committed just before the power went",
+            );
+            (hash, record)
+        };
+        {
+            // The power went before the second commit was synced.
+            let store = Store::open(dir.path()).unwrap();
+            store.index.record_synced(synced_record.seq).unwrap();
+        }
+        fs::remove_file(dir.path().join(CLEAN_MARK)).unwrap();
+        let late = blake3::hash(b"committed just before the power went");
+        let path = dir.path().join("blobs").join(&late.to_hex()[0..2]);
+        let path = path.join(&late.to_hex()[2..4]).join(late.to_hex().as_str());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&path, b"\0\0\0").unwrap();
+
+        let store = Store::open(dir.path()).unwrap();
+        assert!(
+            store.index.url("http://h/late").unwrap().is_none(),
+            "a torn blob kept"
+        );
+        assert!(!path.exists());
+        assert!(store.index.url("http://h/synced").unwrap().is_some());
+        assert!(store.blobs.path(&synced_hash).exists());
     }
 
     #[test]

@@ -196,9 +196,9 @@ impl Cache {
         Ok(())
     }
 
-    /// URLs with an entry or a download under way whose URL starts with
-    /// `prefix`, in order, each once. Reads the index range, never all of it
-    /// unless `prefix` is empty.
+    /// URLs with an entry, a download under way, or a remembered 404 whose
+    /// URL starts with `prefix`, in order, each once. Reads the index range,
+    /// never all of it unless `prefix` is empty.
     pub fn urls_below(&self, prefix: &str) -> Result<Vec<String>, CacheError> {
         let mut urls = self.store.index.url_keys_with_prefix(prefix)?;
         urls.extend(
@@ -207,14 +207,17 @@ impl Cache {
                 .into_iter()
                 .map(|download| download.url.clone()),
         );
+        urls.extend(self.recent.missing_below(prefix));
         urls.sort_unstable();
         urls.dedup();
         Ok(urls)
     }
 
-    /// Whether `url` has an entry or a download under way.
+    /// Whether `url` has an entry, a download under way or a remembered 404.
     pub fn knows_url(&self, url: &str) -> Result<bool, CacheError> {
-        Ok(self.flights.download(url).is_some() || self.store.index.url(url)?.is_some())
+        Ok(self.flights.download(url).is_some()
+            || self.recent.is_missing(url)
+            || self.store.index.url(url)?.is_some())
     }
 
     fn forget_recent(&self, url: &str) {

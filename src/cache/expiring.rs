@@ -60,6 +60,16 @@ impl<V: Clone> ExpiringMap<V> {
         }
     }
 
+    /// The live keys that start with `prefix` (a scan: the map is small).
+    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let now = Instant::now();
+        self.entries
+            .iter()
+            .filter(|(key, (deadline, _))| *deadline > now && key.starts_with(prefix))
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     pub fn remove(&mut self, key: &str) {
         self.entries.remove(key);
     }
@@ -138,6 +148,17 @@ mod tests {
         assert!(map.get_at("soon", now).is_none());
         assert!(map.get_at("late", now).is_some());
         assert!(map.get_at("new", now).is_some());
+    }
+
+    #[test]
+    fn keys_with_a_prefix_are_the_live_ones_below_it() {
+        let mut map = ExpiringMap::new(8);
+        let now = Instant::now();
+        map.insert_at("http://h/a/1", (), SECOND, now);
+        map.insert_at("http://h/a/2", (), Duration::from_nanos(1), now);
+        map.insert_at("http://h/b/1", (), SECOND, now);
+        std::thread::sleep(Duration::from_millis(1));
+        assert_eq!(map.keys_with_prefix("http://h/a/"), ["http://h/a/1"]);
     }
 
     #[test]

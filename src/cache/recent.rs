@@ -64,6 +64,12 @@ impl Recent {
         self.missing.lock().get(url).is_some()
     }
 
+    /// URLs believed missing whose string starts with `prefix`: what an
+    /// `invalidate` can clear.
+    pub fn missing_below(&self, prefix: &str) -> Vec<String> {
+        self.missing.lock().keys_with_prefix(prefix)
+    }
+
     /// A validation of `url` ended now, with `outcome`.
     pub fn record_validation(&self, url: &str, outcome: Outcome) {
         self.validations

@@ -140,7 +140,10 @@ impl Cache {
             return self.probe(loc, url).await;
         };
         let Some(meta) = EntryMeta::from_json(&record.meta) else {
-            // Unreadable metadata: treat like an unknown URL.
+            // Unreadable metadata (an older or damaged record): the entry goes,
+            // so the body is fetched anew rather than served old forever.
+            tracing::warn!("{url}: its cache record is unreadable; fetching it again");
+            self.store.remove_urls(&[url.to_string()])?;
             return self.probe(loc, url).await;
         };
         let now = SystemTime::now();

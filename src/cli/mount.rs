@@ -9,7 +9,7 @@
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -40,6 +40,7 @@ enum Event {
 }
 
 pub fn run(args: MountArgs) -> anyhow::Result<()> {
+    raise_open_files_limit();
     // The cache dir, its files and the log are the mount owner's alone: they
     // hold what the origins served, some of it private.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -62,6 +63,18 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
     }
     init_logging(&args, None);
     serve(&config, &mountpoint, None)
+}
+
+/// Every open file, download and socket holds a descriptor, and RocksDB
+/// keeps its tables open: the soft limit (often 1024) goes up to the hard one.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::debug!("raising the open files limit: {error}");
+    }
 }
 
 /// Panics go to the log, which is where a daemon's stderr is not: the
@@ -271,6 +284,7 @@ fn daemon_log(cache_dir: &Path) -> anyhow::Result<File> {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .with_context(|| format!("opening the log {}", path.display()))?;
     let null = File::options().read(true).write(true).open("/dev/null")?;

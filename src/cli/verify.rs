@@ -26,6 +26,12 @@ pub fn run(cache_dir: &Path, repair: bool) -> anyhow::Result<()> {
     for path in &report.stray_files {
         println!("file no entry names: {}", path.display());
     }
+    for (family, key) in &report.undecodable {
+        println!(
+            "unreadable index record in {family}: {}",
+            String::from_utf8_lossy(key)
+        );
+    }
     let size = bytesize::ByteSize::b(report.bytes_checked).display().iec();
     println!(
         "checked {} blobs ({size}) in {}",

@@ -184,8 +184,9 @@ impl Index {
         for item in self.db.iterator_cf(self.cf(CF_URLS), IteratorMode::Start) {
             let (key, value) = item?;
             let url = String::from_utf8_lossy(&key).into_owned();
-            let record = decode(&url, &value)?;
-            found.push((url, record));
+            if let Ok(record) = decode(&url, &value) {
+                found.push((url, record));
+            }
         }
         Ok(found)
     }
@@ -361,7 +362,9 @@ impl Index {
             let Some(hash) = hash_from_bytes(&key) else {
                 continue;
             };
-            blobs.push((hash, decode::<BlobRecord>(&hex(&key), &value)?));
+            if let Ok(record) = decode::<BlobRecord>(&hex(&key), &value) {
+                blobs.push((hash, record));
+            }
         }
         blobs.sort_by_key(|(_, record)| record.last_access_ms);
         Ok(blobs)
@@ -525,31 +528,82 @@ impl Index {
     fn count_totals(&self) -> Result<(Totals, u64), IndexError> {
         let mut totals = Totals::default();
         let mut last_seq = 0;
+        let mut undecodable = 0;
         for item in self.db.iterator_cf(self.cf(CF_URLS), IteratorMode::Start) {
             let (key, value) = item?;
-            let record: UrlRecord = decode(&String::from_utf8_lossy(&key), &value)?;
+            let Ok(record) = decode::<UrlRecord>(&String::from_utf8_lossy(&key), &value) else {
+                undecodable += 1;
+                continue;
+            };
             totals.entries += 1;
             totals.logical_bytes += record.size;
         }
         for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
             let (key, value) = item?;
-            let record: BlobRecord = decode(&hex(&key), &value)?;
+            let Ok(record) = decode::<BlobRecord>(&hex(&key), &value) else {
+                undecodable += 1;
+                continue;
+            };
             totals.blobs += 1;
             totals.cache_bytes += record.size;
             last_seq = last_seq.max(record.seq);
         }
+        if undecodable > 0 {
+            tracing::warn!(
+                "{undecodable} index record(s) cannot be read; they count as absent \
+                 until `fetchfs verify --repair` removes them"
+            );
+        }
         Ok((totals, last_seq))
     }
 
+    /// A record, or `None` when there is none or it cannot be decoded: an
+    /// undecodable record is logged and read as absent, so one damaged record
+    /// costs a refetch, not the mount (`verify --repair` removes it).
     fn get<T: for<'de> Deserialize<'de>>(
         &self,
         family: &str,
         key: &[u8],
     ) -> Result<Option<T>, IndexError> {
         match self.db.get_pinned_cf(self.cf(family), key)? {
-            Some(bytes) => decode(&String::from_utf8_lossy(key), &bytes).map(Some),
+            Some(bytes) => match decode(&String::from_utf8_lossy(key), &bytes) {
+                Ok(record) => Ok(Some(record)),
+                Err(error) => {
+                    tracing::warn!("{error}; reading it as absent");
+                    Ok(None)
+                }
+            },
             None => Ok(None),
         }
+    }
+
+    /// Records of `family` that cannot be decoded, by key (for `verify`).
+    pub fn undecodable(&self) -> Result<Vec<(&'static str, Vec<u8>)>, IndexError> {
+        let mut bad = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_URLS), IteratorMode::Start) {
+            let (key, value) = item?;
+            if serde_json::from_slice::<UrlRecord>(&value).is_err() {
+                bad.push((CF_URLS, key.to_vec()));
+            }
+        }
+        for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
+            let (key, value) = item?;
+            if serde_json::from_slice::<BlobRecord>(&value).is_err() || key.len() != 32 {
+                bad.push((CF_BLOBS, key.to_vec()));
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Deletes records `verify` found undecodable.
+    pub fn delete_records(&self, records: &[(&'static str, Vec<u8>)]) -> Result<(), IndexError> {
+        let _guard = self.write_lock.lock();
+        let mut batch = WriteBatch::default();
+        for (family, key) in records {
+            batch.delete_cf(self.cf(family), key);
+        }
+        self.write(batch, true)?;
+        Ok(())
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -701,6 +755,38 @@ mod tests {
             Some(b)
         );
         assert!(index.blob_by_ino(first.blob.ino).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_undecodable_record_is_read_as_absent_and_listed_for_repair() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let index = Index::open(dir.path()).unwrap();
+            index
+                .link(
+                    "http://h/good",
+                    NewBody {
+                        hash: blake3::hash(b"g"),
+                        size: 1,
+                        mtime: 0,
+                    },
+                    meta(),
+                    1,
+                )
+                .unwrap();
+            index
+                .db
+                .put_cf(index.cf(CF_URLS), b"http://h/bad", b"not json")
+                .unwrap();
+        }
+        let index = Index::open(dir.path()).expect("one bad record stopped the index");
+        assert_eq!(index.totals().entries, 1);
+        assert!(index.url("http://h/bad").unwrap().is_none());
+        assert!(index.url("http://h/good").unwrap().is_some());
+        let bad = index.undecodable().unwrap();
+        assert_eq!(bad.len(), 1);
+        index.delete_records(&bad).unwrap();
+        assert!(index.undecodable().unwrap().is_empty());
     }
 
     #[test]

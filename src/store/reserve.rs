@@ -58,7 +58,13 @@ impl Reserve {
     }
 
     fn allocate(&self) -> io::Result<()> {
-        let file = File::create(&self.path)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)?;
         let len = i64::try_from(RESERVE_BYTES).map_err(io::Error::other)?;
         nix::fcntl::posix_fallocate(&file, 0, len).map_err(io::Error::from)?;
         file.sync_all()

@@ -29,11 +29,16 @@ pub struct Report {
     pub dangling_urls: Vec<String>,
     /// Files under `blobs/` that no record names.
     pub stray_files: Vec<PathBuf>,
+    /// Index records that cannot be decoded: (column family, key).
+    pub undecodable: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl Report {
     pub fn is_clean(&self) -> bool {
-        self.bad_blobs.is_empty() && self.dangling_urls.is_empty() && self.stray_files.is_empty()
+        self.bad_blobs.is_empty()
+            && self.dangling_urls.is_empty()
+            && self.stray_files.is_empty()
+            && self.undecodable.is_empty()
     }
 }
 
@@ -54,6 +59,7 @@ impl Store {
                 report.dangling_urls.push(url);
             }
         }
+        report.undecodable = self.index.undecodable()?;
         let known: std::collections::HashSet<String> =
             blobs.iter().map(|(h, _)| h.to_hex().to_string()).collect();
         report.stray_files = self
@@ -100,6 +106,7 @@ impl Store {
             self.blobs.remove(hash)?;
         }
         self.index.remove_urls(&report.dangling_urls)?;
+        self.index.delete_records(&report.undecodable)?;
         for path in &report.stray_files {
             match fs::remove_file(path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),

@@ -368,3 +368,23 @@ fn a_line_cut_across_writes_applies_whole_and_a_last_line_at_close() {
         mount.stats()
     );
 }
+
+/// Review finding 22: "I just published it and invalidated, and it is still
+/// ENOENT": `invalidate` clears a remembered 404.
+#[test]
+fn invalidate_clears_a_remembered_404() {
+    let origin = Origin::start();
+    origin.route("/base/new.bin", Route::not_found());
+    let mount = Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")).negative_ttl("60s"))
+        .mount();
+    assert_errno(std::fs::read(mount.path("o/new.bin")), libc::ENOENT, "404");
+    origin.route("/base/new.bin", Route::fresh(b"published\n".to_vec()));
+    assert_errno(
+        std::fs::read(mount.path("o/new.bin")),
+        libc::ENOENT,
+        "remembered 404",
+    );
+    write_control(&mount, "invalidate", "/o/new.bin\n").expect("invalidate");
+    assert_eq!(read(&mount.path("o/new.bin")), b"published\n");
+}

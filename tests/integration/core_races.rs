@@ -65,10 +65,13 @@ impl Core {
         self.loc(name).file_url().unwrap().to_string()
     }
 
+    /// Looks `name` up and reads it whole, as the kernel and a reader would.
     fn read(&self, name: &str) -> Result<Vec<u8>, CacheError> {
         let (cache, loc) = (Arc::clone(&self.cache), self.loc(name));
-        self.runtime
-            .block_on(async move { read_all(&cache, &loc).await })
+        self.runtime.block_on(async move {
+            cache.resolve(&loc).await?;
+            read_all(&cache, &loc).await
+        })
     }
 
     /// Stops every task, closes the store, and checks the cache dir.
@@ -493,5 +496,39 @@ fn the_cap_evicts_least_recently_opened_bodies_and_spares_open_ones() {
     });
     assert!(core.cache.totals().cache_bytes <= 4 * BODY_BYTES as u64);
     drop(cache);
+    core.verify_consistent();
+}
+
+/// Review finding 16: a record whose cache metadata no longer reads (a
+/// dependency's format drifted, a damaged index) was served old forever,
+/// with a HEAD on every lookup. Its body is now fetched anew.
+#[test]
+fn an_unreadable_record_is_fetched_anew() {
+    let origin = Origin::start();
+    let old = random_bytes(10_000, 40);
+    origin.route("/base/f", Route::fresh(old.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let core = Core::in_dir(&origin, dir.path(), None);
+    assert!(core.read("f").unwrap() == old);
+    let url = core.url("f");
+    core.verify_consistent();
+
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .index
+        .update_meta(
+            &url,
+            serde_json::json!({ "policy": "from another version" }),
+        )
+        .unwrap();
+    drop(store);
+
+    let new = random_bytes(10_000, 41);
+    origin.route("/base/f", Route::fresh(new.clone()));
+    let core = Core::in_dir(&origin, dir.path(), None);
+    assert!(core.read("f").unwrap() == new, "the old body was served");
+    let gets = origin.gets("/base/f");
+    assert!(core.read("f").unwrap() == new);
+    assert_eq!(origin.gets("/base/f"), gets, "the new body was not stored");
     core.verify_consistent();
 }

@@ -307,3 +307,103 @@ fn daemon_flag_returns_once_mounted() {
         "the detached daemon is still running 10 s after umount"
     );
 }
+
+/// Review finding 17: a cache dir's `lock`, `VERSION` and log are never
+/// followed through a symlink another user planted, and a cache dir that
+/// belongs to another user is refused with a clear message.
+#[test]
+fn a_planted_symlink_or_a_foreign_cache_dir_is_refused() {
+    let origin = Origin::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let victim = scratch.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let mountpoint = scratch.path().join("mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let url = format!("o={}", origin.url("/base"));
+    for planted in ["lock", "VERSION"] {
+        let cache_dir = scratch.path().join(format!("cache-{planted}"));
+        std::fs::create_dir(&cache_dir).unwrap();
+        std::os::unix::fs::symlink(&victim, cache_dir.join(planted)).unwrap();
+        let output = run_fetchfs(
+            &[
+                "mount",
+                mountpoint.to_str().unwrap(),
+                "--origin",
+                &url,
+                "--cache-dir",
+                cache_dir.to_str().unwrap(),
+            ],
+            Duration::from_secs(20),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{planted}: mounted through a symlink"
+        );
+        assert!(stderr.contains("symbolic link"), "{planted}: {stderr}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "{planted}");
+        assert!(!is_fuse_mounted(&mountpoint));
+    }
+    let foreign = scratch.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+    let output = run_fetchfs(
+        &["verify", "--cache-dir", foreign.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+}
+
+/// Review finding 15: the daemon raises its open files limit to the hard one.
+#[test]
+fn the_open_files_limit_is_raised() {
+    let origin = Origin::start();
+    let mount = Mount::single("o", origin.url("/base"));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", mount.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers[0], numbers[1], "soft and hard differ: {line}");
+}
+
+/// Review finding 28: with --daemon, stderr is /dev/null; a panic below a
+/// handler still lands in the log, with the URL.
+#[test]
+fn a_daemons_panics_land_in_its_log() {
+    let origin = Origin::start();
+    origin.route("/base/boom-daemon", Route::fresh(b"x".to_vec()));
+    let scratch = tempfile::tempdir().unwrap();
+    let mountpoint = scratch.path().join("mnt");
+    let cache_dir = scratch.path().join("cache");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let output = run_with_timeout(
+        std::process::Command::new(mount::FETCHFS_BIN)
+            .args(["mount", "--daemon", "--origin"])
+            .arg(format!("o={}", origin.url("/base")))
+            .arg("--cache-dir")
+            .arg(&cache_dir)
+            .arg(&mountpoint)
+            .env("FETCHFS_FAILPOINT_PANIC", "boom-daemon"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result = std::fs::read(mountpoint.join("o/boom-daemon"));
+    let log_path = cache_dir.join("fetchfs.log");
+    let logged = eventually(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log_path)
+            .is_ok_and(|log| log.contains("boom-daemon") && log.contains("panic"))
+    });
+    let _ = std::process::Command::new("umount")
+        .arg(&mountpoint)
+        .status();
+    assert_errno(result, libc::EIO, "the panicking lookup");
+    assert!(logged, "the log has no trace of the panic");
+}
