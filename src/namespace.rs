@@ -737,3 +737,298 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! The mapping under random names, URLs and hosts: never a panic, valid
+    //! names round-trip, invalid ones are refused, and no spelling of a
+    //! traversal leads outside the base. `PROPTEST_CASES` sets the cases per
+    //! property (proptest's default, 256, otherwise).
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::*;
+
+    /// Bases as origins are configured: roots, paths, a port, an encoded
+    /// name, user info, an IPv6 host, a scheme that is not http.
+    const BASES: &[&str] = &[
+        "https://files.example.com/releases/",
+        "http://h/",
+        "http://h:8080/a%20b/",
+        "http://127.0.0.1:8080/data/",
+        "http://[::1]:81/x/y/",
+        "https://u:p@h/p/",
+        "http://h/a%2Fb/",
+        "http://h/a//",
+        "foo://h/a/",
+    ];
+
+    /// Pieces of names and URL paths: every spelling of a dot, a separator,
+    /// an escape or a query we know of.
+    const TRAVERSAL_PIECES: &[&str] = &[
+        ".",
+        "..",
+        "%2e",
+        "%2E",
+        "%2e%2e",
+        "%2f",
+        "%2F",
+        "%5c",
+        "%5C",
+        "\\",
+        "/",
+        "%00",
+        "%",
+        "%25",
+        "%252e",
+        "?",
+        "#",
+        "@",
+        ":",
+        ";",
+        "a",
+        "~",
+        " ",
+        "\t",
+        "\n",
+        "．",
+        "\u{2024}",
+        "\u{FF0F}",
+        "%EF%BC%8E",
+        "%c0%ae",
+        "%C0%AF",
+        "\u{FFFD}",
+    ];
+
+    fn base() -> impl Strategy<Value = Url> {
+        prop_oneof![
+            3 => select(BASES).prop_map(|base| Url::parse(base).expect("test URL parses")),
+            1 => (
+                select(&["http", "https"][..]),
+                select(&["h", "H.example", "h:1", "[::1]", "u@h"][..]),
+                vec(select(TRAVERSAL_PIECES), 0..6),
+            )
+                .prop_map(|(scheme, host, pieces)| {
+                    let text = format!("{scheme}://{host}/{}", pieces.concat());
+                    let parsed = Url::parse(&text).unwrap_or_else(|_| {
+                        Url::parse("http://h/fallback/").expect("test URL parses")
+                    });
+                    base_dir_url(&parsed)
+                }),
+        ]
+    }
+
+    /// Any bytes, or pieces of traversal spellings run together.
+    fn raw_name() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            vec(any::<u8>(), 0..12),
+            vec(select(TRAVERSAL_PIECES), 1..5).prop_map(|pieces| pieces.concat().into_bytes()),
+        ]
+    }
+
+    /// A raw name made valid: '/' and NUL dropped, a letter added to an
+    /// empty or all-dot name.
+    fn valid_name() -> impl Strategy<Value = Vec<u8>> {
+        raw_name().prop_map(|mut name| {
+            name.retain(|&byte| byte != b'/' && byte != 0);
+            if name.is_empty() || name == b"." || name == b".." {
+                name.push(b'x');
+            }
+            name
+        })
+    }
+
+    /// The names that are not a slash or NUL away from being valid.
+    const DOT_NAMES: &[&[u8]] = &[b"", b".", b".."];
+
+    /// A name that must be refused: empty, a dot name, or any bytes with a
+    /// '/' or NUL among them.
+    fn invalid_name() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            select(DOT_NAMES).prop_map(<[u8]>::to_vec),
+            (raw_name(), select(&[b'/', 0][..]), raw_name()).prop_map(
+                |(mut before, bad, after)| {
+                    before.push(bad);
+                    before.extend(after);
+                    before
+                }
+            ),
+        ]
+    }
+
+    /// Everything a URL built from `names` below `base` must be.
+    fn check_child(base: &Url, names: &[Vec<u8>], dir: bool) -> Result<(), TestCaseError> {
+        let components: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        let child = match child_url(base, &components, dir) {
+            Ok(child) => child,
+            Err(err) => {
+                return Err(TestCaseError::fail(format!(
+                    "{names:?} under {base}: {err}"
+                )));
+            }
+        };
+        let base = base_dir_url(base);
+        prop_assert!(is_within(&base, &child), "{} escaped {}", child, base);
+        prop_assert!(
+            child.path().starts_with(base.path()),
+            "{} escaped {}",
+            child,
+            base
+        );
+        prop_assert!(
+            same_origin_and_user(&base, &child),
+            "{} is on another server than {}",
+            child,
+            base
+        );
+        prop_assert_eq!(child.query(), None);
+        prop_assert_eq!(child.fragment(), None);
+        prop_assert_eq!(
+            relative_components(&base, &child),
+            Some(names.to_vec()),
+            "{}",
+            child
+        );
+        // An HTTP client parses the serialised URL again.
+        prop_assert_eq!(Url::parse(child.as_str()).ok(), Some(child.clone()));
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_names_are_answered_without_panicking(
+            base in base(),
+            names in vec(raw_name(), 0..5),
+            dir: bool,
+        ) {
+            for name in &names {
+                prop_assert_eq!(is_valid_name(name), check_name(name).is_ok());
+            }
+            if names.iter().all(|name| is_valid_name(name)) {
+                check_child(&base, &names, dir)?;
+            } else {
+                let components: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+                let refused = child_url(&base, &components, dir);
+                prop_assert!(
+                    matches!(refused, Err(NamespaceError::InvalidName(_))),
+                    "{:?}",
+                    refused
+                );
+            }
+        }
+
+        #[test]
+        fn valid_names_round_trip(base in base(), names in vec(valid_name(), 0..5), dir: bool) {
+            check_child(&base, &names, dir)?;
+        }
+
+        #[test]
+        fn names_with_slash_nul_or_dots_are_refused(
+            base in base(),
+            above in vec(valid_name(), 0..3),
+            bad in invalid_name(),
+            below in vec(valid_name(), 0..2),
+            dir: bool,
+        ) {
+            prop_assert!(!is_valid_name(&bad));
+            let mut components: Vec<&[u8]> = above.iter().map(Vec::as_slice).collect();
+            components.push(&bad);
+            components.extend(below.iter().map(Vec::as_slice));
+            let refused = child_url(&base, &components, dir);
+            prop_assert!(matches!(refused, Err(NamespaceError::InvalidName(_))), "{:?}", refused);
+        }
+
+        /// URLs as a user or a listing might spell them, below a base: what
+        /// counts as inside maps to valid names whose URL is inside too.
+        #[test]
+        fn urls_that_spell_traversals_never_map_outside(
+            base in base(),
+            pieces in vec(select(TRAVERSAL_PIECES), 0..8),
+        ) {
+            let text = format!("{base}{}", pieces.concat());
+            let Ok(url) = Url::parse(&text) else {
+                return Ok(());
+            };
+            let within = is_within(&base, &url);
+            let names = relative_components(&base, &url);
+            prop_assert!(names.is_none() || within, "{} has names but is not within {}", url, base);
+            if within {
+                prop_assert!(
+                    same_origin_and_user(&base, &url),
+                    "{} is on another server than {}",
+                    url,
+                    base
+                );
+                let decoded_path = decoded(url.path());
+                prop_assert!(
+                    decoded_path.starts_with(&decoded(base.path())),
+                    "{} is outside {}",
+                    url,
+                    base
+                );
+            }
+            if let Some(names) = names {
+                for name in &names {
+                    prop_assert!(is_valid_name(name), "{} gave the name {:?}", url, name);
+                }
+                check_child(&base, &names, url.path().ends_with('/'))?;
+            }
+        }
+
+        #[test]
+        fn any_host_base_answers_any_bytes(
+            scheme in select(&["http", "https", "HTTP", "ftp", ""][..]),
+            host_port in prop_oneof![
+                vec(any::<u8>(), 0..24),
+                vec(
+                    select(&[
+                        "example.com", "a", "ü", "xn--", "-", ".", "..", ":", "8080", "0",
+                        "65536", "[", "]", "::1", "@", "%", "%2e", "/", "\\", " ", "?", "#",
+                    ][..]),
+                    1..6,
+                )
+                .prop_map(|pieces| pieces.concat().into_bytes()),
+            ],
+            names in vec(valid_name(), 0..3),
+        ) {
+            let Ok(base) = any_host_base(scheme, &host_port) else {
+                return Ok(());
+            };
+            prop_assert_eq!(base.scheme(), scheme);
+            prop_assert!(base.host_str().is_some_and(|host| !host.is_empty()));
+            prop_assert_eq!(base.path(), "/");
+            prop_assert!(base.username().is_empty() && base.password().is_none());
+            prop_assert!(base.query().is_none() && base.fragment().is_none());
+            check_child(&base, &names, false)?;
+        }
+
+        #[test]
+        fn base_dir_url_answers_any_url(
+            scheme in select(&["http", "https", "foo", "file", "data", "mailto"][..]),
+            separator in select(&["://", ":", ":/", ":///"][..]),
+            pieces in vec(select(TRAVERSAL_PIECES), 0..8),
+            names in vec(valid_name(), 0..3),
+        ) {
+            let Ok(origin) = Url::parse(&format!("{scheme}{separator}h/{}", pieces.concat())) else {
+                return Ok(());
+            };
+            let base = base_dir_url(&origin);
+            prop_assert!(base.query().is_none() && base.fragment().is_none());
+            if base.cannot_be_a_base() {
+                return Ok(());
+            }
+            prop_assert!(base.path().ends_with('/'), "{}", base);
+            if scheme.starts_with("http") {
+                check_child(&base, &names, false)?;
+            } else {
+                let components: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+                if let Ok(child) = child_url(&base, &components, false) {
+                    prop_assert!(is_within(&base, &child), "{} escaped {}", child, base);
+                    prop_assert_eq!(relative_components(&base, &child), Some(names.clone()));
+                }
+            }
+        }
+    }
+}

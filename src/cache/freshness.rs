@@ -241,11 +241,15 @@ impl EntryMeta {
     }
 
     /// The file's mtime: Last-Modified, else when it was stored.
+    ///
+    /// A `stored_at` past what a `SystemTime` holds comes only from a damaged
+    /// index record; it reads as the epoch rather than a panic.
     pub fn mtime(&self) -> SystemTime {
         self.last_modified
             .as_deref()
             .and_then(|text| httpdate::parse_http_date(text).ok())
-            .unwrap_or_else(|| UNIX_EPOCH + Duration::from_secs(self.stored_at))
+            .or_else(|| UNIX_EPOCH.checked_add(Duration::from_secs(self.stored_at)))
+            .unwrap_or(UNIX_EPOCH)
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -640,5 +644,306 @@ pub(super) mod tests {
         assert_eq!(ttl(&[("cache-control", "no-store")]), Duration::ZERO);
         assert_eq!(ttl(&[("cache-control", "no-cache")]), Duration::ZERO);
         assert_eq!(ttl(&[("cache-control", "max-age=0")]), Duration::ZERO);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    //! Random responses (status, headers, redirects, the request they
+    //! answer), origin TTLs and clocks from 1970 to year 9000: what the cache
+    //! makes of them never panics, survives the index's JSON, and keeps within
+    //! the configured cap. `PROPTEST_CASES` sets the cases per property
+    //! (proptest's default, 256, otherwise).
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::normalize::properties::{cache_control, header_map, raw_value, response_header_map};
+    use super::tests::url;
+    use super::*;
+
+    /// 9000-01-01T00:00:00Z.
+    const YEAR_9000_SECS: u64 = 221_845_392_000;
+
+    /// Any instant from 1970 to year 9000, often near the present.
+    fn instant() -> impl Strategy<Value = SystemTime> {
+        let secs = prop_oneof![
+            1 => Just(0),
+            1 => Just(YEAR_9000_SECS),
+            4 => 0..=YEAR_9000_SECS,
+            4 => 1_600_000_000..1_900_000_000u64,
+        ];
+        (secs, 0..1_000_000_000u32)
+            .prop_map(|(secs, nanos)| UNIX_EPOCH + Duration::new(secs, nanos))
+    }
+
+    /// An instant after `stored`, often within the windows a response opens.
+    fn later(stored: SystemTime) -> impl Strategy<Value = SystemTime> {
+        prop_oneof![
+            instant(),
+            (0..1_000_000u64).prop_map(move |secs| stored + Duration::from_secs(secs)),
+        ]
+    }
+
+    fn ttl() -> impl Strategy<Value = Duration> {
+        prop_oneof![Just(0), 1..100_000u64, any::<u64>()].prop_map(Duration::from_secs)
+    }
+
+    fn ttl_rules() -> impl Strategy<Value = TtlRules> {
+        (ttl(), ttl(), proptest::option::of(ttl())).prop_map(|(default_ttl, min_ttl, max_ttl)| {
+            TtlRules {
+                default_ttl,
+                min_ttl,
+                max_ttl,
+            }
+        })
+    }
+
+    fn status(usual: &'static [u16]) -> impl Strategy<Value = StatusCode> {
+        prop_oneof![3 => select(usual), 1 => 100..=999u16]
+            .prop_map(|code| StatusCode::from_u16(code).expect("100 to 999 is a status"))
+    }
+
+    fn redirects() -> impl Strategy<Value = Vec<(StatusCode, HeaderMap)>> {
+        vec(
+            (status(&[301, 302, 303, 307, 308]), response_header_map()),
+            0..3,
+        )
+    }
+
+    /// What a request carries: the encoding fetchfs asks for, request
+    /// Cache-Control, and fields a stored `Vary` may name.
+    fn request_header_map() -> impl Strategy<Value = HeaderMap> {
+        let field = prop_oneof![
+            select(&["identity", "gzip", "", "*"][..])
+                .prop_map(|value| ("accept-encoding", value.as_bytes().to_vec())),
+            cache_control().prop_map(|value| ("cache-control", value.into_bytes())),
+            raw_value().prop_map(|value| ("user-agent", value)),
+            raw_value().prop_map(|value| ("if-none-match", value)),
+        ];
+        vec(field, 0..4).prop_map(header_map)
+    }
+
+    /// An origin's answer, as a [`Head`] is made of (which is not `Clone`).
+    #[derive(Debug, Clone)]
+    struct Answer {
+        status: StatusCode,
+        headers: HeaderMap,
+        request_headers: HeaderMap,
+        redirects: Vec<(StatusCode, HeaderMap)>,
+    }
+
+    impl Answer {
+        fn head(&self) -> Head {
+            Head {
+                url: url(),
+                status: self.status,
+                headers: self.headers.clone(),
+                request_headers: self.request_headers.clone(),
+                redirects: self
+                    .redirects
+                    .iter()
+                    .map(|(status, headers)| Hop {
+                        status: *status,
+                        headers: headers.clone(),
+                    })
+                    .collect(),
+            }
+        }
+    }
+
+    /// A 200 (or any status) to a GET, stored at some instant, and an
+    /// instant after it.
+    fn stored_response() -> impl Strategy<Value = (Answer, TtlRules, SystemTime, SystemTime)> {
+        (
+            status(&[200, 203, 204, 206, 300, 301, 404, 410, 500]),
+            response_header_map(),
+            request_header_map(),
+            redirects(),
+            ttl_rules(),
+            instant(),
+        )
+            .prop_flat_map(
+                |(status, headers, request_headers, redirects, rules, stored)| {
+                    let answer = Answer {
+                        status,
+                        headers,
+                        request_headers,
+                        redirects,
+                    };
+                    (Just(answer), Just(rules), Just(stored), later(stored))
+                },
+            )
+    }
+
+    /// Every question the cache asks of an entry, at `now`.
+    fn ask_everything(entry: &EntryMeta, request: &HeaderMap, now: SystemTime) {
+        entry.is_storable();
+        entry.remaining(now);
+        entry.may_serve_stale_on_error(now);
+        entry.may_serve_while_revalidating(now);
+        entry.conditional_headers(&url(), request, now);
+        entry.mtime();
+    }
+
+    proptest! {
+        #[test]
+        fn entry_meta_answers_any_response(
+            (answer, rules, stored, now) in stored_response(),
+            request in request_header_map(),
+            revalidation in (
+                status(&[304, 200, 304, 412]),
+                response_header_map(),
+                request_header_map(),
+            ),
+        ) {
+            let entry = EntryMeta::from_response(&url(), &answer.head(), &rules, stored);
+            ask_everything(&entry, &request, stored);
+            ask_everything(&entry, &request, now);
+            // The cap is an instant: a clock set back before `stored` sees it further off.
+            if let Some(max_ttl) = rules.max_ttl {
+                prop_assert!(entry.remaining(stored) <= max_ttl);
+                prop_assert!(now < stored || entry.remaining(now) <= max_ttl);
+            }
+
+            // `http-serde` drops header values that are not text from the
+            // policy's copy, so with such a value (an obs-text ETag, a second
+            // Expires after a binary one, a request field a Vary names) the
+            // entry read back may answer otherwise; the record is stable from
+            // its first reading on all the same.
+            let json = entry.to_json();
+            let back = EntryMeta::from_json(&json);
+            prop_assert!(back.is_some(), "{} does not read back", json);
+            let back = back.expect("checked above");
+            let json_again = back.to_json();
+            prop_assert_eq!(
+                EntryMeta::from_json(&json_again).map(|again| again.to_json()),
+                Some(json_again)
+            );
+            ask_everything(&back, &request, now);
+            let all_text = answer
+                .headers
+                .values()
+                .chain(answer.request_headers.values())
+                .all(|value| value.to_str().is_ok());
+            if all_text {
+                prop_assert_eq!(back.to_json(), json);
+                for at in [stored, now] {
+                    prop_assert_eq!(back.remaining(at), entry.remaining(at));
+                    prop_assert_eq!(
+                        back.may_serve_stale_on_error(at),
+                        entry.may_serve_stale_on_error(at)
+                    );
+                    prop_assert_eq!(
+                        back.may_serve_while_revalidating(at),
+                        entry.may_serve_while_revalidating(at)
+                    );
+                    prop_assert_eq!(
+                        back.conditional_headers(&url(), &request, at),
+                        entry.conditional_headers(&url(), &request, at)
+                    );
+                }
+            }
+
+            let mut invalidated = entry.clone();
+            invalidated.invalidated = true;
+            ask_everything(&invalidated, &request, now);
+            prop_assert_eq!(invalidated.remaining(now), Duration::ZERO);
+            prop_assert!(!invalidated.may_serve_while_revalidating(now));
+
+            let (status, headers, request_headers) = revalidation;
+            let answer = Answer { status, headers, request_headers, redirects: Vec::new() };
+            if let Some(refreshed) = entry.revalidated(&url(), &answer.head(), &rules, now) {
+                ask_everything(&refreshed, &request, now);
+                prop_assert_eq!(refreshed.stored_at, entry.stored_at);
+            }
+        }
+
+        #[test]
+        fn missing_ttl_answers_any_response(
+            status in status(&[404, 410]),
+            headers in response_header_map(),
+            request_headers in request_header_map(),
+            negative_ttl in ttl(),
+            max_ttl in proptest::option::of(ttl()),
+            now in instant(),
+        ) {
+            let mut origin = Origin::with_defaults("o".into(), url());
+            origin.negative_ttl = negative_ttl;
+            origin.max_ttl = max_ttl;
+            let answer = Answer { status, headers, request_headers, redirects: Vec::new() };
+            let ttl = missing_ttl(&url(), &answer.head(), &origin, now);
+            prop_assert!(ttl <= max_ttl.unwrap_or(Duration::MAX));
+        }
+
+        /// An index record whose fields hold anything JSON can: read back or
+        /// refused, never a panic, and an entry read back answers.
+        #[test]
+        fn from_json_answers_any_stored_fields(
+            (answer, rules, stored, now) in stored_response(),
+            request in request_header_map(),
+            changes in vec((select(STORED_FIELDS), json_value()), 0..4),
+        ) {
+            let entry = EntryMeta::from_response(&url(), &answer.head(), &rules, stored);
+            let mut json = entry.to_json();
+            let fields = json.as_object_mut().expect("an entry is a JSON object");
+            for (field, value) in changes {
+                match value {
+                    Some(value) => fields.insert(field.to_owned(), value),
+                    None => fields.remove(field),
+                };
+            }
+            if let Some(entry) = EntryMeta::from_json(&json) {
+                ask_everything(&entry, &request, now);
+                entry.to_json();
+            }
+        }
+    }
+
+    /// Found by `from_json_answers_any_stored_fields`: `mtime` added
+    /// `stored_at` to the epoch unchecked.
+    #[test]
+    fn a_damaged_stored_at_reads_as_the_epoch() {
+        let mut json = super::tests::meta(&[], Duration::ZERO).to_json();
+        json["stored_at"] = u64::MAX.into();
+        let entry = EntryMeta::from_json(&json).expect("the record reads back");
+        assert_eq!(entry.mtime(), UNIX_EPOCH);
+    }
+
+    /// The fields of an index record that fetchfs itself writes (the
+    /// policy's are `http-cache-semantics`'s).
+    const STORED_FIELDS: &[&str] = &[
+        "default_fresh_until",
+        "min_until",
+        "max_until",
+        "redirect_until",
+        "never_stale",
+        "must_revalidate",
+        "serve_stale_until",
+        "stale_if_error_until",
+        "etag",
+        "last_modified",
+        "stored_at",
+        "invalidated",
+    ];
+
+    /// A JSON value for a field, or `None` to remove it.
+    fn json_value() -> impl Strategy<Value = Option<serde_json::Value>> {
+        use serde_json::Value;
+        proptest::option::weighted(
+            0.9,
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                select(&[0, 1, u64::MAX, YEAR_9000_SECS, 253_402_300_800][..])
+                    .prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                super::normalize::properties::http_date().prop_map(Value::from),
+                "[ -~]{0,12}".prop_map(Value::from),
+            ],
+        )
     }
 }

@@ -1137,3 +1137,431 @@ mod tests {
         assert_eq!(escape_braces("/[{"), "/[{");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Random writes, as bytes and as lines built from the pieces that matter
+    //! (paths, globs, URLs over two configured origins, comments): each is
+    //! answered with a set or a [`PatternError`], never a panic, and an
+    //! accepted set keeps the promises its callers rely on. `PROPTEST_CASES`
+    //! sets the cases per property (proptest's default, 256, otherwise).
+
+    use std::sync::LazyLock;
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::*;
+
+    static ORIGINS: LazyLock<Vec<(&'static str, Url)>> = LazyLock::new(|| {
+        [
+            ("pypi", "https://files.example.com/"),
+            ("gh", "https://example.org/releases/"),
+        ]
+        .into_iter()
+        .map(|(name, base)| (name, Url::parse(base).expect("test URL parses")))
+        .collect()
+    });
+
+    fn parse(input: &[u8], any_host: bool) -> Result<PatternSet, PatternError> {
+        let origins: Vec<OriginBase<'_>> = ORIGINS
+            .iter()
+            .map(|(name, base)| OriginBase { name, base })
+            .collect();
+        PatternSet::parse(input, &origins, any_host)
+    }
+
+    /// Names that mount paths, globs and candidate paths share, so that
+    /// globs do match some candidates.
+    const NAMES: &[&str] = &[
+        "a", "b", "ab", "ba", ".a", "a.", "..a", "{a}", "{a,b}", "a b", "€", "%2e", "%2F", "-",
+        "!", "^", "pypi", "gh", "https", "http", "v1", "x.whl", "\u{FFFD}", "\u{FEFF}",
+    ];
+
+    /// What a glob component may hold, valid or not.
+    const GLOB_PIECES: &[&str] = &[
+        "*",
+        "**",
+        "***",
+        "?",
+        "[ab]",
+        "[!a]",
+        "[^a]",
+        "[a-b]",
+        "[]]",
+        "[!]]",
+        "[",
+        "]",
+        "[]",
+        "[z-a]",
+        "[€-😀]",
+        "[{]",
+        "\\",
+        "\\*",
+        "\\[",
+        "{",
+        "}",
+        "{*}",
+        "a*",
+        "*a",
+        "a**b",
+        "?b",
+    ];
+
+    /// The configured origins' hosts, in several spellings.
+    const ORIGIN_HOSTS: &[&str] = &[
+        "files.example.com",
+        "FILES.Example.COM",
+        "files.example.com:443",
+        "example.org",
+        "Example.Org:443",
+    ];
+    /// Hosts of no configured origin (some only with --any-host), and
+    /// malformed ones.
+    const OTHER_HOSTS: &[&str] = &[
+        "files.example.com:8443",
+        "elsewhere.net",
+        "elsewhere.net:81",
+        "127.0.0.1:8080",
+        "[::1]:8080",
+        "[::1",
+        "user@files.example.com",
+        "u:p@example.org",
+        "",
+        ":80",
+        "xn--bcher-kva.de",
+        "bücher.de",
+    ];
+
+    /// URL path segments, including every spelling of a dot segment or an
+    /// encoded separator.
+    const URL_SEGMENTS: &[&str] = &[
+        "releases",
+        "a",
+        "b",
+        "v1",
+        "x.whl",
+        "",
+        ".",
+        "..",
+        "%2e",
+        "%2E%2e",
+        ".%2e",
+        "%2e%2e",
+        "%2f",
+        "%2F",
+        "..%2f",
+        "%00",
+        "%5c",
+        "\\",
+        "a%20b",
+        "%FF",
+        "%25",
+        "%7e",
+        "*",
+        "[x]",
+        "{a}",
+        "．．",
+        "%EF%BC%8E",
+        "@",
+        ":",
+        ";x",
+        "a?b",
+    ];
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            12 => select(NAMES).prop_map(str::to_owned),
+            1 => select(&[".", "..", "a\0b"][..]).prop_map(str::to_owned),
+            2 => "[a-b.{}*?\\[\\]!^\\\\ %-]{1,4}",
+        ]
+    }
+
+    fn glob_component() -> impl Strategy<Value = String> {
+        prop_oneof![
+            2 => select(GLOB_PIECES).prop_map(str::to_owned),
+            1 => (select(NAMES), select(GLOB_PIECES)).prop_map(|(n, g)| format!("{n}{g}")),
+            1 => name(),
+        ]
+    }
+
+    /// `/`-separated components, sometimes with repeated or trailing '/'.
+    fn slashed(components: Vec<(String, usize)>, trailing: bool) -> String {
+        let mut path = String::new();
+        for (component, slashes) in components {
+            path.push_str(&"/".repeat(slashes));
+            path.push_str(&component);
+        }
+        if trailing || path.is_empty() {
+            path.push('/');
+        }
+        path
+    }
+
+    fn mount_path_line() -> impl Strategy<Value = String> {
+        (vec((name(), 1..3usize), 0..5), any::<bool>())
+            .prop_map(|(components, trailing)| slashed(components, trailing))
+    }
+
+    fn glob_line() -> impl Strategy<Value = String> {
+        (vec((glob_component(), 1..3usize), 1..5), any::<bool>())
+            .prop_map(|(components, trailing)| slashed(components, trailing))
+    }
+
+    fn url_line() -> impl Strategy<Value = String> {
+        (
+            select(&["http", "https", "HTTPS", "hTtP"][..]),
+            prop_oneof![3 => select(ORIGIN_HOSTS), 1 => select(OTHER_HOSTS)],
+            select(&["", "releases/"][..]),
+            vec(select(URL_SEGMENTS), 0..5),
+            any::<bool>(),
+            select(&["", "", "?x=1", "?", "#f", "?a#b"][..]),
+        )
+            .prop_map(|(scheme, host, base, segments, trailing, tail)| {
+                let slash = if trailing { "/" } else { "" };
+                format!(
+                    "{scheme}://{host}/{base}{}{slash}{tail}",
+                    segments.join("/")
+                )
+            })
+    }
+
+    fn line() -> impl Strategy<Value = String> {
+        let body = prop_oneof![
+            3 => mount_path_line(),
+            3 => glob_line(),
+            3 => url_line(),
+            1 => Just(String::new()),
+            1 => mount_path_line().prop_map(|path| format!("#{path}")),
+            1 => "[ -~]{0,12}",
+        ];
+        let padding = || select(&["", "", " ", "\t", "\r", " \r"][..]);
+        (padding(), body, padding())
+            .prop_map(|(before, body, after)| format!("{before}{body}{after}"))
+    }
+
+    fn write() -> impl Strategy<Value = String> {
+        vec(line(), 1..6).prop_map(|lines| lines.join("\n"))
+    }
+
+    /// Mount paths as the caller asks about them: no trailing '/' except "/".
+    fn candidate() -> impl Strategy<Value = String> {
+        vec(
+            prop_oneof![
+                8 => select(NAMES).prop_map(str::to_owned),
+                2 => select(GLOB_PIECES).prop_map(str::to_owned),
+                1 => ".{1,6}",
+            ],
+            0..5,
+        )
+        .prop_map(|names| format!("/{}", names.join("/")))
+    }
+
+    /// Paths around what the set names: each exact path, a child and the
+    /// parent of it, and each scan prefix, a child, a grandchild and its parent.
+    fn candidates_around(set: &PatternSet) -> Vec<String> {
+        let mut around = Vec::new();
+        let without_slash = |path: &str| match path.strip_suffix('/') {
+            Some("") | None => path.to_owned(),
+            Some(stripped) => stripped.to_owned(),
+        };
+        for path in set.exact_paths() {
+            around.push(format!("{path}/a"));
+            around.push(without_slash(parent_directory(&path)));
+            around.push(path);
+        }
+        for prefix in set.scan_prefixes() {
+            around.push(format!("{prefix}a"));
+            around.push(format!("{prefix}a/b"));
+            let directory = without_slash(&prefix);
+            around.push(without_slash(parent_directory(&directory)));
+            around.push(directory);
+        }
+        around
+    }
+
+    /// Whether the caller's read of `scope` sees the node at `path`.
+    fn covers(scope: &ScanScope, path: &str) -> bool {
+        match scope {
+            ScanScope::Path(exact) => path == exact,
+            ScanScope::Below(prefix) => format!("{path}/").starts_with(prefix.as_str()),
+        }
+    }
+
+    fn is_well_formed_exact_path(path: &str) -> bool {
+        path.strip_prefix('/').is_some_and(|names| {
+            names
+                .split('/')
+                .all(|name| !name.is_empty() && name != "." && name != ".." && !name.contains('\0'))
+        })
+    }
+
+    /// Every promise of an accepted set, checked against `candidates`.
+    fn check_set(set: &PatternSet, candidates: &[String]) -> Result<(), TestCaseError> {
+        let exact = set.exact_paths();
+        let prefixes = set.scan_prefixes();
+        let scopes = set.scan_scopes();
+        prop_assert!(!prefixes.is_empty());
+        prop_assert_eq!(prefixes.len(), scopes.len());
+        let unique: HashSet<&String> = exact.iter().collect();
+        prop_assert_eq!(unique.len(), exact.len(), "an exact path listed twice");
+        for (scope, prefix) in scopes.iter().zip(&prefixes) {
+            prop_assert!(
+                prefix.starts_with('/') && prefix.ends_with('/') && !prefix.contains("//"),
+                "prefix {:?}",
+                prefix
+            );
+            match scope {
+                ScanScope::Path(path) => {
+                    prop_assert!(exact.contains(path), "scope {:?} not an exact path", path);
+                    let below_prefix = format!("{path}/").starts_with(prefix.as_str());
+                    prop_assert!(below_prefix, "{:?} is not below {:?}", path, prefix);
+                }
+                ScanScope::Below(below) => prop_assert_eq!(below, prefix),
+            }
+        }
+        for path in &exact {
+            prop_assert!(is_well_formed_exact_path(path), "exact path {:?}", path);
+            prop_assert!(set.matches(path), "exact path {:?} does not match", path);
+        }
+        for path in candidates.iter().chain(&exact) {
+            if set.matches(path) {
+                prop_assert!(
+                    scopes.iter().any(|scope| covers(scope, path)),
+                    "{:?} matches outside {:?}",
+                    path,
+                    scopes
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks an accepted write as a whole and line by line: each line's one
+    /// scope covers all that line matches, and the write matches exactly
+    /// what its lines match.
+    fn check_write(
+        input: &str,
+        any_host: bool,
+        candidates: &[String],
+    ) -> Result<(), TestCaseError> {
+        let Ok(set) = parse(input.as_bytes(), any_host) else {
+            return Ok(());
+        };
+        let mut candidates = candidates.to_vec();
+        candidates.extend(candidates_around(&set));
+        check_set(&set, &candidates)?;
+        let lines: Vec<PatternSet> = input
+            .split('\n')
+            .filter_map(|line| parse(line.as_bytes(), any_host).ok())
+            .collect();
+        prop_assert_eq!(lines.len(), set.scan_scopes().len());
+        for line in &lines {
+            candidates.extend(candidates_around(line));
+        }
+        for line in &lines {
+            prop_assert_eq!(line.scan_scopes().len(), 1);
+            check_set(line, &candidates)?;
+        }
+        for path in &candidates {
+            prop_assert_eq!(
+                set.matches(path),
+                lines.iter().any(|line| line.matches(path)),
+                "write and lines disagree on {:?}",
+                path
+            );
+        }
+        Ok(())
+    }
+
+    /// Byte sequences that are not UTF-8: a stray byte, cut sequences, a
+    /// surrogate, an overlong '/'.
+    const NOT_UTF8: &[&[u8]] = &[b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xc0\xaf"];
+
+    /// Bytes that are mostly pattern syntax, with any byte now and then.
+    fn pattern_bytes() -> impl Strategy<Value = Vec<u8>> {
+        vec(
+            prop_oneof![
+                3 => select(b"/*?[]!^\\{},.:#%a-\n\r \t".to_vec()),
+                1 => any::<u8>(),
+            ],
+            0..200,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_answered_without_panicking(
+            input in prop_oneof![vec(any::<u8>(), 0..600), pattern_bytes()],
+            any_host: bool,
+            candidates in vec(candidate(), 0..8),
+        ) {
+            match parse(&input, any_host) {
+                Ok(_) => {
+                    let text = std::str::from_utf8(&input).expect("an accepted write is UTF-8");
+                    check_write(text, any_host, &candidates)?;
+                }
+                Err(PatternError::TooLarge { .. }) => {
+                    prop_assert!(false, "{} bytes refused as too large", input.len());
+                }
+                Err(_) => {}
+            }
+        }
+
+        #[test]
+        fn each_kind_of_line_keeps_its_promises(
+            input in line(),
+            any_host: bool,
+            candidates in vec(candidate(), 0..8),
+        ) {
+            check_write(&input, any_host, &candidates)?;
+        }
+
+        #[test]
+        fn structured_writes_keep_their_promises(
+            input in write(),
+            any_host: bool,
+            candidates in vec(candidate(), 0..8),
+        ) {
+            check_write(&input, any_host, &candidates)?;
+        }
+
+        #[test]
+        fn invalid_utf8_is_refused_with_its_line(
+            before in "[ -~\n]{0,40}",
+            bad in select(NOT_UTF8),
+            after in "[ -~\n]{0,40}",
+        ) {
+            let mut input = before.clone().into_bytes();
+            input.extend_from_slice(bad);
+            input.extend_from_slice(after.as_bytes());
+            let line = before.matches('\n').count() + 1;
+            prop_assert_eq!(parse(&input, true).err(), Some(PatternError::NotUtf8 { line }));
+        }
+
+        #[test]
+        fn a_write_over_the_limit_is_refused(
+            extra in 1..MAX_WRITE_BYTES,
+            line in prop_oneof![mount_path_line(), glob_line(), url_line()],
+            any_host: bool,
+        ) {
+            let mut input = String::new();
+            while input.len() <= MAX_WRITE_BYTES + extra {
+                input.push_str(&line);
+                input.push('\n');
+            }
+            let bytes = input.len();
+            prop_assert_eq!(
+                parse(input.as_bytes(), any_host).err(),
+                Some(PatternError::TooLarge { bytes })
+            );
+            let at_the_limit = parse(&input.as_bytes()[..MAX_WRITE_BYTES], any_host);
+            prop_assert!(
+                !matches!(at_the_limit, Err(PatternError::TooLarge { .. })),
+                "{} bytes refused as too large",
+                MAX_WRITE_BYTES
+            );
+        }
+    }
+}

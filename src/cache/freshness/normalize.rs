@@ -199,3 +199,267 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+pub(crate) mod properties {
+    //! Random response headers, and the property that normalising them
+    //! never panics and is idempotent. The generators serve the freshness
+    //! properties too. `PROPTEST_CASES` sets the cases per property
+    //! (proptest's default, 256, otherwise).
+
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use http::{HeaderName, HeaderValue};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::*;
+
+    /// The last second of year 9999, the latest an HTTP-date can spell.
+    const LAST_HTTP_DATE_SECS: u64 = 253_402_300_799;
+
+    /// Directive names the caches know, and some they do not.
+    const DIRECTIVE_NAMES: &[&str] = &[
+        "max-age",
+        "s-maxage",
+        "no-cache",
+        "no-store",
+        "no-transform",
+        "must-revalidate",
+        "proxy-revalidate",
+        "must-understand",
+        "private",
+        "public",
+        "immutable",
+        "stale-while-revalidate",
+        "stale-if-error",
+        "max-stale",
+        "min-fresh",
+        "only-if-cached",
+    ];
+
+    /// Any byte a header value may hold: visible ASCII, space, tab and
+    /// obs-text (which makes `to_str` fail).
+    fn value_byte() -> impl Strategy<Value = u8> {
+        prop_oneof![8 => 0x20u8..0x7f, 1 => Just(b'\t'), 1 => 0x80u8..=0xff]
+    }
+
+    pub(crate) fn raw_value() -> impl Strategy<Value = Vec<u8>> {
+        vec(value_byte(), 0..32)
+    }
+
+    /// `word` with the letters whose bit is set in `mask` in upper case.
+    fn mixed_case(word: &str, mask: u64) -> String {
+        word.chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if mask >> (i % 64) & 1 == 1 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect()
+    }
+
+    /// Numbers as origins send them, right and wrong: small, past 2^31,
+    /// past u64, signed, hex, with spaces.
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9]{1,4}",
+            "[0-9]{10,40}",
+            any::<u64>().prop_map(|n| n.to_string()),
+            select(
+                &[
+                    "0",
+                    "2147483647",
+                    "2147483648",
+                    "18446744073709551615",
+                    "18446744073709551616",
+                    "-1",
+                    "+5",
+                    "0x10",
+                    "1e9",
+                    "1.5",
+                    " 7 ",
+                    "",
+                ][..]
+            )
+            .prop_map(str::to_owned),
+        ]
+    }
+
+    /// A directive argument: a number, quoted or not, a quoted string with
+    /// commas, an unterminated quote, or any printable text.
+    fn argument() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => number(),
+            2 => number().prop_map(|n| format!("\"{n}\"")),
+            1 => "\"[a-zA-Z, =\\\\\"-]{0,10}\"",
+            1 => "\"[0-9a-z, ]{0,6}",
+            1 => "[!-~]{0,8}",
+        ]
+    }
+
+    fn directive() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            4 => select(DIRECTIVE_NAMES).prop_map(str::to_owned),
+            1 => "[a-zA-Z-]{1,12}",
+        ];
+        (
+            name,
+            any::<u64>(),
+            proptest::option::of(argument()),
+            select(&["=", "=", " = ", "=\t"][..]),
+        )
+            .prop_map(|(name, mask, argument, equals)| {
+                let name = mixed_case(&name, mask);
+                match argument {
+                    Some(argument) => format!("{name}{equals}{argument}"),
+                    None => name,
+                }
+            })
+    }
+
+    pub(crate) fn cache_control() -> impl Strategy<Value = String> {
+        vec(
+            (
+                directive(),
+                select(&[",", ", ", " ,", ",,", ",\t", ", ,"][..]),
+            ),
+            0..5,
+        )
+        .prop_map(|directives| {
+            directives
+                .into_iter()
+                .flat_map(|(directive, separator)| [directive, separator.to_owned()])
+                .collect()
+        })
+    }
+
+    /// HTTP-dates up to year 9999, and years past it, dates before 1970,
+    /// the obsolete formats and text that is no date.
+    pub(crate) fn http_date() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => (0..=LAST_HTTP_DATE_SECS)
+                .prop_map(|secs| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))),
+            2 => "(Mon|Sat|Sun), [0-9]{2} (Jan|Feb|Dec) [0-9]{4,12} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT",
+            1 => select(&[
+                "Sat, 01 Jan 99999 00:00:00 GMT",
+                "Fri, 31 Dec 9999 23:59:59 GMT",
+                "Thu, 01 Jan 1970 00:00:00 GMT",
+                "Mon, 01 Jan 1900 00:00:00 GMT",
+                "Sunday, 06-Nov-94 08:49:37 GMT",
+                "Sun Nov  6 08:49:37 1994",
+                "0",
+                "-1",
+                "",
+            ][..])
+            .prop_map(str::to_owned),
+            1 => "[ -~]{0,30}",
+        ]
+    }
+
+    fn etag() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            "(W/)?\"[!#-~]{0,12}\"".prop_map(String::into_bytes),
+            raw_value(),
+        ]
+    }
+
+    fn vary() -> impl Strategy<Value = String> {
+        prop_oneof![
+            select(
+                &[
+                    "*",
+                    "accept-encoding",
+                    "Accept-Encoding, User-Agent",
+                    "",
+                    ","
+                ][..]
+            )
+            .prop_map(str::to_owned),
+            "[a-zA-Z, *-]{0,20}",
+        ]
+    }
+
+    /// One response header: a field the freshness rules read with a value
+    /// made for it, or any field with any value.
+    fn field() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
+        prop_oneof![
+            4 => cache_control().prop_map(|value| ("cache-control", value.into_bytes())),
+            1 => (any::<u64>(), select(&["no-cache", "no-store", "x"][..]))
+                .prop_map(|(mask, value)| ("pragma", mixed_case(value, mask).into_bytes())),
+            2 => number().prop_map(|value| ("age", value.into_bytes())),
+            2 => http_date().prop_map(|value| ("expires", value.into_bytes())),
+            2 => http_date().prop_map(|value| ("date", value.into_bytes())),
+            2 => http_date().prop_map(|value| ("last-modified", value.into_bytes())),
+            1 => vary().prop_map(|value| ("vary", value.into_bytes())),
+            2 => etag().prop_map(|value| ("etag", value)),
+            2 => (
+                select(&[
+                    "cache-control",
+                    "pragma",
+                    "age",
+                    "expires",
+                    "date",
+                    "last-modified",
+                    "vary",
+                    "etag",
+                    "content-length",
+                    "x-other",
+                ][..]),
+                raw_value(),
+            ),
+        ]
+    }
+
+    pub(crate) fn header_map(fields: Vec<(&'static str, Vec<u8>)>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_bytes(&value).expect("generated header values are valid"),
+            );
+        }
+        headers
+    }
+
+    /// A response's headers: any number of fields, repeated or not.
+    pub(crate) fn response_header_map() -> impl Strategy<Value = HeaderMap> {
+        vec(field(), 0..8).prop_map(header_map)
+    }
+
+    proptest! {
+        #[test]
+        fn normalising_never_panics_and_is_idempotent(headers in response_header_map()) {
+            let once = response_headers(&headers);
+            let twice = response_headers(&once);
+            prop_assert_eq!(&twice, &once, "from {:?}", headers);
+            let rewritten = [header::CACHE_CONTROL, header::PRAGMA, header::AGE, header::EXPIRES];
+            for name in headers.keys() {
+                if !rewritten.contains(name) {
+                    prop_assert!(
+                        headers.get_all(name).iter().eq(once.get_all(name).iter()),
+                        "{} changed",
+                        name
+                    );
+                }
+            }
+            let directives = once.get_all(header::CACHE_CONTROL);
+            for value in directives.iter().chain(once.get_all(header::PRAGMA)) {
+                let text = value.to_str().expect("normalised directives are text");
+                for directive in split_outside_quotes(text) {
+                    let name = directive.split('=').next().unwrap_or_default();
+                    prop_assert_eq!(name.to_ascii_lowercase(), name);
+                }
+            }
+            if let Some(age) = once.get(header::AGE) {
+                let seconds = age.to_str().ok().and_then(|age| age.parse::<u64>().ok());
+                prop_assert!(seconds.is_some_and(|s| s <= MAX_DELTA_SECONDS), "Age {:?}", age);
+                prop_assert_eq!(once.get_all(header::AGE).iter().count(), 1);
+            }
+        }
+    }
+}
