@@ -5,7 +5,7 @@
 #
 # Groups:
 #   build   libclang-dev and g++ (RocksDB is compiled from source; bindgen needs libclang)
-#   test    fuse3 (fusermount3, /etc/fuse.conf), curl, tar
+#   test    fuse3 (fusermount3, /etc/fuse.conf), curl, tar, attr (getfattr)
 #   demo    fuse3, python3 (the demo origin is `python3 -m http.server`)
 #   bench   fuse3, curl, nginx, httpdirfs, rclone
 #   lint    shellcheck
@@ -21,7 +21,7 @@ usage() {
 packages_of_group() {
     case "$1" in
     build) echo libclang-dev g++ ;;
-    test) echo fuse3 curl tar ;;
+    test) echo fuse3 curl tar attr ;;
     demo)
         echo fuse3
         # Any python3 on PATH will do (pyenv, a venv); Debian's is the fallback.

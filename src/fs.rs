@@ -36,7 +36,7 @@ use crate::cache::{
 };
 use crate::config::{Config, Origin};
 use crate::control::commands::{CommandError, Origins};
-use crate::control::pattern::{MAX_WRITE_BYTES, PatternError};
+use crate::control::pattern::{MAX_LINE_BYTES, PatternError};
 use crate::control::stats::Stats;
 use crate::control::{CONTROL_DIR, ControlFile};
 use crate::namespace;
@@ -175,8 +175,17 @@ impl FetchFs {
         }
     }
 
-    /// A child of the root: an origin, the control folder, or an any-host scheme.
-    fn root_child(&self, name: &[u8]) -> Option<(u64, Node)> {
+    /// A child of the root: an origin, the control folder, or an any-host
+    /// scheme; `looked_up` when a lookup answers with it.
+    fn root_child(&self, name: &[u8], looked_up: bool) -> Option<(u64, Node)> {
+        let insert = |node: Node| {
+            let ino = if looked_up {
+                self.nodes.insert_looked_up(ROOT_INO, name, node.clone())
+            } else {
+                self.nodes.insert(ROOT_INO, name, node.clone())
+            };
+            (ino, node)
+        };
         if name == CONTROL_DIR.as_bytes() {
             return Some((CONTROL_DIR_INO, Node::ControlDir));
         }
@@ -186,20 +195,17 @@ impl FetchFs {
             .iter()
             .find(|o| o.name.as_bytes() == name)
         {
-            let node = Node::Dir(Location::root(Arc::clone(origin)));
-            return Some((self.nodes.insert(ROOT_INO, name, node.clone()), node));
+            return Some(insert(Node::Dir(Location::root(Arc::clone(origin)))));
         }
         let scheme = match name {
             b"http" if self.origins.any_host => "http",
             b"https" if self.origins.any_host => "https",
             _ => return None,
         };
-        let node = Node::Scheme(scheme);
-        Some((self.nodes.insert(ROOT_INO, name, node.clone()), node))
+        Some(insert(Node::Scheme(scheme)))
     }
 
     fn static_entry(&self, ino: u64, node: &Node, reply: ReplyEntry) {
-        self.nodes.looked_up(ino);
         let attr = self.attrs().of_node(ino, node, &self.cache);
         reply.entry_with_ttls(&attr_ttl(node), &STATIC_TTL, &attr, Generation(0));
     }
@@ -234,8 +240,7 @@ impl FetchFs {
             work,
             move |reply, (child, resolved)| match resolved {
                 Ok(Resolved::Stored(stored)) => {
-                    nodes.remember_blob_path(stored.ino, child, stored.private);
-                    nodes.looked_up(stored.ino);
+                    nodes.blob_looked_up(stored.ino, child, stored.private);
                     let entry_ttl = stored.ttl.min(MAX_ENTRY_TTL);
                     reply.entry_with_ttls(
                         &BLOB_ATTR_TTL,
@@ -245,14 +250,13 @@ impl FetchFs {
                     );
                 }
                 Ok(Resolved::Remote(file)) => {
-                    let ino = nodes.insert(parent, &name, Node::Remote { loc: child, file });
-                    nodes.looked_up(ino);
+                    let remote = Node::Remote { loc: child, file };
+                    let ino = nodes.insert_looked_up(parent, &name, remote);
                     let attr = attrs.of_remote(ino, &file);
                     reply.entry_with_ttls(&REMOTE_ATTR_TTL, &Duration::ZERO, &attr, Generation(0));
                 }
                 Ok(Resolved::Directory) => {
-                    let ino = nodes.insert(parent, &name, Node::Dir(child));
-                    nodes.looked_up(ino);
+                    let ino = nodes.insert_looked_up(parent, &name, Node::Dir(child));
                     reply.entry(&DIR_TTL, &attrs.dir(ino), Generation(0));
                 }
                 Err(error) => reply.error(errno(&error)),
@@ -441,13 +445,13 @@ impl FetchFs {
             Node::Root => {
                 let mut entries = vec![dir(CONTROL_DIR, CONTROL_DIR_INO)];
                 for origin in &self.origins.configured {
-                    if let Some((ino, _)) = self.root_child(origin.name.as_bytes()) {
+                    if let Some((ino, _)) = self.root_child(origin.name.as_bytes(), false) {
                         entries.push(dir(&origin.name, ino));
                     }
                 }
                 if self.origins.any_host {
                     for scheme in ["http", "https"] {
-                        if let Some((ino, _)) = self.root_child(scheme.as_bytes()) {
+                        if let Some((ino, _)) = self.root_child(scheme.as_bytes(), false) {
                             entries.push(dir(scheme, ino));
                         }
                     }
@@ -499,7 +503,7 @@ impl Filesystem for FetchFs {
             || {
                 let name = name.as_bytes();
                 match self.nodes.get(parent.0) {
-                    Some(Node::Root) => match self.root_child(name) {
+                    Some(Node::Root) => match self.root_child(name, true) {
                         Some((ino, node)) => self.static_entry(ino, &node, reply),
                         None => reply.error(Errno::ENOENT),
                     },
@@ -515,8 +519,7 @@ impl Filesystem for FetchFs {
                             let origin =
                                 Arc::new(Origin::with_defaults(format!("{scheme}/{host}"), base));
                             let node = Node::Dir(Location::root(origin));
-                            let ino = self.nodes.insert(parent.0, name, node.clone());
-                            self.nodes.looked_up(ino);
+                            let ino = self.nodes.insert_looked_up(parent.0, name, node);
                             reply.entry(&DIR_TTL, &self.attrs().dir(ino), Generation(0));
                         }
                         Err(_) => reply.error(Errno::ENOENT),
@@ -538,7 +541,11 @@ impl Filesystem for FetchFs {
                 let attrs = self.attrs();
                 if is_blob_inode(ino.0) {
                     return match self.cache.blob(ino.0) {
-                        Ok(stored) => reply.attr(&BLOB_ATTR_TTL, &attrs.of_blob(&stored)),
+                        Ok(mut stored) => {
+                            // The index knows the body, the lookup knew its path.
+                            stored.private |= self.nodes.is_private_blob(ino.0);
+                            reply.attr(&BLOB_ATTR_TTL, &attrs.of_blob(&stored))
+                        }
                         Err(error) => reply.error(errno(&error)),
                     };
                 }
@@ -827,13 +834,16 @@ impl Filesystem for FetchFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.handles.remove(fh.0);
+        if let Some(Handle::Dir(entries)) = self.handles.remove(fh.0) {
+            let listed = entries.iter().map(|(ino, _)| *ino).filter(|ino| *ino != 0);
+            self.nodes.drop_unreferenced(listed);
+        }
         reply.ok();
     }
 
     fn getxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         size: u32,
@@ -842,6 +852,10 @@ impl Filesystem for FetchFs {
         self.contain(
             || format!("getxattr of inode {}", ino.0),
             || {
+                // They name the URL and the body's hash: as private as the body.
+                if !self.may_read(req.uid(), ino.0) {
+                    return reply.error(Errno::EACCES);
+                }
                 let attrs = self.xattrs(ino.0);
                 match attrs
                     .iter()
@@ -854,10 +868,13 @@ impl Filesystem for FetchFs {
         );
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
         self.contain(
             || format!("listxattr of inode {}", ino.0),
             || {
+                if !self.may_read(req.uid(), ino.0) {
+                    return reply.error(Errno::EACCES);
+                }
                 let mut names = Vec::new();
                 for (name, _) in self.xattrs(ino.0) {
                     names.extend_from_slice(name.as_bytes());
@@ -927,12 +944,11 @@ impl Filesystem for FetchFs {
                     return reply.error(Errno::EROFS);
                 };
                 let written = u32::try_from(data.len()).unwrap_or(u32::MAX);
-                let lines = match writer.take_lines(data, MAX_WRITE_BYTES) {
+                let lines = match writer.take_lines(data, MAX_LINE_BYTES) {
                     Ok(lines) => lines,
-                    Err(LineTooLong) => {
-                        let error = CommandError::Pattern(PatternError::TooLarge {
-                            bytes: data.len().max(MAX_WRITE_BYTES + 1),
-                        });
+                    Err(LineTooLong(bytes)) => {
+                        let error =
+                            CommandError::Pattern(PatternError::LineTooLong { line: 1, bytes });
                         self.report_command_error(writer.file, &error);
                         return reply.error(errno::of_command(&error));
                     }

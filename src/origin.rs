@@ -32,12 +32,19 @@ use crate::config::Origin;
 use crate::telemetry::Counters;
 use health::{Health, Verdict};
 pub use listing::ListingEntry;
+use listing::{ListingError, ListingLimits, ListingParser};
 use pacing::Pacing;
 
 /// Redirect hops followed before giving up.
 const MAX_REDIRECTS: usize = 10;
-/// Listings bigger than this are not parsed.
-const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
+/// Entries one listing may have: a guard against an origin whose listing
+/// never ends, not a size a real directory reaches. Reading a million
+/// entries takes about 170 MiB of memory (the entries and the set of their
+/// names), keeping them about 80 MiB.
+const MAX_LISTING_ENTRIES: usize = 4_000_000;
+/// Body bytes one listing may have, against the same origin: a million
+/// entries are about 100 MiB of nginx HTML, 300 MiB of Apache's fancy table.
+const MAX_LISTING_BYTES: u64 = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OriginError {
@@ -71,6 +78,11 @@ pub enum OriginError {
     },
     #[error("offline: {url} is not cached")]
     Offline { url: String },
+    #[error(
+        "{url}: {error}, more than fetchfs reads of one listing; the directory is refused \
+         rather than shown in part (listing = \"none\" in the origin's config stops asking for it)"
+    )]
+    ListingTooLarge { url: String, error: ListingError },
 }
 
 /// One redirect on the way to the answer.
@@ -117,6 +129,8 @@ pub struct BodyStream {
     response: reqwest::Response,
     pacing: Pacing,
     received: u64,
+    /// Fewer bytes than this at the end are a cut, not the end.
+    at_least: u64,
     counters: Arc<Counters>,
 }
 
@@ -150,16 +164,44 @@ impl BodyStream {
                 self.counters.add_bytes_from_origin(bytes.len() as u64);
                 Ok(Some(bytes))
             }
-            None => match self.head.content_length() {
-                Some(expected) if expected != self.received => Err(OriginError::CutShort {
-                    url: url.to_string(),
-                    received: self.received,
-                    expected: Some(expected),
-                }),
-                _ => Ok(None),
-            },
+            None => {
+                let expected = self.head.content_length();
+                if expected.is_some_and(|expected| expected != self.received)
+                    || self.received < self.at_least
+                {
+                    return Err(OriginError::CutShort {
+                        url: url.to_string(),
+                        received: self.received,
+                        expected: expected.or(Some(self.at_least)),
+                    });
+                }
+                Ok(None)
+            }
         }
     }
+
+    /// Whether the body ends where the connection closes (HTTP/1 without
+    /// Content-Length or chunked framing): there a connection cut short looks
+    /// just like the end of the body.
+    pub fn is_close_delimited(&self) -> bool {
+        self.response.version() < http::Version::HTTP_2
+            && !self.head.headers.contains_key(header::CONTENT_LENGTH)
+            && !self.head.headers.contains_key(header::TRANSFER_ENCODING)
+    }
+
+    /// A body that ends before `length` bytes is cut short: for a
+    /// close-delimited body, the length a HEAD announced a moment before is
+    /// the only evidence of a cut. (More is a body that changed, and the
+    /// body read decides.)
+    pub fn expect_at_least(&mut self, length: u64) {
+        self.at_least = length;
+    }
+}
+
+/// Content-Length and Transfer-Encoding together: a sign of response
+/// splitting or smuggling, not a body to store.
+fn has_conflicting_framing(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::CONTENT_LENGTH) && headers.contains_key(header::TRANSFER_ENCODING)
 }
 
 /// HTTP clients for the configured origins (and any-host origins, made on first use).
@@ -218,12 +260,18 @@ impl OriginClient {
             response,
             pacing: Pacing::new(origin.min_rate, origin.timeout),
             received: 0,
+            at_least: 0,
             counters: Arc::clone(&self.counters),
         })
     }
 
     /// The entries of the listing served at `dir_url` (ending in '/'), or
     /// `None` when that URL does not serve a listing.
+    ///
+    /// The body is parsed as it arrives, so a listing of any length costs its
+    /// entries, not its body. One past [`MAX_LISTING_ENTRIES`] or
+    /// [`MAX_LISTING_BYTES`] is an error, never a listing cut short. A body
+    /// whose start shows it is no listing is not read further.
     pub async fn listing(
         &self,
         origin: &Origin,
@@ -236,23 +284,27 @@ impl OriginClient {
         if !body.head.status.is_success() {
             return Ok(None);
         }
-        let content_type = body
-            .head
-            .header_str(header::CONTENT_TYPE)
-            .map(str::to_string);
-        let mut bytes = Vec::new();
+        let limits = ListingLimits {
+            entries: MAX_LISTING_ENTRIES,
+            bytes: MAX_LISTING_BYTES,
+        };
+        let mut parser = ListingParser::new(
+            &body.head.url,
+            body.head.header_str(header::CONTENT_TYPE),
+            limits,
+        );
         while let Some(chunk) = body.next_chunk().await? {
-            bytes.extend_from_slice(&chunk);
-            if bytes.len() > MAX_LISTING_BYTES {
+            if let Err(error) = parser.feed(&chunk) {
+                return Err(OriginError::ListingTooLarge {
+                    url: body.head.url.to_string(),
+                    error,
+                });
+            }
+            if parser.is_not_listing() {
                 return Ok(None);
             }
         }
-        let base = &body.head.url;
-        Ok(listing::parse_listing(
-            base,
-            content_type.as_deref(),
-            &bytes,
-        ))
+        Ok(parser.finish())
     }
 
     /// The headers every request to `url` carries, without credentials: what
@@ -367,6 +419,15 @@ impl OriginClient {
                 }
             }
             admission.settle(Verdict::Answered);
+            if method != Method::HEAD && has_conflicting_framing(response.headers()) {
+                self.counters.add_origin_error();
+                return Err(OriginError::Transport {
+                    url: current.to_string(),
+                    message: "the response has both Content-Length and Transfer-Encoding, \
+                              which RFC 9112 section 6.3 says to treat as an error"
+                        .to_string(),
+                });
+            }
             let head = Head {
                 url: current,
                 status,

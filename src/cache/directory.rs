@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use url::Url;
 
 use super::expiring::ExpiringMap;
@@ -18,6 +19,7 @@ use super::{Cache, CacheError, DirEntry, Location, RemoteFile};
 use crate::config::{ListingMode, Origin};
 use crate::namespace;
 use crate::origin::ListingEntry;
+use crate::telemetry::EventKind;
 
 /// How long a HEAD's answer for an uncached file is reused.
 const PROBE_TTL: Duration = Duration::from_secs(5);
@@ -114,6 +116,12 @@ impl Cache {
             }
         }
         if let Some(error) = listing_error {
+            self.telemetry.events.emit(
+                EventKind::Error,
+                json!({ "url": dir_url.as_str(), "message": error.to_string(), "listing": true }),
+            );
+            // With nothing cached below, the reader gets the error (EIO, and
+            // a log line where it becomes an errno), never an empty directory.
             if names.is_empty() {
                 return Err(error);
             }

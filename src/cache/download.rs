@@ -77,6 +77,9 @@ pub struct Download {
     /// The size the origin announced, if it did.
     pub size: Option<u64>,
     pub mtime: Option<SystemTime>,
+    /// `Cache-Control: private`: only the mount's owner and root read it,
+    /// while it downloads as after.
+    pub private: bool,
     file: Arc<File>,
     progress: watch::Receiver<Progress>,
     failure: parking_lot::Mutex<Option<String>>,
@@ -98,14 +101,26 @@ pub struct DownloadWriter {
     progress: watch::Sender<Progress>,
 }
 
+/// What a response's headers say of its body before it arrives.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Announced {
+    pub size: Option<u64>,
+    pub mtime: Option<SystemTime>,
+    pub private: bool,
+}
+
 impl Download {
     /// A download into `file`, and the one writer that fills it.
     pub fn start(
         url: String,
-        size: Option<u64>,
-        mtime: Option<SystemTime>,
+        announced: Announced,
         file: Arc<File>,
     ) -> (Arc<Download>, DownloadWriter) {
+        let Announced {
+            size,
+            mtime,
+            private,
+        } = announced;
         let (sender, receiver) = watch::channel(Progress {
             written: 0,
             phase: Phase::Running,
@@ -116,6 +131,7 @@ impl Download {
             url,
             size,
             mtime,
+            private,
             file,
             progress: receiver,
             failure: parking_lot::Mutex::new(None),
@@ -327,8 +343,14 @@ mod tests {
 
     fn download(size: Option<u64>) -> (Arc<Download>, DownloadWriter, Arc<File>) {
         let file = Arc::new(tempfile::tempfile().unwrap());
-        let (download, writer) =
-            Download::start("http://h/f".into(), size, None, Arc::clone(&file));
+        let (download, writer) = Download::start(
+            "http://h/f".into(),
+            Announced {
+                size,
+                ..Default::default()
+            },
+            Arc::clone(&file),
+        );
         (download, writer, file)
     }
 

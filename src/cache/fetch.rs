@@ -15,7 +15,7 @@ use http::{HeaderMap, StatusCode};
 use serde_json::json;
 use url::Url;
 
-use super::download::{DownloadWriter, Fate};
+use super::download::{Announced, DownloadWriter, Fate};
 use super::freshness::{EntryMeta, missing_ttl, ttl_rules, unix_secs};
 use super::{Cache, CacheError, Download, Location, OpenBlob, Opened, StoredFile};
 use crate::config::Origin;
@@ -136,18 +136,24 @@ impl Cache {
         self: &Arc<Self>,
         origin: &Origin,
         url: &Url,
-        body: BodyStream,
+        mut body: BodyStream,
     ) -> Result<Arc<Download>, CacheError> {
+        if body.is_close_delimited()
+            && let Some(announced) = self.directory.recent_file(url.as_str())
+            && announced.download.is_none()
+        {
+            body.expect_at_least(announced.size);
+        }
         let head = &body.head;
         let meta = EntryMeta::from_response(url, head, &ttl_rules(origin), SystemTime::now());
         let partial = self.store.blobs.create_partial()?;
         let mtime = meta.last_modified.is_some().then(|| meta.mtime());
-        let (download, writer) = Download::start(
-            url.to_string(),
-            head.content_length(),
+        let announced = Announced {
+            size: head.content_length(),
             mtime,
-            partial.file(),
-        );
+            private: meta.private,
+        };
+        let (download, writer) = Download::start(url.to_string(), announced, partial.file());
         self.flights.start(Arc::clone(&download));
         self.telemetry.counters.download_started();
         self.telemetry.events.emit(

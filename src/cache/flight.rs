@@ -106,7 +106,7 @@ mod tests {
 
     fn download(url: &str) -> Arc<Download> {
         let file = Arc::new(tempfile::tempfile().unwrap());
-        let (download, writer) = Download::start(url.into(), None, None, file);
+        let (download, writer) = Download::start(url.into(), Default::default(), file);
         std::mem::forget(writer);
         download
     }

@@ -340,6 +340,12 @@ fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String
     headers.get(name)?.to_str().ok().map(str::to_string)
 }
 
+/// Whether a response says `Cache-Control: private`: meant for the user the
+/// mount serves, from its first byte on, stored or not.
+pub fn is_private_response(headers: &HeaderMap) -> bool {
+    Directives::of(&normalize::response_headers(headers)).private
+}
+
 pub fn unix_secs(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -20,7 +20,7 @@ use serde_json::json;
 use url::Url;
 
 use super::flight::FlightGuard;
-use super::freshness::{EntryMeta, missing_ttl, ttl_rules};
+use super::freshness::{EntryMeta, is_private_response, missing_ttl, ttl_rules};
 use super::recent::Outcome;
 use super::{Cache, CacheError, Download, Location, RemoteFile, Resolved, StoredFile};
 
@@ -35,17 +35,16 @@ impl Cache {
     /// what it serves with its credentials or as `Cache-Control: private`.
     pub async fn resolve(self: &Arc<Self>, loc: &Location) -> Result<Resolved, CacheError> {
         let resolved = self.resolve_path(loc).await?;
-        if !loc.origin.keeps_private() {
-            return Ok(resolved);
-        }
+        let keeps_private = loc.origin.keeps_private();
         let credentials = loc.origin.has_credentials();
         Ok(match resolved {
             Resolved::Stored(mut stored) => {
-                stored.private = credentials || self.is_marked_private(loc)?;
+                stored.private = keeps_private && (credentials || self.is_marked_private(loc)?);
                 Resolved::Stored(stored)
             }
             Resolved::Remote(mut file) => {
-                file.private = credentials;
+                // A file not stored yet knows from its HEAD or its download.
+                file.private = keeps_private && (credentials || file.private);
                 Resolved::Remote(file)
             }
             Resolved::Directory => Resolved::Directory,
@@ -361,7 +360,7 @@ impl Cache {
                 size,
                 mtime,
                 download: None,
-                private: false,
+                private: is_private_response(&head.headers),
             };
             self.directory.remember_file(url.as_str(), file);
             return Ok(Resolved::Remote(file));
@@ -435,6 +434,6 @@ fn remote_of(download: &Download, size: u64) -> Resolved {
         size,
         mtime: download.mtime,
         download: Some(download.id),
-        private: false,
+        private: download.private,
     })
 }

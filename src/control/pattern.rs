@@ -38,8 +38,10 @@ use url::Url;
 
 use crate::namespace;
 
-/// The largest write a control file accepts.
-pub const MAX_WRITE_BYTES: usize = 8 * 1024;
+/// The longest line a control file accepts. A path or URL is far shorter;
+/// a longer line is a mistake (a file with no newlines, written by
+/// accident). A write may hold any number of lines.
+pub const MAX_LINE_BYTES: usize = 8 * 1024;
 
 /// Characters that make a mount path a glob.
 const GLOB_METACHARACTERS: [char; 3] = ['*', '?', '['];
@@ -48,10 +50,10 @@ const GLOB_METACHARACTERS: [char; 3] = ['*', '?', '['];
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PatternError {
     #[error(
-        "the write is {bytes} bytes, over the {MAX_WRITE_BYTES}-byte limit of a control file; \
-         split the patterns over several writes"
+        "line {line} is {bytes} bytes, over the {MAX_LINE_BYTES}-byte limit of one pattern; \
+         write one path, glob or URL per line"
     )]
-    TooLarge { bytes: usize },
+    LineTooLong { line: usize, bytes: usize },
     #[error("line {line}: the write is not valid UTF-8; patterns must be UTF-8 text")]
     NotUtf8 { line: usize },
     #[error(
@@ -159,15 +161,18 @@ impl PatternSet {
         origins: &[OriginBase<'_>],
         any_host: bool,
     ) -> Result<PatternSet, PatternError> {
-        if input.len() > MAX_WRITE_BYTES {
-            return Err(PatternError::TooLarge { bytes: input.len() });
-        }
         let text = std::str::from_utf8(input).map_err(|err| PatternError::NotUtf8 {
             line: line_of_offset(input, err.valid_up_to()),
         })?;
         let mut patterns = Vec::new();
         for (index, raw_line) in text.split('\n').enumerate() {
             let line = index + 1;
+            if raw_line.len() > MAX_LINE_BYTES {
+                return Err(PatternError::LineTooLong {
+                    line,
+                    bytes: raw_line.len(),
+                });
+            }
             let trimmed = raw_line.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
@@ -1011,17 +1016,20 @@ mod tests {
     }
 
     #[test]
-    fn write_over_the_limit_is_refused() {
-        let line = format!("/{}", "a".repeat(MAX_WRITE_BYTES - 1));
-        assert_eq!(line.len(), MAX_WRITE_BYTES);
+    fn a_line_over_the_limit_is_refused_and_a_long_write_is_not() {
+        let line = format!("/{}", "a".repeat(MAX_LINE_BYTES - 1));
+        assert_eq!(line.len(), MAX_LINE_BYTES);
         assert!(parse_with(&line, false).is_ok());
-        let too_long = format!("{line}\n");
+        let too_long = format!("/pypi/a\n{line}b\n");
         assert_eq!(
             parse_err(&too_long),
-            PatternError::TooLarge {
-                bytes: MAX_WRITE_BYTES + 1
+            PatternError::LineTooLong {
+                line: 2,
+                bytes: MAX_LINE_BYTES + 1
             }
         );
+        let many = "/pypi/a\n".repeat(10_000);
+        assert!(parse_with(&many, false).is_ok(), "80 KB of short lines");
     }
 
     #[test]
@@ -1502,7 +1510,7 @@ mod properties {
                     let text = std::str::from_utf8(&input).expect("an accepted write is UTF-8");
                     check_write(text, any_host, &candidates)?;
                 }
-                Err(PatternError::TooLarge { .. }) => {
+                Err(PatternError::LineTooLong { .. }) => {
                     prop_assert!(false, "{} bytes refused as too large", input.len());
                 }
                 Err(_) => {}
@@ -1541,26 +1549,25 @@ mod properties {
         }
 
         #[test]
-        fn a_write_over_the_limit_is_refused(
-            extra in 1..MAX_WRITE_BYTES,
+        fn only_a_line_over_the_limit_is_refused(
+            extra in 1..MAX_LINE_BYTES,
             line in prop_oneof![mount_path_line(), glob_line(), url_line()],
             any_host: bool,
         ) {
             let mut input = String::new();
-            while input.len() <= MAX_WRITE_BYTES + extra {
+            while input.len() <= MAX_LINE_BYTES + extra {
                 input.push_str(&line);
                 input.push('\n');
             }
-            let bytes = input.len();
-            prop_assert_eq!(
-                parse(input.as_bytes(), any_host).err(),
-                Some(PatternError::TooLarge { bytes })
-            );
-            let at_the_limit = parse(&input.as_bytes()[..MAX_WRITE_BYTES], any_host);
+            let lines = input.lines().count();
             prop_assert!(
-                !matches!(at_the_limit, Err(PatternError::TooLarge { .. })),
-                "{} bytes refused as too large",
-                MAX_WRITE_BYTES
+                !matches!(parse(input.as_bytes(), any_host), Err(PatternError::LineTooLong { .. })),
+                "{} short lines refused as too long", lines
+            );
+            let long = format!("/{}\n{input}", "a".repeat(MAX_LINE_BYTES + extra));
+            prop_assert_eq!(
+                parse(long.as_bytes(), any_host).err(),
+                Some(PatternError::LineTooLong { line: 1, bytes: MAX_LINE_BYTES + extra + 1 })
             );
         }
     }

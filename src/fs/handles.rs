@@ -35,9 +35,9 @@ pub struct CommandWriter {
     pending: parking_lot::Mutex<Vec<u8>>,
 }
 
-/// More than a control write may hold arrived without a newline.
+/// A line longer than a control file accepts: its length so far.
 #[derive(Debug)]
-pub struct LineTooLong;
+pub struct LineTooLong(pub usize);
 
 impl CommandWriter {
     pub fn new(file: ControlFile) -> CommandWriter {
@@ -49,18 +49,21 @@ impl CommandWriter {
 
     /// Takes a write: returns the complete lines to apply now (up to its last
     /// newline, with the unfinished line of earlier writes before them),
-    /// keeping the rest for later.
+    /// keeping the rest for later. An unfinished line longer than `limit` is
+    /// refused and dropped: it can only fail when whole, and it is not
+    /// kept growing meanwhile.
     pub fn take_lines(&self, data: &[u8], limit: usize) -> Result<Vec<u8>, LineTooLong> {
         let mut pending = self.pending.lock();
         pending.extend_from_slice(data);
-        let Some(last_newline) = pending.iter().rposition(|b| *b == b'\n') else {
-            if pending.len() > limit {
-                pending.clear();
-                return Err(LineTooLong);
-            }
-            return Ok(Vec::new());
-        };
-        let rest = pending.split_off(last_newline + 1);
+        let whole = pending
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |last_newline| last_newline + 1);
+        let rest = pending.split_off(whole);
+        if rest.len() > limit {
+            pending.clear();
+            return Err(LineTooLong(rest.len()));
+        }
         Ok(std::mem::replace(&mut *pending, rest))
     }
 
@@ -114,10 +117,24 @@ mod tests {
     }
 
     #[test]
-    fn a_line_longer_than_a_write_may_hold_is_refused() {
+    fn a_line_longer_than_the_limit_is_refused() {
         let writer = CommandWriter::new(ControlFile::Evict);
         assert!(writer.take_lines(&[b'a'; 5000], 8192).is_ok());
         assert!(writer.take_lines(&[b'a'; 5000], 8192).is_err());
         assert!(writer.take_rest().is_empty(), "the refused line is dropped");
+    }
+
+    #[test]
+    fn writes_of_any_size_with_short_lines_are_taken() {
+        let writer = CommandWriter::new(ControlFile::Prefetch);
+        let lines = "/o/some/file\n".repeat(10_000);
+        let (head, tail) = lines.as_bytes().split_at(70_001);
+        assert_eq!(
+            writer.take_lines(head, 8192).unwrap().len(),
+            70_001 / 13 * 13
+        );
+        let rest = writer.take_lines(tail, 8192).unwrap();
+        assert!(rest.ends_with(b"/o/some/file\n"));
+        assert!(writer.take_rest().is_empty());
     }
 }

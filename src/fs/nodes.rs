@@ -90,6 +90,42 @@ impl Inner {
         let fixed = 2 + ControlFile::ALL.len();
         self.nodes.len().saturating_sub(fixed) + self.blob_paths.len()
     }
+
+    /// The kernel answered with `ino` (a lookup) holds one more reference
+    /// to it, until it forgets it.
+    fn count_lookup(&mut self, ino: u64) {
+        if ino >= FIRST_DYNAMIC_INO {
+            *self.lookups.entry(ino).or_default() += 1;
+        }
+    }
+
+    fn drop_node(&mut self, ino: u64) {
+        self.blob_paths.remove(&ino);
+        self.private_blobs.remove(&ino);
+        if self.nodes.remove(&ino).is_some()
+            && let Some(key) = self.names.remove(&ino)
+            && self.by_name.get(&key) == Some(&ino)
+        {
+            self.by_name.remove(&key);
+        }
+    }
+
+    fn insert(&mut self, parent: u64, name: &[u8], node: Node) -> u64 {
+        let key = (parent, name.to_vec());
+        let current = self.by_name.get(&key).copied();
+        let ino = match current {
+            Some(ino) if !is_other_version(self.nodes.get(&ino), &node) => ino,
+            _ => {
+                let ino = self.next;
+                self.next += 1;
+                self.by_name.insert(key.clone(), ino);
+                self.names.insert(ino, key);
+                ino
+            }
+        };
+        self.nodes.insert(ino, node);
+        ino
+    }
 }
 
 impl Default for NodeTable {
@@ -124,15 +160,6 @@ impl NodeTable {
         }
     }
 
-    /// The kernel was answered with `ino` (a lookup): it holds one more
-    /// reference to it, until it forgets it.
-    pub fn looked_up(&self, ino: u64) {
-        if ino < FIRST_DYNAMIC_INO {
-            return;
-        }
-        *self.inner.lock().lookups.entry(ino).or_default() += 1;
-    }
-
     /// The kernel gives back `count` lookups of `ino`; an inode it no longer
     /// holds is dropped, so the table holds what the kernel holds, not
     /// everything ever looked up.
@@ -146,13 +173,19 @@ impl NodeTable {
             return;
         }
         inner.lookups.remove(&ino);
-        inner.blob_paths.remove(&ino);
-        inner.private_blobs.remove(&ino);
-        if inner.nodes.remove(&ino).is_some()
-            && let Some(key) = inner.names.remove(&ino)
-            && inner.by_name.get(&key) == Some(&ino)
-        {
-            inner.by_name.remove(&key);
+        inner.drop_node(ino);
+        self.show_size(&inner);
+    }
+
+    /// Drops those of `inos` the kernel holds no lookup of: directories a
+    /// listing named (`readdir` gives the kernel no reference) and nobody
+    /// looked up while it was open.
+    pub fn drop_unreferenced(&self, inos: impl IntoIterator<Item = u64>) {
+        let mut inner = self.inner.lock();
+        for ino in inos {
+            if ino >= FIRST_DYNAMIC_INO && !inner.lookups.contains_key(&ino) {
+                inner.drop_node(ino);
+            }
         }
         self.show_size(&inner);
     }
@@ -173,10 +206,12 @@ impl NodeTable {
         self.inner.lock().nodes.get(&ino).cloned()
     }
 
-    /// A lookup answered with the stored body `ino` at `loc`; `private` when
-    /// that path serves it privately.
-    pub fn remember_blob_path(&self, ino: u64, loc: Location, private: bool) {
+    /// A lookup is answered with the stored body `ino` at `loc`; `private`
+    /// when that path serves it privately. Counted in the same step, so a
+    /// `forget` of earlier lookups cannot drop what this one answers.
+    pub fn blob_looked_up(&self, ino: u64, loc: Location, private: bool) {
         let mut inner = self.inner.lock();
+        inner.count_lookup(ino);
         inner.blob_paths.insert(ino, loc);
         if private {
             inner.private_blobs.insert(ino);
@@ -221,19 +256,17 @@ impl NodeTable {
     /// the kernel's page cache or size.
     pub fn insert(&self, parent: u64, name: &[u8], node: Node) -> u64 {
         let mut inner = self.inner.lock();
-        let key = (parent, name.to_vec());
-        let current = inner.by_name.get(&key).copied();
-        let ino = match current {
-            Some(ino) if !is_other_version(inner.nodes.get(&ino), &node) => ino,
-            _ => {
-                let ino = inner.next;
-                inner.next += 1;
-                inner.by_name.insert(key.clone(), ino);
-                inner.names.insert(ino, key);
-                ino
-            }
-        };
-        inner.nodes.insert(ino, node);
+        let ino = inner.insert(parent, name, node);
+        self.show_size(&inner);
+        ino
+    }
+
+    /// [`NodeTable::insert`] for a lookup's answer, counted in the same step
+    /// (see [`NodeTable::blob_looked_up`]).
+    pub fn insert_looked_up(&self, parent: u64, name: &[u8], node: Node) -> u64 {
+        let mut inner = self.inner.lock();
+        let ino = inner.insert(parent, name, node);
+        inner.count_lookup(ino);
         self.show_size(&inner);
         ino
     }
@@ -323,9 +356,8 @@ mod tests {
     fn an_inode_the_kernel_forgot_is_dropped() {
         let nodes = NodeTable::default();
         let o = nodes.insert(ROOT_INO, b"o", dir(""));
-        let d = nodes.insert(o, b"d", dir("d"));
-        nodes.looked_up(d);
-        nodes.looked_up(d);
+        let d = nodes.insert_looked_up(o, b"d", dir("d"));
+        assert_eq!(nodes.insert_looked_up(o, b"d", dir("d")), d);
         nodes.forget(d, 1);
         assert!(nodes.get(d).is_some(), "dropped with a lookup still held");
         nodes.forget(d, 1);
@@ -343,12 +375,36 @@ mod tests {
     #[test]
     fn a_million_lookups_forgotten_leave_nothing() {
         let nodes = NodeTable::default();
-        for i in 0..100_000u32 {
-            let ino = nodes.insert(ROOT_INO, &i.to_be_bytes(), dir("x"));
-            nodes.looked_up(ino);
+        for i in 0..1_000_000u32 {
+            let ino = nodes.insert_looked_up(ROOT_INO, &i.to_be_bytes(), dir("x"));
             nodes.forget(ino, 1);
         }
         assert_eq!(nodes.len(), 0);
+    }
+
+    /// The kernel forgets an inode while a new lookup of its name is being
+    /// answered: the forget covers the old lookups only, so the inode the
+    /// new answer names stays.
+    #[test]
+    fn a_forget_of_old_lookups_keeps_the_inode_a_new_lookup_answers() {
+        let nodes = NodeTable::default();
+        let d = nodes.insert_looked_up(ROOT_INO, b"d", dir("d"));
+        assert_eq!(nodes.insert_looked_up(ROOT_INO, b"d", dir("d")), d);
+        nodes.forget(d, 1);
+        assert!(nodes.get(d).is_some());
+    }
+
+    #[test]
+    fn directories_a_listing_named_are_dropped_unless_looked_up() {
+        let nodes = NodeTable::default();
+        let listed: Vec<u64> = (0..1000u32)
+            .map(|i| nodes.insert(ROOT_INO, &i.to_be_bytes(), dir("x")))
+            .collect();
+        let kept = nodes.insert_looked_up(ROOT_INO, &7u32.to_be_bytes(), dir("x"));
+        assert_eq!(kept, listed[7]);
+        nodes.drop_unreferenced(listed.iter().copied().chain([ROOT_INO]));
+        assert_eq!(nodes.len(), 1);
+        assert!(nodes.get(kept).is_some() && nodes.get(ROOT_INO).is_some());
     }
 
     #[test]

@@ -42,6 +42,8 @@ struct State {
     synced: u64,
     /// The last round's error, if it failed (it is retried with the next).
     error: Option<String>,
+    /// Rounds ended so far, to tell a waiter a round failed since it came.
+    rounds: u64,
     stopping: bool,
 }
 
@@ -79,13 +81,15 @@ impl Durability {
         self.state.lock().synced
     }
 
-    /// Waits until commit `seq` survives a power loss; the error of a failed
-    /// round if the syncer cannot get there.
+    /// Waits until commit `seq` survives a power loss; the error of a round
+    /// that failed meanwhile, like fsync(2) on a failing disk. (The syncer
+    /// goes on retrying; a later wait may succeed.)
     pub fn wait(&self, seq: u64) -> Result<(), String> {
         let mut state = self.state.lock();
+        let came_at = state.rounds;
         while state.synced < seq {
             if let Some(error) = &state.error
-                && state.pending.is_empty()
+                && state.rounds > came_at
             {
                 return Err(error.clone());
             }
@@ -115,6 +119,7 @@ impl Durability {
             };
             let result = sync_round(index, &batch);
             let mut state = self.state.lock();
+            state.rounds += 1;
             match result {
                 Ok(()) => {
                     let last = batch.iter().map(|(_, seq)| *seq).max().unwrap_or(0);
@@ -125,6 +130,14 @@ impl Durability {
                         tracing::debug!("recording the synced commit: {error}");
                     }
                 }
+                Err(error) if state.stopping => {
+                    // The last round, on the way out: what it could not
+                    // sync is checked at the next open (it is unclean).
+                    tracing::warn!("making commits durable before stopping: {error}");
+                    state.error = Some(error.to_string());
+                    self.changed.notify_all();
+                    return;
+                }
                 Err(error) => {
                     tracing::warn!("making commits durable: {error}; trying again");
                     state.error = Some(error.to_string());
@@ -132,16 +145,12 @@ impl Durability {
                 }
             }
             self.changed.notify_all();
-            if result_failed(&state) {
+            if state.error.is_some() {
                 drop(state);
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
     }
-}
-
-fn result_failed(state: &State) -> bool {
-    state.error.is_some() && !state.stopping
 }
 
 /// One round: every blob's data, every shard directory, then the index log.
@@ -180,5 +189,43 @@ impl Drop for Syncer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started() -> (tempfile::TempDir, Arc<Durability>, Syncer) {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(Index::open(&dir.path().join("index")).unwrap());
+        let (durability, syncer) = Durability::start(index, 0).unwrap();
+        (dir, durability, syncer)
+    }
+
+    #[test]
+    fn a_wait_returns_once_its_commit_is_synced() {
+        let (dir, durability, _syncer) = started();
+        let blob = dir.path().join("blob");
+        std::fs::write(&blob, b"body").unwrap();
+        durability.committed(blob, 1);
+        assert_eq!(durability.wait(1), Ok(()));
+        assert!(durability.synced() >= 1);
+    }
+
+    #[test]
+    fn a_wait_gets_the_error_of_a_failed_round_instead_of_waiting_for_ever() {
+        let (dir, durability, _syncer) = started();
+        // A path below a regular file cannot be opened (ENOTDIR), every round.
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        durability.committed(file.join("blob"), 1);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let waiter = Arc::clone(&durability);
+        std::thread::spawn(move || sender.send(waiter.wait(1)));
+        let result = receiver
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the wait never returned");
+        assert!(result.is_err(), "{result:?}");
     }
 }

@@ -7,14 +7,6 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn write_control(mount: &Mount, file: &str, text: &str) -> std::io::Result<()> {
-    let mut control = std::fs::OpenOptions::new()
-        .write(true)
-        .open(mount.path(&format!(".fetchfs/{file}")))?;
-    control.write_all(text.as_bytes())?;
-    control.flush()
-}
-
 #[test]
 fn invalidate_makes_the_next_read_revalidate() {
     let origin = Origin::start();
@@ -24,7 +16,9 @@ fn invalidate_makes_the_next_read_revalidate() {
     mount.wait_idle(Duration::from_secs(10));
     let before = origin.requests_to("/base/f").len();
 
-    write_control(&mount, "invalidate", "/o/f\n").expect("write .fetchfs/invalidate");
+    mount
+        .control("invalidate", "/o/f\n")
+        .expect("write .fetchfs/invalidate");
     origin.route("/base/f", Route::fresh(b"v2 changed".to_vec()));
     let got = read(&mount.path("o/f"));
 
@@ -46,7 +40,9 @@ fn evict_drops_the_cached_body() {
     assert_eq!(mount.stat("blobs"), 1);
     let gets_before = origin.gets("/base/f");
 
-    write_control(&mount, "evict", "/o/*\n").expect("write .fetchfs/evict");
+    mount
+        .control("evict", "/o/*\n")
+        .expect("write .fetchfs/evict");
 
     assert!(
         eventually(Duration::from_secs(3), || mount.stat("blobs") == 0),
@@ -70,7 +66,7 @@ fn malformed_pattern_is_einval_and_changes_nothing() {
     let before = origin.total();
 
     // A valid line and a bad glob in one write: all or nothing.
-    let result = write_control(&mount, "evict", "/o/f\n/o/[unclosed\n");
+    let result = mount.control("evict", "/o/f\n/o/[unclosed\n");
 
     assert_errno(result, libc::EINVAL, "evict with a malformed glob");
     assert_eq!(read(&mount.path("o/f")), b"v1");
@@ -98,7 +94,9 @@ fn check_invalidate_by(pattern: impl Fn(&Origin) -> String) {
         "fresh entry served from cache"
     );
 
-    write_control(&mount, "invalidate", &format!("{}\n", pattern(&origin))).expect("invalidate");
+    mount
+        .control("invalidate", &format!("{}\n", pattern(&origin)))
+        .expect("invalidate");
 
     assert_eq!(read(&mount.path("o/dir/f.whl")), b"v2");
 }
@@ -161,7 +159,9 @@ fn prefetch_fetches_in_the_background() {
     let mount = Mount::single("o", origin.url("/base"));
 
     let url = origin.url("/base/b.txt");
-    write_control(&mount, "prefetch", &format!("/o/a/big.bin\n{url}\n")).expect("prefetch");
+    mount
+        .control("prefetch", &format!("/o/a/big.bin\n{url}\n"))
+        .expect("prefetch");
 
     assert!(
         eventually(Duration::from_secs(10), || mount.stat("entries") == 2),
@@ -254,7 +254,7 @@ fn invalidate_right_after_a_revalidation_still_asks_again() {
 
     // Within the collapsing window of that revalidation.
     origin.route("/base/f", version("v2", "\"v2\""));
-    write_control(&mount, "invalidate", "/o/f\n").expect("invalidate");
+    mount.control("invalidate", "/o/f\n").expect("invalidate");
 
     assert_eq!(read(&mount.path("o/f")), b"v2");
 }
@@ -284,7 +284,7 @@ fn a_command_on_a_full_disk_is_enospc_not_einval_and_says_why() {
     // Each write rewrites 200 records; the index's log soon needs room the
     // disk no longer has.
     let error = (0..500)
-        .find_map(|_| write_control(&mount, "invalidate", "/o/d/\n").err())
+        .find_map(|_| mount.control("invalidate", "/o/d/\n").err())
         .expect("500 invalidations on a full disk all succeeded");
     assert_ne!(
         error.raw_os_error(),
@@ -312,7 +312,7 @@ fn a_command_on_a_full_disk_is_enospc_not_einval_and_says_why() {
     // still frees space, through the reserve the cache keeps.
     let bytes_before = mount.stat("cache_bytes");
     let evicted = eventually(Duration::from_secs(20), || {
-        write_control(&mount, "evict", "/o/d/f1*\n").is_ok()
+        mount.control("evict", "/o/d/f1*\n").is_ok()
     });
     assert!(evicted, "evict never worked on the full disk");
     assert!(
@@ -324,7 +324,7 @@ fn a_command_on_a_full_disk_is_enospc_not_einval_and_says_why() {
     // With room again, the rest applies: nothing was lost or wedged.
     std::fs::remove_file(filler).unwrap();
     let applied = eventually(Duration::from_secs(20), || {
-        write_control(&mount, "evict", "/o/d/\n").is_ok()
+        mount.control("evict", "/o/d/\n").is_ok()
     });
     assert!(applied, "the index never recovered from the full disk");
     assert_eq!(mount.stat("entries"), 0, "{}", mount.stats());
@@ -385,6 +385,45 @@ fn invalidate_clears_a_remembered_404() {
         libc::ENOENT,
         "remembered 404",
     );
-    write_control(&mount, "invalidate", "/o/new.bin\n").expect("invalidate");
+    mount
+        .control("invalidate", "/o/new.bin\n")
+        .expect("invalidate");
     assert_eq!(read(&mount.path("o/new.bin")), b"published\n");
+}
+
+/// The 8 KiB limit is per line: a pattern file of any length written in one
+/// go (`cat list > .fetchfs/evict`) applies every line.
+#[test]
+fn a_long_pattern_file_written_at_once_applies_every_line() {
+    let origin = Origin::start();
+    for i in 0..300 {
+        origin.route(&format!("/base/d/f{i}"), Route::fresh(vec![b'x'; 100]));
+    }
+    let mount = Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")).listing("none"))
+        .mount();
+    for i in 0..300 {
+        read(&mount.path(&format!("o/d/f{i}")));
+    }
+    mount.wait_idle(Duration::from_secs(10));
+    assert_eq!(mount.stat("entries"), 300);
+
+    // 300 files named many times over: about 170 KB in one write(2).
+    let list: String = (0..10_000)
+        .map(|i| format!("/o/d/f{}\n", i % 300))
+        .collect();
+    assert!(list.len() > 64 * 1024);
+    std::fs::write(mount.path(".fetchfs/evict"), &list).expect("a long pattern file");
+    assert_eq!(mount.stat("entries"), 0, "{}", mount.stats());
+
+    // A single line over the limit is still refused, and changes nothing.
+    read(&mount.path("o/d/f1"));
+    mount.wait_idle(Duration::from_secs(10));
+    let long = format!("/o/d/f1\n/o/{}\n", "a".repeat(9000));
+    assert_errno(
+        mount.control("evict", &long),
+        libc::EINVAL,
+        "a 9,000-byte line",
+    );
+    assert_eq!(mount.stat("entries"), 1);
 }

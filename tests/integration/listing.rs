@@ -2,10 +2,13 @@
 //! or lists `d/` (nginx HTML or JSON autoindex); a recursive walk of the mount
 //! matches the origin's tree; `readdir` adds what is cached to what is
 //! listed; with `listing = "none"` explicit deep paths work with no listing.
+//! A listing far bigger than 16 MiB lists whole, and one that cannot be read
+//! is EIO with an error event and a log line, never an empty directory.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 
@@ -202,5 +205,106 @@ fn listing_auto_without_listing_is_enoent() {
         std::fs::metadata(mount.path("o/releases")),
         libc::ENOENT,
         "stat o/releases",
+    );
+}
+
+/// nginx's `autoindex` page of the files `names` in `/base/`, padded as
+/// nginx pads it: about 120 bytes an entry.
+fn nginx_autoindex(names: &[String]) -> Vec<u8> {
+    let mut page = String::from(
+        "<html>\r\n<head><title>Index of /base/</title></head>\r\n<body>\r\n\
+         <h1>Index of /base/</h1><hr><pre><a href=\"../\">../</a>\r\n",
+    );
+    for (i, name) in names.iter().enumerate() {
+        page.push_str(&format!(
+            "<a href=\"{name}\">{name}</a>{:pad$} 01-Jan-2024 00:00 {:>19}\r\n",
+            "",
+            i * 7,
+            pad = 50usize.saturating_sub(name.len()),
+        ));
+    }
+    page.push_str("</pre><hr></body>\r\n</html>\r\n");
+    page.into_bytes()
+}
+
+#[test]
+fn a_listing_of_200_000_entries_lists_every_name() {
+    const ENTRIES: usize = 200_000;
+    let names: Vec<String> = (0..ENTRIES)
+        .map(|i| format!("artifact-{i:06}.tar.gz"))
+        .collect();
+    let page = nginx_autoindex(&names);
+    assert!(
+        page.len() > 20 * 1024 * 1024,
+        "the page ({} bytes) is not past the old 16 MiB cut",
+        page.len()
+    );
+    let origin = Origin::start();
+    origin.route(
+        "/base/",
+        Route::ok(page).header("Content-Type", "text/html"),
+    );
+    let mount = Mount::single("o", origin.url("/base"));
+    let started = Instant::now();
+
+    let listed: Vec<String> = std::fs::read_dir(mount.path("o"))
+        .expect("read_dir o")
+        .map(|entry| {
+            let entry = entry.expect("read_dir entry");
+            entry.file_name().to_string_lossy().into_owned()
+        })
+        .collect();
+
+    eprintln!("read_dir of {ENTRIES} entries: {:?}", started.elapsed());
+    assert_eq!(listed.len(), ENTRIES, "names listed");
+    let listed: HashSet<String> = listed.into_iter().collect();
+    assert_eq!(listed.len(), ENTRIES, "distinct names listed");
+    let missing: Vec<&String> = names.iter().filter(|n| !listed.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} names missing, first {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert_eq!(origin.gets("/base/"), 1, "one GET of the listing");
+}
+
+#[test]
+fn a_listing_that_cannot_be_read_is_eio_an_error_event_and_a_log_line() {
+    // One JSON entry past the parser's cap on an entry (64 KiB): a guard
+    // against a hostile origin, tried here because it is cheap to reach.
+    let padding = "p".repeat(100_000);
+    let body = format!(r#"[{{"name":"a","type":"file","size":1,"padding":"{padding}"}}]"#);
+    let origin = Origin::start();
+    origin.route(
+        "/base/",
+        Route::ok(body.into_bytes()).header("Content-Type", "application/json"),
+    );
+    let mount = Mount::single("o", origin.url("/base"));
+
+    assert_errno(std::fs::read_dir(mount.path("o")), libc::EIO, "read_dir o");
+
+    // The events file is a log that waits at its end: read its last lines.
+    let events_path = mount.path(".fetchfs/events");
+    let end = std::fs::metadata(&events_path).unwrap().len();
+    let events = std::fs::File::open(&events_path).unwrap();
+    let mut tail = vec![0u8; 16 * 1024];
+    let n = events
+        .read_at(&mut tail, end.saturating_sub(16 * 1024))
+        .unwrap();
+    let tail = String::from_utf8_lossy(&tail[..n]);
+    let error = tail
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["event"] == "error" && event["listing"] == true)
+        .unwrap_or_else(|| panic!("no error event for the listing: {tail}"));
+    assert_eq!(error["url"], origin.url("/base/").as_str());
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains("over 65536 bytes"), "{error}");
+    let log = mount.stderr();
+    assert!(
+        log.lines()
+            .any(|line| line.contains(&origin.url("/base/")) && line.contains("over 65536 bytes")),
+        "the log does not say why: {log}"
     );
 }

@@ -19,6 +19,7 @@ mod dedup;
 mod errors;
 mod events;
 mod eviction;
+mod faults;
 mod lifecycle;
 mod listing;
 mod namespace;

@@ -98,6 +98,22 @@ fn other_users_read_neither_the_control_folder_nor_private_bodies() {
         "/base/mine",
         Route::fresh(random_bytes(1000, 803)).header("Cache-Control", "private, max-age=3600"),
     );
+    // Private from the first byte: another user may be the first to ask, or
+    // the body may never be stored at all.
+    origin.route(
+        "/base/first",
+        Route::fresh(random_bytes(1000, 805)).header("Cache-Control", "private, max-age=3600"),
+    );
+    origin.route(
+        "/base/never-stored",
+        Route::fresh(random_bytes(1000, 806)).header("Cache-Control", "private, no-store"),
+    );
+    origin.route(
+        "/base/unsized",
+        Route::fresh(random_bytes(1000, 807))
+            .chunked()
+            .header("Cache-Control", "private, no-store"),
+    );
     let creds = Origin::start();
     creds.route("/base/token-gated", Route::fresh(random_bytes(1000, 804)));
     let scratch = tempfile::tempdir().unwrap();
@@ -116,16 +132,29 @@ fn other_users_read_neither_the_control_folder_nor_private_bodies() {
         }
         dir = d.parent();
     }
+    for path in ["o/first", "o/unsized"] {
+        assert!(
+            !nobody_can_read(&mount.path(path)),
+            "another user read {path} before the owner did"
+        );
+    }
     for path in ["o/public", "o/mine", "c/token-gated"] {
         read(&mount.path(path));
     }
     mount.wait_idle(Duration::from_secs(10));
 
     assert!(nobody_can_read(&mount.path("o/public")), "a public body");
+    assert!(
+        nobody_can_get_xattr(&mount.path("o/public")),
+        "the xattrs of a public body"
+    );
     for path in [
         ".fetchfs/stats",
         ".fetchfs/metrics",
         "o/mine",
+        "o/first",
+        "o/never-stored",
+        "o/unsized",
         "c/token-gated",
     ] {
         assert!(
@@ -133,9 +162,31 @@ fn other_users_read_neither_the_control_folder_nor_private_bodies() {
             "another user read {path}"
         );
         assert!(
+            !nobody_can_get_xattr(&mount.path(path)),
+            "another user read the xattrs of {path}"
+        );
+        assert!(
             std::fs::read(mount.path(path)).is_ok(),
             "the owner cannot read {path}"
         );
     }
+    // Its mode says so too, after the kernel's attributes expire.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mode = std::fs::metadata(mount.path("o/mine"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o400, "a private body's mode: {mode:o}");
     drop(scratch);
+}
+
+/// `getfattr -n user.fetchfs.url PATH` as `nobody`: whether it worked.
+fn nobody_can_get_xattr(path: &Path) -> bool {
+    Command::new("runuser")
+        .args(["-u", "nobody", "--", "getfattr", "-n", "user.fetchfs.url"])
+        .arg(path)
+        .output()
+        .expect("runuser getfattr (install the attr package)")
+        .status
+        .success()
 }

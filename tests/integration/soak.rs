@@ -7,7 +7,6 @@
 //! warm.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,11 +60,7 @@ fn footprint(pid: u32) -> (u64, usize) {
 }
 
 fn write_control(mount: &Mount, file: &str, text: &str) {
-    let result = std::fs::OpenOptions::new()
-        .write(true)
-        .open(mount.path(&format!(".fetchfs/{file}")))
-        .and_then(|mut control| control.write_all(text.as_bytes()));
-    if let Err(error) = result {
+    if let Err(error) = mount.control(file, text) {
         panic!("{file} {text:?}: {error}");
     }
 }
@@ -171,12 +166,17 @@ fn readers_invalidations_and_evictions_for_a_while_lose_nothing() {
     let first = footprint(mount.pid());
     let mut warm = first;
     let mut peak = first;
+    // RSS at each tenth of the run, to show where it levels off.
+    let mut profile = Vec::new();
     while started.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_secs(1));
         let now = footprint(mount.pid());
         peak = (peak.0.max(now.0), peak.1.max(now.1));
         if started.elapsed() < Duration::from_secs(seconds / 5 + 1) {
             warm = now;
+        }
+        if started.elapsed() >= Duration::from_secs(seconds) * (profile.len() as u32 + 1) / 10 {
+            profile.push(now.0 / 1024);
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -192,7 +192,7 @@ fn readers_invalidations_and_evictions_for_a_while_lose_nothing() {
     );
     eprintln!(
         "soak {seconds} s: {reads} reads, {wrong} wrong, {enoent} ENOENT, {errors} other errors; \
-         RSS start/warm/peak/end {}/{}/{}/{} MiB, fds {}/{}/{}/{}; {}",
+         RSS start/warm/peak/end {}/{}/{}/{} MiB (each tenth: {profile:?}), fds {}/{}/{}/{}; {}",
         first.0 / 1024,
         warm.0 / 1024,
         peak.0 / 1024,

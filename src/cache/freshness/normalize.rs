@@ -3,6 +3,11 @@
 //! - Cache-Control directive names are case-insensitive (RFC 9111 §5.2), and
 //!   so is `Pragma: no-cache`; the parser downstream compares them as
 //!   written, so they are lowercased here.
+//! - Only the headers the caching rules read are kept, and only the
+//!   Cache-Control directives RFC 9111, RFC 5861 and RFC 8246 define (a
+//!   cache ignores the others, RFC 9111 §5.2.3): what an origin adds beyond
+//!   them, a 100 KB header or 10,000 extension directives, never reaches
+//!   the stored policy.
 //! - A header value that is not text is dropped (it would not survive the
 //!   stored policy's round trip).
 //! - Numbers too large for their type are read as very large, never as an
@@ -27,15 +32,48 @@ const DELTA_SECONDS_DIRECTIVES: &[&str] = &[
     "stale-if-error",
 ];
 
-/// `headers` with Cache-Control, Pragma, Age and Expires normalised.
+/// The response headers the caching rules read: freshness, validators,
+/// Vary, and Content-Length (a 304 without validators is matched by it).
+const HEADERS_READ: &[header::HeaderName] = &[
+    header::CACHE_CONTROL,
+    header::PRAGMA,
+    header::EXPIRES,
+    header::DATE,
+    header::AGE,
+    header::LAST_MODIFIED,
+    header::ETAG,
+    header::VARY,
+    header::CONTENT_LENGTH,
+    header::WARNING,
+];
+/// The Cache-Control directives a response may carry that mean something
+/// to a cache (RFC 9111 §5.2.2, RFC 5861, RFC 8246).
+const KNOWN_DIRECTIVES: &[&str] = &[
+    "max-age",
+    "s-maxage",
+    "no-cache",
+    "no-store",
+    "no-transform",
+    "must-revalidate",
+    "proxy-revalidate",
+    "must-understand",
+    "private",
+    "public",
+    "stale-while-revalidate",
+    "stale-if-error",
+    "immutable",
+];
+
+/// The headers the caching rules read, with Cache-Control, Pragma, Age and
+/// Expires normalised.
 pub fn response_headers(headers: &HeaderMap) -> HeaderMap {
     // A value that is not text is dropped: the stored policy cannot keep it
     // (its serialisation skips such values), so an entry would answer one
     // way before a remount and another after. An Expires that is not text
     // goes too; then a response says nothing of its own freshness.
-    let mut normalised = HeaderMap::with_capacity(headers.len());
+    let mut normalised = HeaderMap::new();
     for (name, value) in headers {
-        if value.to_str().is_ok() {
+        if HEADERS_READ.contains(name) && value.to_str().is_ok() {
             normalised.append(name.clone(), value.clone());
         }
     }
@@ -43,20 +81,25 @@ pub fn response_headers(headers: &HeaderMap) -> HeaderMap {
         let values: Vec<HeaderValue> = headers
             .get_all(&name)
             .iter()
-            .filter_map(|value| HeaderValue::from_str(&directives(value.to_str().ok()?)).ok())
+            .filter_map(|value| {
+                let known = directives(value.to_str().ok()?);
+                (!known.is_empty()).then(|| HeaderValue::from_str(&known).ok())?
+            })
             .collect();
         normalised.remove(&name);
         for value in values {
             normalised.append(&name, value);
         }
     }
-    if let Some(age) = headers.get(header::AGE) {
+    if let Some(age) = normalised.get(header::AGE) {
         match age.to_str().ok().and_then(delta_seconds) {
             Some(age) => normalised.insert(header::AGE, HeaderValue::from(age)),
             None => normalised.remove(header::AGE),
         };
     }
-    if let Some(expires) = headers.get(header::EXPIRES).and_then(|v| v.to_str().ok())
+    if let Some(expires) = normalised
+        .get(header::EXPIRES)
+        .and_then(|v| v.to_str().ok())
         && has_year_beyond_9999(expires)
     {
         normalised.insert(header::EXPIRES, HeaderValue::from_static(LAST_HTTP_DATE));
@@ -64,29 +107,32 @@ pub fn response_headers(headers: &HeaderMap) -> HeaderMap {
     normalised
 }
 
-/// One Cache-Control or Pragma value with lowercase names and clamped numbers.
+/// One Cache-Control or Pragma value with lowercase names and clamped
+/// numbers, and only the directives a cache knows.
 fn directives(value: &str) -> String {
     split_outside_quotes(value)
         .into_iter()
         .map(str::trim)
-        .filter(|directive| !directive.is_empty())
-        .map(|directive| {
+        .filter_map(|directive| {
             let (name, argument) = match directive.split_once('=') {
                 Some((name, argument)) => (name.trim(), Some(argument.trim())),
                 None => (directive, None),
             };
             let name = name.to_ascii_lowercase();
-            match argument {
-                None => name,
-                Some(argument) if DELTA_SECONDS_DIRECTIVES.contains(&name.as_str()) => {
-                    let bare = argument.trim_matches('"');
-                    match delta_seconds(bare) {
-                        Some(seconds) => format!("{name}={seconds}"),
-                        None => format!("{name}={argument}"),
-                    }
+            KNOWN_DIRECTIVES
+                .contains(&name.as_str())
+                .then_some((name, argument))
+        })
+        .map(|(name, argument)| match argument {
+            None => name,
+            Some(argument) if DELTA_SECONDS_DIRECTIVES.contains(&name.as_str()) => {
+                let bare = argument.trim_matches('"');
+                match delta_seconds(bare) {
+                    Some(seconds) => format!("{name}={seconds}"),
+                    None => format!("{name}={argument}"),
                 }
-                Some(argument) => format!("{name}={argument}"),
             }
+            Some(argument) => format!("{name}={argument}"),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -167,6 +213,24 @@ mod tests {
     }
 
     #[test]
+    fn only_what_the_caching_rules_read_is_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-padding", "a".repeat(100 * 1024).parse().unwrap());
+        headers.insert("content-type", "text/plain".parse().unwrap());
+        headers.insert("etag", "\"v1\"".parse().unwrap());
+        let mut directives: Vec<String> = (0..10_000).map(|i| format!("x-{i}={i}")).collect();
+        directives.push("Max-Age=60".into());
+        headers.insert("cache-control", directives.join(", ").parse().unwrap());
+        headers.insert("pragma", "x-other".parse().unwrap());
+
+        let kept = response_headers(&headers);
+        let names: Vec<&str> = kept.keys().map(|name| name.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(kept["cache-control"], "max-age=60");
+        assert_eq!(kept["etag"], "\"v1\"");
+    }
+
+    #[test]
     fn numbers_too_large_are_very_large() {
         assert_eq!(
             normalised("cache-control", "max-age=99999999999999999999999").as_deref(),
@@ -230,25 +294,16 @@ pub(crate) mod properties {
     /// The last second of year 9999, the latest an HTTP-date can spell.
     const LAST_HTTP_DATE_SECS: u64 = 253_402_300_799;
 
-    /// Directive names the caches know, and some they do not.
-    const DIRECTIVE_NAMES: &[&str] = &[
-        "max-age",
-        "s-maxage",
-        "no-cache",
-        "no-store",
-        "no-transform",
-        "must-revalidate",
-        "proxy-revalidate",
-        "must-understand",
-        "private",
-        "public",
-        "immutable",
-        "stale-while-revalidate",
-        "stale-if-error",
-        "max-stale",
-        "min-fresh",
-        "only-if-cached",
-    ];
+    /// Directive names caches know in a response, and request-only ones
+    /// a response should not carry.
+    fn directive_names() -> Vec<&'static str> {
+        let request_only = ["max-stale", "min-fresh", "only-if-cached"];
+        KNOWN_DIRECTIVES
+            .iter()
+            .copied()
+            .chain(request_only)
+            .collect()
+    }
 
     /// Any byte a header value may hold: visible ASCII, space, tab and
     /// obs-text (which makes `to_str` fail).
@@ -315,7 +370,7 @@ pub(crate) mod properties {
 
     fn directive() -> impl Strategy<Value = String> {
         let name = prop_oneof![
-            4 => select(DIRECTIVE_NAMES).prop_map(str::to_owned),
+            4 => select(directive_names()).prop_map(str::to_owned),
             1 => "[a-zA-Z-]{1,12}",
         ];
         (
@@ -450,7 +505,9 @@ pub(crate) mod properties {
             prop_assert_eq!(&twice, &once, "from {:?}", headers);
             let rewritten = [header::CACHE_CONTROL, header::PRAGMA, header::AGE, header::EXPIRES];
             for name in headers.keys() {
-                if !rewritten.contains(name) {
+                if !HEADERS_READ.contains(name) {
+                    prop_assert!(!once.contains_key(name), "{} was kept", name);
+                } else if !rewritten.contains(name) {
                     // Text values stay as they were; others are dropped.
                     let text = headers.get_all(name).iter().filter(|v| v.to_str().is_ok());
                     prop_assert!(text.eq(once.get_all(name).iter()), "{} changed", name);

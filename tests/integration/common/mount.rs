@@ -319,6 +319,17 @@ impl Mount {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("stats is not JSON ({e}): {text:?}"))
     }
 
+    /// Writes `text` to the control file `MNT/.fetchfs/<file>` in one write
+    /// and closes it, so every line applies.
+    pub fn control(&self, file: &str, text: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut control = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.path(&format!(".fetchfs/{file}")))?;
+        control.write_all(text.as_bytes())?;
+        control.flush()
+    }
+
     /// One integer field of the stats.
     pub fn stat(&self, field: &str) -> u64 {
         let stats = self.stats();

@@ -58,6 +58,12 @@ pub struct Route {
     pub cut: Cut,
     /// What a HEAD's Content-Length says, when it lies about the GET's body.
     pub head_length: Option<usize>,
+    /// A GET is answered with exactly these bytes (status line, headers and
+    /// all), then the connection closes: for responses no well-behaved
+    /// server would send.
+    pub raw_get: Option<Arc<Vec<u8>>>,
+    /// The same for a HEAD.
+    pub raw_head: Option<Arc<Vec<u8>>>,
 }
 
 impl Route {
@@ -72,6 +78,8 @@ impl Route {
             chunked: false,
             cut: Cut::None,
             head_length: None,
+            raw_get: None,
+            raw_head: None,
         }
     }
 
@@ -126,6 +134,22 @@ impl Route {
     pub fn throttle(mut self, bytes_per_sec: u64) -> Route {
         self.rate_bytes_per_sec = Some(bytes_per_sec.max(1));
         self
+    }
+
+    /// A GET answers exactly `bytes` and closes the connection.
+    pub fn raw_get(mut self, bytes: impl Into<Vec<u8>>) -> Route {
+        self.raw_get = Some(Arc::new(bytes.into()));
+        self
+    }
+
+    /// Every request (HEAD and GET) answers exactly `bytes` and closes.
+    pub fn raw(bytes: impl Into<Vec<u8>>) -> Route {
+        let raw = Some(Arc::new(bytes.into()));
+        Route {
+            raw_get: raw.clone(),
+            raw_head: raw,
+            ..Route::status(200)
+        }
     }
 
     /// A HEAD answers `Content-Length: length` (and no Transfer-Encoding),
@@ -662,6 +686,16 @@ async fn respond(
         tokio::time::sleep(route.header_delay).await;
     }
     let is_head = request.method == "HEAD";
+    let raw = if is_head {
+        &route.raw_head
+    } else {
+        &route.raw_get
+    };
+    if let Some(raw) = raw {
+        let _ = stream.write_all(raw).await;
+        let _ = stream.flush().await;
+        return After::Close;
+    }
     if request.method != "GET" && !is_head {
         return match write_simple(stream, 405).await {
             Ok(()) => After::KeepAlive,
