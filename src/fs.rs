@@ -39,7 +39,7 @@ use crate::control::commands::{CommandError, Origins};
 use crate::control::pattern::{MAX_LINE_BYTES, PatternError};
 use crate::control::stats::Stats;
 use crate::control::{CONTROL_DIR, ControlFile};
-use crate::namespace;
+use crate::namespace::{self, MountPath};
 use crate::telemetry::EventKind;
 use errno::errno;
 use futures_util::FutureExt;
@@ -1080,7 +1080,7 @@ impl Filesystem for FetchFs {
 /// Makes the kernel forget the entries of these mount paths, so their next
 /// lookup comes to the daemon. Never call it from a request handler or under
 /// a lock handlers take: the kernel may need a dispatch thread to finish it.
-fn forget_entries(notifier: Option<&fuser::Notifier>, nodes: &NodeTable, paths: &[String]) {
+fn forget_entries(notifier: Option<&fuser::Notifier>, nodes: &NodeTable, paths: &[MountPath]) {
     let Some(notifier) = notifier else {
         return;
     };

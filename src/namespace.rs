@@ -39,6 +39,37 @@ const SEGMENT_ENCODE_SET: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// A path in the mount as the names the kernel sees: any bytes but `/` and
+/// NUL, so not always UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MountPath(pub Vec<Vec<u8>>);
+
+impl MountPath {
+    /// The names of a mount path written as text (`/o/a//b` is `o`, `a`, `b`).
+    pub fn from_text(path: &str) -> MountPath {
+        let names = path.split('/').filter(|name| !name.is_empty());
+        MountPath(names.map(|name| name.as_bytes().to_vec()).collect())
+    }
+
+    /// `/<top>/<names…>`, where `top` is one name or more joined by `/`
+    /// (`o`, `https/host:8080`).
+    pub fn new(top: &str, names: &[Vec<u8>]) -> MountPath {
+        let top = top.split('/').map(|name| name.as_bytes().to_vec());
+        MountPath(top.chain(names.iter().cloned()).collect())
+    }
+
+    /// `/a/b/c`, a name that is not UTF-8 shown lossily: for matching
+    /// patterns, which are text.
+    pub fn to_text(&self) -> String {
+        let mut text = String::new();
+        for name in &self.0 {
+            text.push('/');
+            text.push_str(&String::from_utf8_lossy(name));
+        }
+        text
+    }
+}
+
 /// Why a mount path or host cannot be turned into a URL.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NamespaceError {

@@ -21,7 +21,7 @@ use super::ControlFile;
 use super::pattern::{OriginBase, PatternError, PatternSet, ScanScope};
 use crate::cache::{Cache, CacheError, Location};
 use crate::config::Origin;
-use crate::namespace;
+use crate::namespace::{self, MountPath};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -47,7 +47,7 @@ impl CommandError {
 #[derive(Debug, Default)]
 pub struct Applied {
     /// Mount paths whose entries changed: the kernel must forget them.
-    pub changed_paths: Vec<String>,
+    pub changed_paths: Vec<MountPath>,
     /// Locations to fetch in the background.
     pub prefetch: Vec<Location>,
 }
@@ -93,10 +93,10 @@ impl Origins {
                     let Ok(parsed) = Url::parse(&url) else {
                         continue;
                     };
-                    let paths: Vec<String> = self
+                    let paths: Vec<MountPath> = self
                         .mount_paths(&parsed, &bases)
                         .into_iter()
-                        .filter(|p| patterns.matches(p))
+                        .filter(|p| patterns.matches(&p.to_text()))
                         .collect();
                     if !paths.is_empty() {
                         matched.push(url);
@@ -163,7 +163,7 @@ impl Origins {
         if self.any_host && schemes.contains(&top) {
             return vec![format!("{top}://")];
         }
-        self.location_of(mount_prefix)
+        self.location_of(&MountPath::from_text(mount_prefix))
             .and_then(|loc| loc.dir_url().ok())
             .map(|url| vec![url.to_string()])
             .unwrap_or_default()
@@ -171,11 +171,11 @@ impl Origins {
 
     /// The mount paths at which `url` appears: under each origin whose base
     /// holds it, then under the any-host tree.
-    fn mount_paths(&self, url: &Url, bases: &[Url]) -> Vec<String> {
+    fn mount_paths(&self, url: &Url, bases: &[Url]) -> Vec<MountPath> {
         let mut paths = Vec::new();
         for (origin, base) in self.configured.iter().zip(bases) {
             if let Some(components) = namespace::relative_components(base, url) {
-                paths.push(join_path(&origin.name, &components));
+                paths.push(MountPath::new(&origin.name, &components));
             }
         }
         if self.any_host
@@ -190,7 +190,7 @@ impl Origins {
                 .ok()
                 .and_then(|base| namespace::relative_components(&base, url))
             {
-                paths.push(join_path(
+                paths.push(MountPath::new(
                     &format!("{}/{host_port}", url.scheme()),
                     &components,
                 ));
@@ -200,17 +200,15 @@ impl Origins {
     }
 
     /// The location of a mount path (`/origin/a/b`, `/https/host/a`), if it names one.
-    pub fn location_of(&self, path: &str) -> Option<Location> {
-        let mut names = path
-            .trim_start_matches('/')
-            .split('/')
-            .filter(|n| !n.is_empty());
-        let first = names.next()?;
+    pub fn location_of(&self, path: &MountPath) -> Option<Location> {
+        let mut names = path.0.iter();
+        let first = std::str::from_utf8(names.next()?).ok()?;
         let mut loc = match self.configured.iter().find(|o| o.name == first) {
             Some(origin) => Location::root(Arc::clone(origin)),
             None if self.any_host && matches!(first, "http" | "https") => {
                 let host = names.next()?;
-                let base = namespace::any_host_base(first, host.as_bytes()).ok()?;
+                let base = namespace::any_host_base(first, host).ok()?;
+                let host = String::from_utf8_lossy(host);
                 Location::root(Arc::new(Origin::with_defaults(
                     format!("{first}/{host}"),
                     base,
@@ -219,19 +217,10 @@ impl Origins {
             None => return None,
         };
         for name in names {
-            loc = loc.child(name.as_bytes()).ok()?;
+            loc = loc.child(name).ok()?;
         }
         Some(loc)
     }
-}
-
-fn join_path(top: &str, components: &[Vec<u8>]) -> String {
-    let mut path = format!("/{top}");
-    for component in components {
-        path.push('/');
-        path.push_str(&String::from_utf8_lossy(component));
-    }
-    path
 }
 
 #[cfg(test)]
@@ -304,7 +293,11 @@ mod tests {
         };
         let url = Url::parse("https://downloads.example.org/v1/tool.tar.gz").unwrap();
         assert_eq!(
-            origins.mount_paths(&url, &origins.bases()),
+            origins
+                .mount_paths(&url, &origins.bases())
+                .iter()
+                .map(MountPath::to_text)
+                .collect::<Vec<_>>(),
             [
                 "/all/v1/tool.tar.gz",
                 "/v1/tool.tar.gz",

@@ -36,7 +36,7 @@ use std::collections::HashSet;
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use url::Url;
 
-use crate::namespace;
+use crate::namespace::{self, MountPath};
 
 /// The longest line a control file accepts. A path or URL is far shorter;
 /// a longer line is a mistake (a file with no newlines, written by
@@ -120,7 +120,7 @@ pub struct PatternSet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanScope {
     /// Exactly this mount path.
-    Path(String),
+    Path(MountPath),
     /// This directory (ending in '/') and everything below it.
     Below(String),
 }
@@ -137,8 +137,9 @@ struct Pattern {
 
 #[derive(Debug, Clone)]
 enum PatternKind {
-    /// Exactly this normalised mount path.
-    Exact(String),
+    /// Exactly this normalised mount path: as text for matching, and as the
+    /// names it stands for (a URL can name bytes that are not UTF-8).
+    Exact { text: String, names: MountPath },
     /// This directory and everything below; ends in '/' ("/" is the whole mount).
     Directory(String),
     /// `source` is the normalised glob text (ending in '/' for "this directory
@@ -206,12 +207,12 @@ impl PatternSet {
     /// Exact paths (not globs, not directory prefixes), e.g. for prefetch; in input order.
     ///
     /// A path written twice is listed once, at its first position.
-    pub fn exact_paths(&self) -> Vec<String> {
+    pub fn exact_paths(&self) -> Vec<MountPath> {
         let mut seen = HashSet::new();
         self.patterns
             .iter()
             .filter_map(|pattern| match &pattern.kind {
-                PatternKind::Exact(path) if seen.insert(path.as_str()) => Some(path.clone()),
+                PatternKind::Exact { names, .. } if seen.insert(names) => Some(names.clone()),
                 _ => None,
             })
             .collect()
@@ -229,7 +230,7 @@ impl PatternSet {
         self.patterns
             .iter()
             .map(|pattern| match &pattern.kind {
-                PatternKind::Exact(path) => parent_directory(path).to_owned(),
+                PatternKind::Exact { text, .. } => parent_directory(text).to_owned(),
                 PatternKind::Directory(directory) => directory.clone(),
                 PatternKind::Glob { source, .. } => literal_directory_prefix(source).to_owned(),
             })
@@ -244,7 +245,7 @@ impl PatternSet {
             .iter()
             .zip(self.scan_prefixes())
             .map(|(pattern, prefix)| match &pattern.kind {
-                PatternKind::Exact(path) => ScanScope::Path(path.clone()),
+                PatternKind::Exact { names, .. } => ScanScope::Path(names.clone()),
                 _ => ScanScope::Below(prefix),
             })
             .collect()
@@ -256,8 +257,8 @@ impl PatternSet {
         let mut all_globs = GlobSetBuilder::new();
         for pattern in &patterns {
             match &pattern.kind {
-                PatternKind::Exact(path) => {
-                    exact.insert(path.clone());
+                PatternKind::Exact { text, .. } => {
+                    exact.insert(text.clone());
                 }
                 PatternKind::Directory(directory) => directories.push(directory.clone()),
                 PatternKind::Glob { globs, .. } => {
@@ -351,7 +352,10 @@ fn parse_path(text: &str, line: usize) -> Result<PatternKind, PatternError> {
     } else if is_directory {
         Ok(PatternKind::Directory(path))
     } else {
-        Ok(PatternKind::Exact(path))
+        Ok(PatternKind::Exact {
+            names: MountPath::from_text(&path),
+            text: path,
+        })
     }
 }
 
@@ -436,7 +440,7 @@ fn parse_url(
     let mut bare = url.clone();
     bare.set_query(None);
     bare.set_fragment(None);
-    let Some((path, is_directory)) = mount_path_of_url(&bare, origins, any_host) else {
+    let Some((names, is_directory)) = mount_path_of_url(&bare, origins, any_host) else {
         return Err(if any_host {
             PatternError::UrlWithoutPath {
                 line,
@@ -457,10 +461,11 @@ fn parse_url(
             url: text.to_owned(),
         });
     }
+    let text = names.to_text();
     Ok(if is_directory {
-        PatternKind::Directory(path)
+        PatternKind::Directory(text + "/")
     } else {
-        PatternKind::Exact(path)
+        PatternKind::Exact { text, names }
     })
 }
 
@@ -470,13 +475,10 @@ fn mount_path_of_url(
     url: &Url,
     origins: &[OriginBase<'_>],
     any_host: bool,
-) -> Option<(String, bool)> {
+) -> Option<(MountPath, bool)> {
     for origin in origins {
         if let Some((names, is_directory)) = names_below(origin.base, url) {
-            return Some((
-                mount_path(&[origin.name], &names, is_directory),
-                is_directory,
-            ));
+            return Some((MountPath::new(origin.name, &names), is_directory));
         }
     }
     if !any_host {
@@ -489,10 +491,8 @@ fn mount_path_of_url(
     };
     let base = namespace::any_host_base(url.scheme(), host_port.as_bytes()).ok()?;
     let (names, is_directory) = names_below(&base, url)?;
-    Some((
-        mount_path(&[url.scheme(), &host_port], &names, is_directory),
-        is_directory,
-    ))
+    let top = format!("{}/{host_port}", url.scheme());
+    Some((MountPath::new(&top, &names), is_directory))
 }
 
 /// The decoded names of `url` below `base`, and whether it names a directory
@@ -509,23 +509,6 @@ fn names_below(base: &Url, url: &Url) -> Option<(Vec<Vec<u8>>, bool)> {
         }
     }
     None
-}
-
-/// `/<top>.../<names>...`, with a trailing '/' for a directory.
-fn mount_path(top: &[&str], names: &[Vec<u8>], is_directory: bool) -> String {
-    let mut path = String::new();
-    for name in top {
-        path.push('/');
-        path.push_str(name);
-    }
-    for name in names {
-        path.push('/');
-        path.push_str(&String::from_utf8_lossy(name));
-    }
-    if is_directory {
-        path.push('/');
-    }
-    path
 }
 
 /// True when `path` is `directory` (which ends in '/') or lies below it.
@@ -565,6 +548,14 @@ fn first_uncompilable(patterns: &[Pattern]) -> Option<PatternError> {
             reason: err.to_string(),
         })
     })
+}
+
+#[cfg(test)]
+impl PatternSet {
+    /// [`PatternSet::exact_paths`] as text, for assertions.
+    fn exact_texts(&self) -> Vec<String> {
+        self.exact_paths().iter().map(MountPath::to_text).collect()
+    }
 }
 
 #[cfg(test)]
@@ -619,7 +610,7 @@ mod tests {
         assert_eq!(
             set.scan_scopes(),
             [
-                ScanScope::Path("/pypi/a/b.whl".into()),
+                ScanScope::Path(MountPath::from_text("/pypi/a/b.whl")),
                 ScanScope::Below("/pypi/packages/".into()),
                 ScanScope::Below("/pypi/x/".into()),
                 ScanScope::Below("/".into()),
@@ -634,7 +625,7 @@ mod tests {
         assert!(!set.matches("/pypi/a/b.whl.sig"));
         assert!(!set.matches("/pypi/a"));
         assert!(!set.matches("/pypi/a/b.whl/x"));
-        assert_eq!(set.exact_paths(), ["/pypi/a/b.whl"]);
+        assert_eq!(set.exact_texts(), ["/pypi/a/b.whl"]);
         assert_eq!(set.scan_prefixes(), ["/pypi/a/"]);
     }
 
@@ -642,7 +633,7 @@ mod tests {
     fn repeated_slashes_are_collapsed() {
         let set = parse("//pypi///a//b.whl");
         assert!(set.matches("/pypi/a/b.whl"));
-        assert_eq!(set.exact_paths(), ["/pypi/a/b.whl"]);
+        assert_eq!(set.exact_texts(), ["/pypi/a/b.whl"]);
     }
 
     #[test]
@@ -668,7 +659,7 @@ mod tests {
         assert!(!set.matches("/pypi/packagesX"));
         assert!(!set.matches("/pypi/packagesX/y"));
         assert!(!set.matches("/pypi"));
-        assert!(set.exact_paths().is_empty());
+        assert!(set.exact_texts().is_empty());
         assert_eq!(set.scan_prefixes(), ["/pypi/packages/"]);
     }
 
@@ -690,7 +681,7 @@ mod tests {
         assert!(set.matches("/pypi/.whl"));
         assert!(!set.matches("/pypi/x/a.whl"));
         assert!(!set.matches("/gh/a.whl"));
-        assert!(set.exact_paths().is_empty());
+        assert!(set.exact_texts().is_empty());
         assert_eq!(set.scan_prefixes(), ["/pypi/"]);
     }
 
@@ -772,7 +763,7 @@ mod tests {
     #[test]
     fn url_of_configured_origin_is_its_mount_path() {
         let set = parse("https://files.example.com/packages/a/b.whl");
-        assert_eq!(set.exact_paths(), ["/pypi/packages/a/b.whl"]);
+        assert_eq!(set.exact_texts(), ["/pypi/packages/a/b.whl"]);
         assert!(set.matches("/pypi/packages/a/b.whl"));
         assert_eq!(set.scan_prefixes(), ["/pypi/packages/a/"]);
     }
@@ -780,13 +771,13 @@ mod tests {
     #[test]
     fn url_below_base_path_drops_the_base_path() {
         let set = parse("https://example.org/releases/v1/x.tgz");
-        assert_eq!(set.exact_paths(), ["/gh/v1/x.tgz"]);
+        assert_eq!(set.exact_texts(), ["/gh/v1/x.tgz"]);
     }
 
     #[test]
     fn url_with_port() {
         let set = parse("http://127.0.0.1:8080/data/f");
-        assert_eq!(set.exact_paths(), ["/local/f"]);
+        assert_eq!(set.exact_texts(), ["/local/f"]);
         assert!(matches!(
             parse_err("http://127.0.0.1:9090/data/f"),
             PatternError::UnknownOrigin { line: 1, .. }
@@ -796,27 +787,30 @@ mod tests {
     #[test]
     fn url_scheme_and_host_are_case_insensitive() {
         let set = parse("HTTPS://Files.Example.COM/a");
-        assert_eq!(set.exact_paths(), ["/pypi/a"]);
+        assert_eq!(set.exact_texts(), ["/pypi/a"]);
     }
 
     #[test]
     fn percent_encoded_url_maps_to_decoded_names() {
         let set = parse("https://files.example.com/a%20b/c%2Bd%7e.whl");
-        assert_eq!(set.exact_paths(), ["/pypi/a b/c+d~.whl"]);
+        assert_eq!(set.exact_texts(), ["/pypi/a b/c+d~.whl"]);
         assert!(set.matches("/pypi/a b/c+d~.whl"));
         assert!(!set.matches("/pypi/a%20b/c%2Bd%7e.whl"));
     }
 
     #[test]
-    fn percent_encoded_non_utf8_is_lossy() {
+    fn percent_encoded_non_utf8_matches_lossily_and_keeps_its_bytes() {
         let set = parse("https://files.example.com/%FF.bin");
-        assert_eq!(set.exact_paths(), ["/pypi/\u{FFFD}.bin"]);
+        assert_eq!(set.exact_texts(), ["/pypi/\u{FFFD}.bin"]);
+        let names = MountPath(vec![b"pypi".to_vec(), b"\xff.bin".to_vec()]);
+        assert_eq!(set.exact_paths(), std::slice::from_ref(&names));
+        assert_eq!(set.scan_scopes(), [ScanScope::Path(names)]);
     }
 
     #[test]
     fn url_metacharacters_are_literal() {
         let set = parse("https://files.example.com/a*b");
-        assert_eq!(set.exact_paths(), ["/pypi/a*b"]);
+        assert_eq!(set.exact_texts(), ["/pypi/a*b"]);
         assert!(!set.matches("/pypi/axb"));
     }
 
@@ -826,7 +820,7 @@ mod tests {
         assert!(set.matches("/gh/v1"));
         assert!(set.matches("/gh/v1/x.tgz"));
         assert!(!set.matches("/gh/v2/x.tgz"));
-        assert!(set.exact_paths().is_empty());
+        assert!(set.exact_texts().is_empty());
         assert_eq!(set.scan_prefixes(), ["/gh/v1/"]);
     }
 
@@ -846,7 +840,7 @@ mod tests {
     #[test]
     fn url_fragment_is_ignored() {
         assert_eq!(
-            parse("https://files.example.com/a#part").exact_paths(),
+            parse("https://files.example.com/a#part").exact_texts(),
             ["/pypi/a"]
         );
     }
@@ -888,7 +882,7 @@ mod tests {
         )
         .expect("any-host URLs parse");
         assert_eq!(
-            set.exact_paths(),
+            set.exact_texts(),
             ["/https/elsewhere.net/x", "/http/[::1]:8080/y"]
         );
         assert!(set.matches("/http/elsewhere.net:81/d/z"));
@@ -897,7 +891,7 @@ mod tests {
     #[test]
     fn any_host_prefers_configured_origin() {
         let set = parse_with("https://files.example.com/a", true).expect("parses");
-        assert_eq!(set.exact_paths(), ["/pypi/a"]);
+        assert_eq!(set.exact_texts(), ["/pypi/a"]);
     }
 
     #[test]
@@ -920,7 +914,7 @@ mod tests {
         assert!(set.matches("/pypi/b.whl"));
         assert!(set.matches("/pypi/dir/c"));
         assert!(!set.matches("/pypi/c.whl"));
-        assert_eq!(set.exact_paths(), ["/pypi/a.whl", "/pypi/b.whl"]);
+        assert_eq!(set.exact_texts(), ["/pypi/a.whl", "/pypi/b.whl"]);
         assert_eq!(
             set.scan_prefixes(),
             ["/pypi/", "/gh/", "/pypi/", "/pypi/dir/", "/pypi/"]
@@ -930,7 +924,7 @@ mod tests {
     #[test]
     fn comments_blank_lines_crlf_and_whitespace() {
         let set = parse("# invalidate wheels\r\n\r\n   \r\n  /pypi/a.whl  \r\n\t# /gh/x\r\n");
-        assert_eq!(set.exact_paths(), ["/pypi/a.whl"]);
+        assert_eq!(set.exact_texts(), ["/pypi/a.whl"]);
         assert!(!set.matches("/gh/x"));
         assert_eq!(set.scan_prefixes().len(), 1);
     }
@@ -1090,7 +1084,7 @@ mod tests {
             for any_host in [false, true] {
                 if let Ok(set) = parse_with(text, any_host) {
                     set.matches("/pypi/x");
-                    set.exact_paths();
+                    set.exact_texts();
                     for prefix in set.scan_prefixes() {
                         assert!(prefix.starts_with('/') && prefix.ends_with('/'), "{text}");
                     }
@@ -1374,7 +1368,7 @@ mod properties {
             Some("") | None => path.to_owned(),
             Some(stripped) => stripped.to_owned(),
         };
-        for path in set.exact_paths() {
+        for path in set.exact_texts() {
             around.push(format!("{path}/a"));
             around.push(without_slash(parent_directory(&path)));
             around.push(path);
@@ -1392,7 +1386,7 @@ mod properties {
     /// Whether the caller's read of `scope` sees the node at `path`.
     fn covers(scope: &ScanScope, path: &str) -> bool {
         match scope {
-            ScanScope::Path(exact) => path == exact,
+            ScanScope::Path(exact) => path == exact.to_text(),
             ScanScope::Below(prefix) => format!("{path}/").starts_with(prefix.as_str()),
         }
     }
@@ -1407,7 +1401,7 @@ mod properties {
 
     /// Every promise of an accepted set, checked against `candidates`.
     fn check_set(set: &PatternSet, candidates: &[String]) -> Result<(), TestCaseError> {
-        let exact = set.exact_paths();
+        let exact = set.exact_texts();
         let prefixes = set.scan_prefixes();
         let scopes = set.scan_scopes();
         prop_assert!(!prefixes.is_empty());
@@ -1422,7 +1416,8 @@ mod properties {
             );
             match scope {
                 ScanScope::Path(path) => {
-                    prop_assert!(exact.contains(path), "scope {:?} not an exact path", path);
+                    let path = path.to_text();
+                    prop_assert!(exact.contains(&path), "scope {:?} not an exact path", path);
                     let below_prefix = format!("{path}/").starts_with(prefix.as_str());
                     prop_assert!(below_prefix, "{:?} is not below {:?}", path, prefix);
                 }

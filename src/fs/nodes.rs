@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::cache::{Location, RemoteFile};
 use crate::control::ControlFile;
+use crate::namespace::MountPath;
 use crate::telemetry::Counters;
 
 pub const ROOT_INO: u64 = 1;
@@ -237,15 +238,14 @@ impl NodeTable {
 
     /// The (parent inode, name) of a mount path the kernel may have cached;
     /// `None` when a directory on the way was never looked up.
-    pub fn entry_of(&self, path: &str) -> Option<(u64, Vec<u8>)> {
+    pub fn entry_of(&self, path: &MountPath) -> Option<(u64, Vec<u8>)> {
         let inner = self.inner.lock();
-        let mut names: Vec<&str> = path.split('/').filter(|n| !n.is_empty()).collect();
-        let name = names.pop()?;
+        let (name, dirs) = path.0.split_last()?;
         let mut parent = ROOT_INO;
-        for dir in names {
-            parent = *inner.by_name.get(&(parent, dir.as_bytes().to_vec()))?;
+        for dir in dirs {
+            parent = *inner.by_name.get(&(parent, dir.clone()))?;
         }
-        Some((parent, name.as_bytes().to_vec()))
+        Some((parent, name.clone()))
     }
 
     /// The inode of `name` in `parent`, now describing `node`.
@@ -316,10 +316,21 @@ mod tests {
         let nodes = NodeTable::default();
         let o = nodes.insert(ROOT_INO, b"o", dir(""));
         let d = nodes.insert(o, b"d", dir("d"));
-        assert_eq!(nodes.entry_of("/o/d/f.bin"), Some((d, b"f.bin".to_vec())));
-        assert_eq!(nodes.entry_of("/o"), Some((ROOT_INO, b"o".to_vec())));
-        assert_eq!(nodes.entry_of("/o/never/f.bin"), None);
-        assert_eq!(nodes.entry_of("/"), None);
+        let path = |names: &[&[u8]]| MountPath(names.iter().map(|n| n.to_vec()).collect());
+        assert_eq!(
+            nodes.entry_of(&path(&[b"o", b"d", b"f.bin"])),
+            Some((d, b"f.bin".to_vec()))
+        );
+        assert_eq!(
+            nodes.entry_of(&path(&[b"o", b"d", b"\xff"])),
+            Some((d, b"\xff".to_vec()))
+        );
+        assert_eq!(
+            nodes.entry_of(&path(&[b"o"])),
+            Some((ROOT_INO, b"o".to_vec()))
+        );
+        assert_eq!(nodes.entry_of(&path(&[b"o", b"never", b"f.bin"])), None);
+        assert_eq!(nodes.entry_of(&path(&[])), None);
     }
 
     #[test]
@@ -362,7 +373,8 @@ mod tests {
         assert!(nodes.get(d).is_some(), "dropped with a lookup still held");
         nodes.forget(d, 1);
         assert!(nodes.get(d).is_none());
-        assert_eq!(nodes.entry_of("/o/d/f"), None, "its name still leads to it");
+        let path = MountPath::new("o", &[b"d".to_vec(), b"f".to_vec()]);
+        assert_eq!(nodes.entry_of(&path), None, "its name still leads to it");
         let again = nodes.insert(o, b"d", dir("d"));
         assert_ne!(again, d, "a forgotten inode number came back");
         nodes.forget(ROOT_INO, 1);

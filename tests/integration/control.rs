@@ -427,3 +427,33 @@ fn a_long_pattern_file_written_at_once_applies_every_line() {
     );
     assert_eq!(mount.stat("entries"), 1);
 }
+
+/// A name that is not UTF-8 (`%FF` in its URL) is flushed from the kernel
+/// like any other when a pattern matches it (review finding 24).
+#[test]
+fn invalidate_reaches_a_name_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    // The test origin keys routes by the lossy decoding of the request path.
+    const ROUTE: &str = "/base/d/\u{FFFD}.bin";
+    let origin = Origin::start();
+    origin.route(ROUTE, Route::fresh(b"v1".to_vec()));
+    let mount = Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")).listing("none"))
+        .mount();
+    let path = mount
+        .path("o/d")
+        .join(std::ffi::OsStr::from_bytes(b"\xff.bin"));
+    assert_eq!(read(&path), b"v1");
+    mount.wait_idle(Duration::from_secs(10));
+    assert_eq!(read(&path), b"v1", "served from the cache");
+
+    origin.route(ROUTE, Route::fresh(b"v2".to_vec()));
+    mount.control("invalidate", "/o/d/*.bin\n").unwrap();
+    assert_eq!(read(&path), b"v2", "the kernel kept the old entry");
+
+    origin.route(ROUTE, Route::fresh(b"v3".to_vec()));
+    mount
+        .control("evict", &format!("{}\n", origin.url("/base/d/%FF.bin")))
+        .unwrap();
+    assert_eq!(read(&path), b"v3", "the kernel kept the evicted entry");
+}
