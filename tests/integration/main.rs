@@ -20,6 +20,7 @@ mod errors;
 mod events;
 mod eviction;
 mod faults;
+mod full_disk;
 mod lifecycle;
 mod listing;
 mod namespace;

@@ -6,9 +6,8 @@
 //! and open descriptors are sampled each second and must stay flat once
 //! warm.
 
-use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -16,8 +15,9 @@ use crate::common::*;
 const URLS: usize = 2000;
 const READERS: usize = 32;
 
+#[derive(Default)]
 struct Served {
-    versions: Mutex<HashMap<usize, HashSet<String>>>,
+    versions: Versions,
 }
 
 impl Served {
@@ -28,22 +28,17 @@ impl Served {
             1 => "max-age=1",
             _ => "max-age=60",
         };
+        self.versions.record(url, &body);
         origin.route(
             &format!("/base/d{}/f{url}", url % 20),
-            Route::ok(body.clone())
+            Route::ok(body)
                 .header("Cache-Control", cache_control)
                 .header("ETag", &format!("\"{url}-{version}\"")),
         );
-        self.versions
-            .lock()
-            .unwrap()
-            .entry(url)
-            .or_default()
-            .insert(sha256_hex(&body));
     }
 
     fn is_a_version_of(&self, url: usize, bytes: &[u8]) -> bool {
-        self.versions.lock().unwrap()[&url].contains(&sha256_hex(bytes))
+        self.versions.is_a_version_of(url, bytes)
     }
 }
 
@@ -72,9 +67,7 @@ fn readers_invalidations_and_evictions_for_a_while_lose_nothing() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
     let origin = Arc::new(Origin::start());
-    let served = Arc::new(Served {
-        versions: Mutex::new(HashMap::new()),
-    });
+    let served = Arc::new(Served::default());
     for url in 0..URLS {
         served.publish(&origin, url, 0);
     }

@@ -8,9 +8,8 @@
 //! CI runs `FETCHFS_TORTURE_KILLS` rounds (default 20); the full proof is
 //! `FETCHFS_TORTURE_KILLS=200 cargo test --test integration torture::`.
 
-use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::*;
@@ -19,8 +18,9 @@ const SIZES: [usize; 8] = [0, 1, 4096, 65_536, 1 << 20, 3 << 20, 8 << 20, 32 << 
 const FILES: usize = 24;
 
 /// The files, and every body each one has been served with (by SHA-256).
+#[derive(Default)]
 struct Served {
-    versions: Mutex<HashMap<usize, HashSet<String>>>,
+    versions: Versions,
 }
 
 impl Served {
@@ -40,17 +40,12 @@ impl Served {
         if file % 4 == 1 {
             route = route.throttle(16 << 20);
         }
+        self.versions.record(file, &body);
         origin.route(&format!("/base/f{file}"), route);
-        self.versions
-            .lock()
-            .unwrap()
-            .entry(file)
-            .or_default()
-            .insert(sha256_hex(&body));
     }
 
     fn is_a_version_of(&self, file: usize, bytes: &[u8]) -> bool {
-        self.versions.lock().unwrap()[&file].contains(&sha256_hex(bytes))
+        self.versions.is_a_version_of(file, bytes)
     }
 }
 
@@ -102,9 +97,7 @@ fn damage(cache_dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn kill_9_at_random_moments_loses_and_corrupts_nothing() {
     let origin = Origin::start();
-    let served = Arc::new(Served {
-        versions: Mutex::new(HashMap::new()),
-    });
+    let served = Arc::new(Served::default());
     for file in 0..FILES {
         served.publish(&origin, file, 0);
     }

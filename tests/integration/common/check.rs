@@ -244,3 +244,26 @@ pub fn getxattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
     buf.truncate(n as usize);
     Ok(buf)
 }
+
+/// Every body the origin has served for each file, by SHA-256: what a read
+/// of a file whose body changes may rightly return.
+#[derive(Default)]
+pub struct Versions {
+    served: std::sync::Mutex<std::collections::HashMap<usize, std::collections::HashSet<String>>>,
+}
+
+impl Versions {
+    /// Call before the origin starts serving `body`, so that a reader who
+    /// gets it at once does not count it as wrong.
+    pub fn record(&self, file: usize, body: &[u8]) {
+        let mut served = self.served.lock().unwrap();
+        served.entry(file).or_default().insert(sha256_hex(body));
+    }
+
+    pub fn is_a_version_of(&self, file: usize, bytes: &[u8]) -> bool {
+        let served = self.served.lock().unwrap();
+        served
+            .get(&file)
+            .is_some_and(|set| set.contains(&sha256_hex(bytes)))
+    }
+}
