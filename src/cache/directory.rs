@@ -6,8 +6,14 @@
 //! [`LISTING_TTL`], both in bounded memory. Directories also come from the
 //! index: a name with cached URLs below it is a directory, so a remount (or an
 //! `--offline` mount) can walk to every cached file without a listing.
+//!
+//! A listing can hold a million entries, so a remembered one keeps, beside
+//! its entries, the set of its directories' names: a lookup asks whether the
+//! parent's listing shows a name as a directory, and must not walk the
+//! listing to know. Listings are bounded by the entries they hold together
+//! ([`LISTED_ENTRIES_KEPT`]) as well as by their number; the oldest go first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,18 +37,21 @@ const LISTING_KEPT: Duration = Duration::from_secs(3600);
 const PROBES_KEPT: usize = 16_384;
 /// Listings remembered at most.
 const LISTINGS_KEPT: usize = 256;
+/// Entries of all remembered listings together at most: about 160 MiB, two
+/// listings of a million entries. A listing larger than that alone is not
+/// remembered; it is asked of the origin again at each opendir.
+const LISTED_ENTRIES_KEPT: usize = 2_000_000;
 
 pub struct Directory {
     probes: parking_lot::Mutex<ExpiringMap<RemoteFile>>,
-    /// Listings by directory URL, with when they were fetched.
-    listings: parking_lot::Mutex<ExpiringMap<(Instant, Arc<Vec<ListingEntry>>)>>,
+    listings: parking_lot::Mutex<Listings>,
 }
 
 impl Default for Directory {
     fn default() -> Self {
         Directory {
             probes: parking_lot::Mutex::new(ExpiringMap::new(PROBES_KEPT)),
-            listings: parking_lot::Mutex::new(ExpiringMap::new(LISTINGS_KEPT)),
+            listings: parking_lot::Mutex::new(Listings::new(LISTINGS_KEPT, LISTED_ENTRIES_KEPT)),
         }
     }
 }
@@ -63,21 +72,118 @@ impl Directory {
     }
 
     fn remember_listing(&self, dir_url: &str, entries: Arc<Vec<ListingEntry>>) {
-        self.listings
-            .lock()
-            .insert(dir_url, (Instant::now(), entries), LISTING_KEPT);
+        // The set is built, and the listings pushed out are freed, outside
+        // the lock: for a million entries either takes milliseconds.
+        let listing = RememberedListing::new(Instant::now(), entries);
+        let dropped = self.listings.lock().insert(dir_url, listing);
+        drop(dropped);
     }
 
     /// The listing of `dir_url` if it is at most `age` old.
     fn listing_within(&self, dir_url: &str, age: Duration) -> Option<Arc<Vec<ListingEntry>>> {
-        let (_, (fetched_at, entries)) = self.listings.lock().get(dir_url)?;
-        (fetched_at.elapsed() < age).then_some(entries)
+        let listings = self.listings.lock();
+        let listing = listings.get(dir_url)?;
+        (listing.fetched_at.elapsed() < age).then(|| Arc::clone(&listing.entries))
     }
 
     /// Whether a listing of `parent_url` at most `age` old shows `name` as a directory.
     fn lists_as_dir(&self, parent_url: &str, name: &[u8], age: Duration) -> bool {
-        self.listing_within(parent_url, age)
-            .is_some_and(|entries| entries.iter().any(|e| e.is_dir && e.name == name))
+        self.listings.lock().get(parent_url).is_some_and(|listing| {
+            listing.fetched_at.elapsed() < age && listing.dir_names.contains(name)
+        })
+    }
+}
+
+/// One origin listing as remembered.
+struct RememberedListing {
+    fetched_at: Instant,
+    entries: Arc<Vec<ListingEntry>>,
+    /// The names of the entries that are directories.
+    dir_names: HashSet<Vec<u8>>,
+}
+
+impl RememberedListing {
+    fn new(fetched_at: Instant, entries: Arc<Vec<ListingEntry>>) -> RememberedListing {
+        let dir_names = entries
+            .iter()
+            .filter(|entry| entry.is_dir)
+            .map(|entry| entry.name.clone())
+            .collect();
+        RememberedListing {
+            fetched_at,
+            entries,
+            dir_names,
+        }
+    }
+}
+
+/// The remembered listings by directory URL, at most `max_listings` of them
+/// holding at most `max_entries` entries together. Room is made by dropping
+/// the listings past [`LISTING_KEPT`], then the oldest.
+struct Listings {
+    by_url: HashMap<String, RememberedListing>,
+    /// The URLs by when their listing was fetched, oldest first (the URL
+    /// breaks ties).
+    oldest_first: BTreeSet<(Instant, String)>,
+    /// The entries of all the listings in `by_url`.
+    entries_kept: usize,
+    max_listings: usize,
+    max_entries: usize,
+}
+
+impl Listings {
+    fn new(max_listings: usize, max_entries: usize) -> Listings {
+        Listings {
+            by_url: HashMap::new(),
+            oldest_first: BTreeSet::new(),
+            entries_kept: 0,
+            max_listings: max_listings.max(1),
+            max_entries,
+        }
+    }
+
+    fn get(&self, dir_url: &str) -> Option<&RememberedListing> {
+        self.by_url.get(dir_url)
+    }
+
+    /// Remembers `listing` as the one of `dir_url`, in place of any before.
+    /// Returns the listings dropped, for the caller to free.
+    fn insert(&mut self, dir_url: &str, listing: RememberedListing) -> Vec<RememberedListing> {
+        let mut dropped: Vec<RememberedListing> = self.remove(dir_url).into_iter().collect();
+        let added = listing.entries.len();
+        if added > self.max_entries {
+            return dropped;
+        }
+        while let Some((fetched_at, _)) = self.oldest_first.first()
+            && listing.fetched_at.saturating_duration_since(*fetched_at) >= LISTING_KEPT
+        {
+            dropped.extend(self.remove_oldest());
+        }
+        while self.by_url.len() >= self.max_listings || self.entries_kept + added > self.max_entries
+        {
+            match self.remove_oldest() {
+                Some(oldest) => dropped.push(oldest),
+                None => break,
+            }
+        }
+        self.entries_kept += added;
+        self.oldest_first
+            .insert((listing.fetched_at, dir_url.to_string()));
+        self.by_url.insert(dir_url.to_string(), listing);
+        dropped
+    }
+
+    fn remove(&mut self, dir_url: &str) -> Option<RememberedListing> {
+        let listing = self.by_url.remove(dir_url)?;
+        self.oldest_first
+            .remove(&(listing.fetched_at, dir_url.to_string()));
+        self.entries_kept -= listing.entries.len();
+        Some(listing)
+    }
+
+    fn remove_oldest(&mut self) -> Option<RememberedListing> {
+        let (_, dir_url) = self.oldest_first.first()?.clone();
+        self.remove(&dir_url)
     }
 }
 
@@ -89,7 +195,7 @@ impl Cache {
         let mut names: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
         let mut listing_error = None;
         if loc.origin.listing == ListingMode::Auto && !self.offline {
-            match self.listing(&loc.origin, &dir_url).await {
+            match self.origin_listing(&loc.origin, &dir_url).await {
                 Ok(Some(entries)) => {
                     names.extend(entries.iter().map(|e| (e.name.clone(), e.is_dir)))
                 }
@@ -116,10 +222,7 @@ impl Cache {
             }
         }
         if let Some(error) = listing_error {
-            self.telemetry.events.emit(
-                EventKind::Error,
-                json!({ "url": dir_url.as_str(), "message": error.to_string(), "listing": true }),
-            );
+            self.report_listing_error(&dir_url, &error);
             // With nothing cached below, the reader gets the error (EIO, and
             // a log line where it becomes an errno), never an empty directory.
             if names.is_empty() {
@@ -133,8 +236,34 @@ impl Cache {
             .collect())
     }
 
-    /// The origin's listing of `dir_url`, reused while recent.
+    /// The origin's listing of `dir_url` for a lookup: a name the origin's
+    /// HEAD does not know is a directory if it lists. The lookup answers
+    /// without the listing when it fails, so the failure is reported here,
+    /// as [`Cache::list`] reports it: an error event and a log line.
     pub(super) async fn listing(
+        &self,
+        origin: &Origin,
+        dir_url: &Url,
+    ) -> Result<Option<Arc<Vec<ListingEntry>>>, CacheError> {
+        let listing = self.origin_listing(origin, dir_url).await;
+        if let Err(error) = &listing {
+            self.report_listing_error(dir_url, error);
+            tracing::warn!("listing {dir_url}: {error}; the lookup goes on without it");
+        }
+        listing
+    }
+
+    /// An error event for a listing the origin failed to give.
+    fn report_listing_error(&self, dir_url: &Url, error: &CacheError) {
+        self.telemetry.events.emit(
+            EventKind::Error,
+            json!({ "url": dir_url.as_str(), "message": error.to_string(), "listing": true }),
+        );
+    }
+
+    /// The origin's listing of `dir_url`, reused while recent; a failure is
+    /// the caller's to report.
+    async fn origin_listing(
         &self,
         origin: &Origin,
         dir_url: &Url,
@@ -220,6 +349,162 @@ mod tests {
         assert!(
             !directory.lists_as_dir("http://h/d/", b"sub", Duration::ZERO),
             "a listing older than asked for is not used"
+        );
+    }
+
+    #[test]
+    fn a_new_listing_of_a_directory_replaces_the_old_one() {
+        let directory = Directory::default();
+        directory.remember_listing("http://h/d/", Arc::new(vec![entry("sub", true)]));
+        directory.remember_listing(
+            "http://h/d/",
+            Arc::new(vec![entry("sub", false), entry("new", true)]),
+        );
+        assert!(!directory.lists_as_dir("http://h/d/", b"sub", LISTING_TTL));
+        assert!(directory.lists_as_dir("http://h/d/", b"new", LISTING_TTL));
+        assert_eq!(directory.listings.lock().entries_kept, 2);
+    }
+
+    #[test]
+    fn lookups_in_a_big_listing_do_not_walk_it() {
+        // Walking the listing for each lookup would compare names 4e9 times
+        // here: minutes, where the set answers at once.
+        const ENTRIES: usize = 200_000;
+        const LOOKUPS: usize = 20_000;
+        let entries = (0..ENTRIES)
+            .map(|i| entry(&format!("n{i}"), i % 100 == 0))
+            .collect();
+        let directory = Directory::default();
+        directory.remember_listing("http://h/big/", Arc::new(entries));
+        let listed_dirs = (0..LOOKUPS)
+            .filter(|i| {
+                let name = format!("n{}", i * (ENTRIES / LOOKUPS));
+                directory.lists_as_dir("http://h/big/", name.as_bytes(), LISTING_TTL)
+            })
+            .count();
+        // Every 10th name is looked up, and every 100th is a directory.
+        assert_eq!(listed_dirs, LOOKUPS / 10);
+        assert!(!directory.lists_as_dir("http://h/big/", b"n200000", LISTING_TTL));
+    }
+
+    fn listing(fetched_at: Instant, entries: usize) -> RememberedListing {
+        let entries = (0..entries).map(|i| entry(&format!("e{i}"), false));
+        RememberedListing::new(fetched_at, Arc::new(entries.collect()))
+    }
+
+    fn urls(listings: &Listings) -> Vec<&str> {
+        let mut urls: Vec<&str> = listings.by_url.keys().map(String::as_str).collect();
+        urls.sort_unstable();
+        urls
+    }
+
+    #[test]
+    fn the_oldest_listings_go_first_when_the_entries_are_over_the_bound() {
+        let mut listings = Listings::new(LISTINGS_KEPT, 8);
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        assert!(listings.insert("a", listing(t0, 3)).is_empty());
+        assert!(listings.insert("b", listing(t0 + second, 3)).is_empty());
+        let dropped = listings.insert("c", listing(t0 + 2 * second, 3));
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].fetched_at, t0, "the oldest went");
+        assert_eq!(urls(&listings), ["b", "c"]);
+        assert_eq!(listings.entries_kept, 6);
+
+        assert_eq!(listings.insert("d", listing(t0 + 3 * second, 8)).len(), 2);
+        assert_eq!(urls(&listings), ["d"]);
+        assert_eq!(listings.entries_kept, 8);
+    }
+
+    #[test]
+    fn a_listing_larger_than_the_bound_alone_is_not_remembered() {
+        let mut listings = Listings::new(LISTINGS_KEPT, 8);
+        let t0 = Instant::now();
+        listings.insert("a", listing(t0, 3));
+        listings.insert("b", listing(t0, 3));
+        let dropped = listings.insert("b", listing(t0, 9));
+        assert_eq!(dropped.len(), 1, "the listing it replaces is outdated");
+        assert_eq!(urls(&listings), ["a"]);
+        assert_eq!(listings.entries_kept, 3);
+    }
+
+    #[test]
+    fn the_number_of_listings_is_bounded_too() {
+        let mut listings = Listings::new(2, usize::MAX);
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        listings.insert("a", listing(t0, 1));
+        listings.insert("b", listing(t0 + second, 1));
+        listings.insert("c", listing(t0 + 2 * second, 1));
+        assert_eq!(urls(&listings), ["b", "c"]);
+        listings.insert("b", listing(t0 + 3 * second, 1));
+        assert_eq!(
+            urls(&listings),
+            ["b", "c"],
+            "a replaced listing needs no room"
+        );
+    }
+
+    #[test]
+    fn listings_past_their_keep_time_go_before_newer_ones() {
+        let mut listings = Listings::new(LISTINGS_KEPT, 8);
+        let t0 = Instant::now();
+        listings.insert("a", listing(t0, 1));
+        listings.insert("b", listing(t0 + LISTING_KEPT / 2, 1));
+        listings.insert("c", listing(t0 + LISTING_KEPT, 1));
+        assert_eq!(urls(&listings), ["b", "c"]);
+        assert_eq!(listings.entries_kept, 2);
+    }
+
+    #[test]
+    fn the_entries_remembered_stay_within_the_bound() {
+        let directory = Directory::default();
+        // One set of entries remembered under five URLs: four are over the bound.
+        let quarter = Arc::new(
+            (0..=LISTED_ENTRIES_KEPT / 4)
+                .map(|i| entry(&format!("e{i}"), false))
+                .collect::<Vec<_>>(),
+        );
+        for dir in ["a", "b", "c", "d", "e"] {
+            directory.remember_listing(&format!("http://h/{dir}/"), Arc::clone(&quarter));
+            assert!(directory.listings.lock().entries_kept <= LISTED_ENTRIES_KEPT);
+        }
+        let remembered =
+            |dir: &str| directory.listing_within(&format!("http://h/{dir}/"), LISTING_TTL);
+        assert!(remembered("a").is_none() && remembered("b").is_none());
+        assert!(
+            remembered("c").is_some() && remembered("d").is_some() && remembered("e").is_some()
+        );
+        assert_eq!(directory.listings.lock().entries_kept, 3 * quarter.len());
+    }
+
+    #[tokio::test]
+    async fn a_listing_a_lookup_cannot_get_is_an_error_event() {
+        // Offline, every request fails before it leaves.
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(
+            crate::store::Store::open(cache_dir.path()).unwrap(),
+            true,
+            None,
+        );
+        let base = Url::parse("http://h/base/").unwrap();
+        let origin = Origin::with_defaults("o".to_string(), base.clone());
+        let dir_url = base.join("sub/").unwrap();
+
+        assert!(cache.listing(&origin, &dir_url).await.is_err());
+
+        let events = cache.telemetry().events.read_at(0, 1 << 16).await;
+        let error = String::from_utf8_lossy(&events)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|event| event["event"] == "error" && event["listing"] == true)
+            .expect("an error event for the listing");
+        assert_eq!(error["url"], dir_url.as_str());
+        assert!(
+            error["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("offline")),
+            "{error}"
         );
     }
 
