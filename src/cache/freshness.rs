@@ -321,11 +321,19 @@ fn private_cache() -> CacheOptions {
     }
 }
 
+/// The request as the policy sees it. A header value that is not text (a
+/// configured `User-Agent` with non-ASCII in it) is left out, as in
+/// [`normalize::response_headers`]: the stored policy could not keep it, and
+/// a `Vary` on it would answer otherwise after a remount.
 fn request_parts(url: &Url, headers: &HeaderMap) -> http::request::Parts {
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = http::Method::GET;
     parts.uri = url.as_str().parse().unwrap_or_default();
-    parts.headers = headers.clone();
+    parts.headers = headers
+        .iter()
+        .filter(|(_, value)| value.to_str().is_ok())
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
     parts
 }
 
@@ -813,43 +821,29 @@ mod properties {
                 prop_assert!(now < stored || entry.remaining(now) <= max_ttl);
             }
 
-            // `http-serde` drops header values that are not text from the
-            // policy's copy, so with such a value (an obs-text ETag, a second
-            // Expires after a binary one, a request field a Vary names) the
-            // entry read back may answer otherwise; the record is stable from
-            // its first reading on all the same.
+            // Values that are not text were dropped before the rules read the
+            // response (`normalize`), so the record reads back the same and
+            // the entry read back answers every question alike.
             let json = entry.to_json();
             let back = EntryMeta::from_json(&json);
             prop_assert!(back.is_some(), "{} does not read back", json);
             let back = back.expect("checked above");
-            let json_again = back.to_json();
-            prop_assert_eq!(
-                EntryMeta::from_json(&json_again).map(|again| again.to_json()),
-                Some(json_again)
-            );
+            prop_assert_eq!(back.to_json(), json);
             ask_everything(&back, &request, now);
-            let all_text = answer
-                .headers
-                .values()
-                .chain(answer.request_headers.values())
-                .all(|value| value.to_str().is_ok());
-            if all_text {
-                prop_assert_eq!(back.to_json(), json);
-                for at in [stored, now] {
-                    prop_assert_eq!(back.remaining(at), entry.remaining(at));
-                    prop_assert_eq!(
-                        back.may_serve_stale_on_error(at),
-                        entry.may_serve_stale_on_error(at)
-                    );
-                    prop_assert_eq!(
-                        back.may_serve_while_revalidating(at),
-                        entry.may_serve_while_revalidating(at)
-                    );
-                    prop_assert_eq!(
-                        back.conditional_headers(&url(), &request, at),
-                        entry.conditional_headers(&url(), &request, at)
-                    );
-                }
+            for at in [stored, now] {
+                prop_assert_eq!(back.remaining(at), entry.remaining(at));
+                prop_assert_eq!(
+                    back.may_serve_stale_on_error(at),
+                    entry.may_serve_stale_on_error(at)
+                );
+                prop_assert_eq!(
+                    back.may_serve_while_revalidating(at),
+                    entry.may_serve_while_revalidating(at)
+                );
+                prop_assert_eq!(
+                    back.conditional_headers(&url(), &request, at),
+                    entry.conditional_headers(&url(), &request, at)
+                );
             }
 
             let mut invalidated = entry.clone();
