@@ -383,7 +383,11 @@ impl Index {
         let mut batch = WriteBatch::default();
         for item in self.db.iterator_cf(self.cf(CF_URLS), IteratorMode::Start) {
             let (key, value) = item?;
-            let record: UrlRecord = decode(&String::from_utf8_lossy(&key), &value)?;
+            // An undecodable record reads as absent everywhere; it stays
+            // for `verify --repair` and must not stop eviction.
+            let Ok(record) = decode::<UrlRecord>(&String::from_utf8_lossy(&key), &value) else {
+                continue;
+            };
             if victims.contains(&record.blob) {
                 batch.delete_cf(self.cf(CF_URLS), &key);
                 totals.entries = totals.entries.saturating_sub(1);
@@ -452,7 +456,9 @@ impl Index {
         let _guard = self.write_lock.lock();
         for item in self.db.iterator_cf(self.cf(CF_URLS), IteratorMode::Start) {
             let (key, value) = item?;
-            let mut record: UrlRecord = decode(&String::from_utf8_lossy(&key), &value)?;
+            let Ok(mut record) = decode::<UrlRecord>(&String::from_utf8_lossy(&key), &value) else {
+                continue;
+            };
             let Some(request) = record
                 .meta
                 .get_mut("policy")
@@ -787,6 +793,35 @@ mod tests {
         assert_eq!(bad.len(), 1);
         index.delete_records(&bad).unwrap();
         assert!(index.undecodable().unwrap().is_empty());
+    }
+
+    /// Review finding 18: one undecodable URL record made every eviction
+    /// fail, the cap's and a full disk's among them.
+    #[test]
+    fn an_undecodable_record_does_not_stop_eviction() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let hash = blake3::hash(b"g");
+        let body = NewBody {
+            hash,
+            size: 1,
+            mtime: 0,
+        };
+        index.link("http://h/good", body, meta(), 1).unwrap();
+        index
+            .db
+            .put_cf(index.cf(CF_URLS), b"http://h/bad", b"not json")
+            .unwrap();
+        index
+            .drop_blobs(&std::collections::HashSet::from([hash]))
+            .expect("one bad record stopped eviction");
+        assert!(index.url("http://h/good").unwrap().is_none());
+        assert!(index.blob(&hash).unwrap().is_none());
+        assert_eq!(index.totals().entries, 0);
+        assert_eq!(index.undecodable().unwrap().len(), 1, "left for repair");
+        index
+            .scrub_request_headers(&["authorization".into()])
+            .expect("one bad record stopped the scrub");
     }
 
     #[test]
