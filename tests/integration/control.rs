@@ -457,3 +457,23 @@ fn invalidate_reaches_a_name_that_is_not_utf8() {
         .unwrap();
     assert_eq!(read(&path), b"v3", "the kernel kept the evicted entry");
 }
+
+/// Review finding 25: `access(W_OK)` on a command file answered EROFS, so
+/// `test -w .fetchfs/evict` in a script said it could not be written.
+#[test]
+fn the_command_files_are_writable_to_access_and_files_are_not() {
+    let origin = Origin::start();
+    origin.route("/base/f", Route::fresh(b"body".to_vec()));
+    let mount = Mount::single("o", origin.url("/base"));
+    read(&mount.path("o/f"));
+    let writable = |rel: &str| {
+        let path = c_path(&mount.path(rel));
+        check_libc(unsafe { libc::access(path.as_ptr(), libc::W_OK) })
+    };
+    for file in ["invalidate", "evict", "prefetch"] {
+        writable(&format!(".fetchfs/{file}"))
+            .unwrap_or_else(|e| panic!("access(W_OK) on .fetchfs/{file}: {e}"));
+    }
+    assert_errno(writable(".fetchfs/stats"), libc::EROFS, "stats");
+    assert_errno(writable("o/f"), libc::EROFS, "a file of the origin");
+}

@@ -170,6 +170,11 @@ fn other_users_read_neither_the_control_folder_nor_private_bodies() {
             "the owner cannot read {path}"
         );
     }
+    // `events` names URLs too; reading it waits at its end, so only open it.
+    let events = mount.path(".fetchfs/events");
+    assert!(nobody_can_open(&mount.path("o/public")), "the check itself");
+    assert!(!nobody_can_open(&events), "another user opened the events");
+    std::fs::File::open(&events).expect("the owner cannot open the events");
     // Its mode says so too, after the kernel's attributes expire.
     std::thread::sleep(Duration::from_millis(1500));
     let mode = std::fs::metadata(mount.path("o/mine"))
@@ -178,6 +183,25 @@ fn other_users_read_neither_the_control_folder_nor_private_bodies() {
         .mode();
     assert_eq!(mode & 0o777, 0o400, "a private body's mode: {mode:o}");
     drop(scratch);
+}
+
+/// Whether `nobody` may open `path` for reading (reading nothing).
+fn nobody_can_open(path: &Path) -> bool {
+    let input = format!("if={}", path.display());
+    Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            "dd",
+            &input,
+            "of=/dev/null",
+            "count=0",
+        ])
+        .output()
+        .expect("runuser dd")
+        .status
+        .success()
 }
 
 /// `getfattr -n user.fetchfs.url PATH` as `nobody`: whether it worked.
