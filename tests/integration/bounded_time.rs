@@ -332,3 +332,49 @@ fn a_panic_below_a_handler_is_eio_and_the_mount_keeps_serving() {
         "the log does not name the URL"
     );
 }
+
+/// Review finding 6, for directories: during an outage, `ls` of a directory
+/// whose listing has to be asked again waits out one timeout, then gets the
+/// listing kept from before; the next directories get theirs at once.
+#[test]
+fn listings_during_an_outage_cost_one_timeout_then_come_at_once() {
+    let origin = Origin::start();
+    let files: std::collections::BTreeMap<String, Vec<u8>> = (1..=3)
+        .map(|i| (format!("d{i}/f{i}"), random_bytes(100, 830 + i)))
+        .collect();
+    origin.serve_tree("/base", &files, Listing::Html);
+    let mount = mount_with(&origin, |o| o.timeout("2s"));
+    let names = |dir: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(mount.path(dir))
+            .unwrap_or_else(|e| panic!("ls {dir}: {e}"))
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    for i in 1..=3 {
+        assert_eq!(names(&format!("o/d{i}")), [format!("f{i}")]);
+    }
+    // Past the time a listing is reused without asking (10 s).
+    std::thread::sleep(Duration::from_millis(10_500));
+    for i in 1..=3 {
+        for path in [format!("/base/d{i}/"), format!("/base/d{i}")] {
+            origin.route(&path, Route::ok(vec![0; 10]).header_delay(HUNG));
+        }
+    }
+
+    let (first, took_first) = timed(|| names("o/d1"));
+    assert_eq!(first, ["f1"], "the kept listing during the outage");
+    assert!(
+        took_first < Duration::from_secs(2) + SLACK,
+        "{took_first:?}"
+    );
+    for i in 2..=3 {
+        let (listed, took) = timed(|| names(&format!("o/d{i}")));
+        assert_eq!(listed, [format!("f{i}")]);
+        assert!(
+            took < Duration::from_millis(500),
+            "a known outage cost another wait for d{i}: {took:?}"
+        );
+    }
+}

@@ -109,3 +109,49 @@ fn readers_of_two_versions_of_a_body_each_get_their_own() {
     assert_same_bytes(&second, &v2, "the reader of the new version");
     assert_same_bytes(&first_bytes, &v1, "the reader of the old version");
 }
+
+/// Review finding 2, its warm path: a stored `no-cache` body whose
+/// revalidation brings a new body without Content-Length. `stat` and every
+/// read must see the new body's true size, not the old one nor the bytes
+/// received so far.
+#[test]
+fn a_revalidation_to_a_body_without_length_has_its_true_size() {
+    let origin = Origin::start();
+    let version = |body: &Vec<u8>, etag: &str| {
+        Route::ok(body.clone())
+            .header("Cache-Control", "no-cache")
+            .header("ETag", etag)
+    };
+    let small = random_bytes(1000, 607);
+    let large = random_bytes(700_000, 608);
+    origin.route("/base/f", version(&small, "\"v1\""));
+    let m = mount(&origin);
+    assert_same_bytes(&read(&m.path("o/f")), &small, "v1");
+    m.wait_idle(Duration::from_secs(10));
+    // Past the 200 ms in which requests share a validation's outcome.
+    let past_collapsing = || std::thread::sleep(Duration::from_millis(300));
+    past_collapsing();
+
+    origin.route(
+        "/base/f",
+        version(&large, "\"v2\"")
+            .chunked()
+            .throttle(2 * 1024 * 1024),
+    );
+    assert_eq!(
+        std::fs::metadata(m.path("o/f")).unwrap().len(),
+        large.len() as u64,
+        "st_size after the revalidation"
+    );
+    assert_same_bytes(&read(&m.path("o/f")), &large, "v2, larger");
+    m.wait_idle(Duration::from_secs(10));
+    past_collapsing();
+
+    // And back to a smaller body: no stale size pads or cuts it.
+    origin.route("/base/f", version(&small, "\"v3\"").chunked());
+    assert_same_bytes(&read(&m.path("o/f")), &small, "v3, smaller");
+    assert_eq!(
+        std::fs::metadata(m.path("o/f")).unwrap().len(),
+        small.len() as u64
+    );
+}
