@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -153,7 +153,15 @@ impl Durability {
     }
 }
 
-/// One round: every blob's data, every shard directory, then the index log.
+/// The directories whose entries lead to the blob at `path`
+/// (`blobs/ab/cd/<hash>`): `cd`, `ab` and `blobs` itself, since a new shard
+/// is a new entry in its parent and only an fsync of that parent keeps it.
+fn directories_holding(path: &Path) -> impl Iterator<Item = &Path> {
+    path.ancestors().skip(1).take(3)
+}
+
+/// One round: every blob's data, every directory leading to it, then the
+/// index log.
 fn sync_round(index: &Index, batch: &[(PathBuf, u64)]) -> io::Result<()> {
     let mut directories = BTreeSet::new();
     for (path, _) in batch {
@@ -163,12 +171,7 @@ fn sync_round(index: &Index, batch: &[(PathBuf, u64)]) -> io::Result<()> {
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
             Err(error) => return Err(error),
         }
-        if let Some(parent) = path.parent() {
-            directories.insert(parent.to_path_buf());
-            if let Some(grandparent) = parent.parent() {
-                directories.insert(grandparent.to_path_buf());
-            }
-        }
+        directories.extend(directories_holding(path).map(Path::to_path_buf));
     }
     for directory in directories {
         File::open(&directory)?.sync_all()?;
@@ -195,6 +198,22 @@ impl Drop for Syncer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review finding 12: a new shard directory is an entry in `blobs/`,
+    /// which was never fsynced, so a power loss could lose a whole shard.
+    #[test]
+    fn a_round_syncs_every_directory_down_from_blobs() {
+        let blob = Path::new("/cache/blobs/ab/cd/abcd0123");
+        let directories: Vec<&Path> = directories_holding(blob).collect();
+        assert_eq!(
+            directories,
+            [
+                Path::new("/cache/blobs/ab/cd"),
+                Path::new("/cache/blobs/ab"),
+                Path::new("/cache/blobs"),
+            ]
+        );
+    }
 
     fn started() -> (tempfile::TempDir, Arc<Durability>, Syncer) {
         let dir = tempfile::tempdir().unwrap();
