@@ -65,8 +65,8 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
     serve(&config, &mountpoint, None)
 }
 
-/// Every open file, download and socket holds a descriptor, and RocksDB
-/// keeps its tables open: the soft limit (often 1024) goes up to the hard one.
+/// Every open file, download and socket holds a descriptor (and the index
+/// up to 256 tables): the soft limit (often 1024) goes up to the hard one.
 fn raise_open_files_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
