@@ -119,3 +119,35 @@ fn a_body_evicted_by_the_cap_is_found_again_through_a_cached_entry() {
     assert_eq!(meta.len(), bodies[0].len() as u64);
     assert_same_bytes(&read(&a), &bodies[0], "read after eviction");
 }
+
+/// Review finding 3: an open file whose body is evicted under it keeps its
+/// size for `fstat` and `SEEK_END`, and reads to its end.
+#[test]
+fn an_open_file_evicted_under_its_reader_keeps_its_size_and_bytes() {
+    let origin = Origin::start();
+    let bodies = serve_bodies(&origin, 1);
+    let mount = Mount::single("o", origin.url("/base"));
+    let path = mount.path("o/f0.bin");
+    assert_same_bytes(&read(&path), &bodies[0], "first read");
+    mount.wait_idle(Duration::from_secs(10));
+
+    let mut held = std::fs::File::open(&path).unwrap();
+    let mut first_half = vec![0u8; BODY_BYTES / 2];
+    held.read_exact(&mut first_half).unwrap();
+    mount.control("evict", "/o/f0.bin\n").expect("evict");
+    assert_eq!(mount.stat("entries"), 0, "{}", mount.stats());
+    // Past the attribute timeout, so fstat asks the daemon.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let size = held.metadata().expect("fstat after the evict").len();
+    assert_eq!(size, BODY_BYTES as u64);
+    let end = held
+        .seek(SeekFrom::End(0))
+        .expect("SEEK_END after the evict");
+    assert_eq!(end, BODY_BYTES as u64);
+    held.seek(SeekFrom::Start(0)).unwrap();
+    let mut whole = Vec::new();
+    held.read_to_end(&mut whole)
+        .unwrap_or_else(|e| panic!("reading to EOF after the evict: {e}"));
+    assert_same_bytes(&whole, &bodies[0], "held file after the evict");
+}
