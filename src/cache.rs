@@ -238,6 +238,7 @@ impl Cache {
     /// What the cache knows of the file at `loc`, for extended attributes; no network.
     pub fn describe(&self, loc: &Location) -> Result<Description, CacheError> {
         let url = loc.file_url()?;
+        failpoint_panic("describe", &url);
         let record = self.store.index.url(url.as_str())?;
         let meta = record.as_ref().and_then(|r| EntryMeta::from_json(&r.meta));
         let state = if self.flights.download(url.as_str()).is_some() {
@@ -259,16 +260,22 @@ impl Cache {
     }
 }
 
-/// Debug builds only: a URL containing `$FETCHFS_FAILPOINT_PANIC` panics in
-/// its lookup, standing in for a dependency that panics on hostile input, so
-/// the tests can prove a panic is contained.
-fn failpoint_panic(url: &Url) {
-    if cfg!(debug_assertions)
-        && let Ok(marker) = std::env::var("FETCHFS_FAILPOINT_PANIC")
-        && !marker.is_empty()
-        && url.as_str().contains(&marker)
-    {
-        panic!("failpoint FETCHFS_FAILPOINT_PANIC reached for {url}");
+/// Debug builds only: a URL containing the marker in
+/// `$FETCHFS_FAILPOINT_PANIC` panics at `site`, standing in for a dependency
+/// that panics on hostile input, so the tests can prove a panic is
+/// contained. The value is `MARKER` (the lookup, in a task) or
+/// `SITE=MARKER`, where `describe` is the extended attributes' read on a
+/// FUSE dispatch thread.
+fn failpoint_panic(site: &str, url: &Url) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    let Ok(value) = std::env::var("FETCHFS_FAILPOINT_PANIC") else {
+        return;
+    };
+    let (wanted, marker) = value.split_once('=').unwrap_or(("lookup", &value));
+    if wanted == site && !marker.is_empty() && url.as_str().contains(marker) {
+        panic!("failpoint FETCHFS_FAILPOINT_PANIC reached at {site} for {url}");
     }
 }
 

@@ -67,7 +67,7 @@ impl Cache {
             return Ok(Resolved::Directory);
         }
         let url = loc.file_url()?;
-        super::failpoint_panic(&url);
+        super::failpoint_panic("lookup", &url);
         if let Some(stale) = self.serve_while_revalidating(loc, &url)? {
             return Ok(stale);
         }

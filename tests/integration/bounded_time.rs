@@ -333,6 +333,33 @@ fn a_panic_below_a_handler_is_eio_and_the_mount_keeps_serving() {
     );
 }
 
+/// The same for a handler that answers on a FUSE dispatch thread: the
+/// extended attributes' read panics, the caller gets EIO, and the thread
+/// goes on serving.
+#[test]
+fn a_panic_on_a_dispatch_thread_is_eio_and_the_mount_keeps_serving() {
+    let origin = Origin::start();
+    origin.route("/base/boom-xattr", Route::fresh(b"body\n".to_vec()));
+    let mount = Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")))
+        .env("FETCHFS_FAILPOINT_PANIC", "describe=boom-xattr")
+        .mount();
+    let path = mount.path("o/boom-xattr");
+    // More than there are dispatch threads: none of them was lost.
+    for _ in 0..32 {
+        assert_errno(
+            getxattr(&path, "user.fetchfs.url"),
+            libc::EIO,
+            "the panicking getxattr",
+        );
+        assert_eq!(read(&path), b"body\n", "the mount stopped serving");
+    }
+    assert!(
+        mount.stderr().contains("boom-xattr"),
+        "the log does not name the URL"
+    );
+}
+
 /// Review finding 6, for directories: during an outage, `ls` of a directory
 /// whose listing has to be asked again waits out one timeout, then gets the
 /// listing kept from before; the next directories get theirs at once.
