@@ -94,6 +94,24 @@ fn a_trickle_below_min_rate_fails_instead_of_holding_readers_for_days() {
     );
 }
 
+/// A body without a length is fetched at lookup to know its size: a
+/// trickle there fails `stat` within the rate window too (review finding 7).
+#[test]
+fn a_trickle_without_length_fails_stat_within_the_rate_window() {
+    let origin = Origin::start();
+    let body = random_bytes(1024 * 1024, 804);
+    origin.route("/base/f", Route::fresh(body).chunked().throttle(1));
+    let mount = mount_with(&origin, |o| o.timeout("3s").min_rate("16KiB/s"));
+    let (result, took) = timed(|| std::fs::metadata(mount.path("o/f")));
+    assert_errno(result, libc::EIO, "stat of a 1 byte/s body without length");
+    assert!(
+        took < Duration::from_secs(10) + SLACK,
+        "a 1 byte/s body held stat {took:?}"
+    );
+    mount.wait_idle(Duration::from_secs(10));
+    assert_eq!(mount.stat("blobs"), 0, "{}", mount.stats());
+}
+
 #[test]
 fn a_slow_body_above_min_rate_is_read_whole() {
     let origin = Origin::start();
