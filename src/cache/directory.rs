@@ -271,6 +271,12 @@ impl Cache {
         if let Some(entries) = self.directory.listing_within(dir_url.as_str(), LISTING_TTL) {
             return Ok(Some(entries));
         }
+        // One listing request at a time per directory: those who waited find
+        // the listing it brought (review finding 13).
+        let _flight = self.flights.lock(dir_url.as_str()).await;
+        if let Some(entries) = self.directory.listing_within(dir_url.as_str(), LISTING_TTL) {
+            return Ok(Some(entries));
+        }
         let asked = self
             .within_budget(origin, dir_url, |deadline| {
                 self.origin.listing(origin, dir_url, deadline)

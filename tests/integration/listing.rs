@@ -308,3 +308,37 @@ fn a_listing_that_cannot_be_read_is_eio_an_error_event_and_a_log_line() {
         "the log does not say why: {log}"
     );
 }
+
+/// Review finding 13: concurrent cold `ls` of one directory ask the origin
+/// for its listing once, not once each.
+#[test]
+fn concurrent_cold_listings_of_a_directory_ask_the_origin_once() {
+    const READERS: usize = 16;
+    let origin = Origin::start();
+    let names: Vec<String> = (0..100).map(|i| format!("f{i}")).collect();
+    origin.route("/base/d", Route::redirect(301, "/base/d/"));
+    origin.route(
+        "/base/d/",
+        Route::ok(nginx_autoindex(&names))
+            .header("Content-Type", "text/html")
+            .header_delay(Duration::from_millis(300)),
+    );
+    let mount = Mount::single("o", origin.url("/base"));
+    assert!(std::fs::metadata(mount.path("o/d")).unwrap().is_dir());
+    let before = origin.gets("/base/d/");
+
+    let dir = mount.path("o/d");
+    let listed: Vec<usize> = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..READERS)
+            .map(|_| scope.spawn(|| std::fs::read_dir(&dir).unwrap().count()))
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert!(listed.iter().all(|&n| n == names.len()), "{listed:?}");
+    assert_eq!(
+        origin.gets("/base/d/") - before,
+        1,
+        "{READERS} readers: {}",
+        origin.describe_requests()
+    );
+}
