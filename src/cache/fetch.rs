@@ -7,6 +7,7 @@
 //! reader that saw end-of-file and opens the path again finds the stored
 //! blob, and a failed download is never joined again.
 
+use std::collections::HashSet;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -88,10 +89,20 @@ impl Cache {
             Ok(file) => file,
             Err(error) => {
                 self.open.release(&hash);
-                return match error.kind() {
-                    io::ErrorKind::NotFound => Ok(None),
-                    _ => Err(error.into()),
-                };
+                if error.kind() != io::ErrorKind::NotFound {
+                    return Err(error.into());
+                }
+                // Evicted meanwhile (the index forgets a blob before its file
+                // goes), or removed behind the cache's back: then the index
+                // forgets it now, and the next lookup fetches it again.
+                if self.store.index.blob(&hash)?.is_some() {
+                    tracing::warn!(
+                        "blob {} is gone from the disk; its entries are dropped",
+                        hash.to_hex()
+                    );
+                    self.store.index.drop_blobs(&HashSet::from([hash]))?;
+                }
+                return Ok(None);
             }
         };
         let _ = self.store.index.touch(&hash, crate::store::unix_now_ms());

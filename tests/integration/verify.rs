@@ -93,3 +93,31 @@ fn verify_finds_a_corrupted_blob_and_repair_makes_the_next_read_refetch() {
         "the good body was fetched again"
     );
 }
+
+/// Review finding 10's tail: a blob file removed behind the cache's back
+/// (by hand, by a tool cleaning the disk) is fetched again on the next read,
+/// not ESTALE until `verify --repair`.
+#[test]
+fn a_blob_file_removed_by_hand_is_fetched_again() {
+    let origin = Origin::start();
+    let body = random_bytes(20_000, 880);
+    origin.route("/base/f", Route::fresh(body.clone()));
+    let mount = Mount::single("o", origin.url("/base"));
+    assert_same_bytes(&read(&mount.path("o/f")), &body, "first read");
+    mount.wait_idle(Duration::from_secs(10));
+    let hash = blake3::hash(&body).to_hex().to_string();
+    let blob = mount
+        .cache_dir()
+        .join("blobs")
+        .join(&hash[..2])
+        .join(&hash[2..4])
+        .join(&hash);
+    std::fs::remove_file(&blob).expect("the blob file is where the layout says");
+    // Past the kernel's attribute timeout of the old file.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let again = std::fs::read(mount.path("o/f"))
+        .unwrap_or_else(|e| panic!("read after the blob file was removed: {e}"));
+    assert_same_bytes(&again, &body, "read after the blob file was removed");
+    assert!(blob.exists(), "the blob file was not put back");
+}
