@@ -320,21 +320,28 @@ fn a_planted_symlink_or_a_foreign_cache_dir_is_refused() {
     let mountpoint = scratch.path().join("mnt");
     std::fs::create_dir(&mountpoint).unwrap();
     let url = format!("o={}", origin.url("/base"));
-    for planted in ["lock", "VERSION"] {
+    // The log is written only with --daemon.
+    for planted in ["lock", "VERSION", "fetchfs.log"] {
         let cache_dir = scratch.path().join(format!("cache-{planted}"));
         std::fs::create_dir(&cache_dir).unwrap();
         std::os::unix::fs::symlink(&victim, cache_dir.join(planted)).unwrap();
-        let output = run_fetchfs(
-            &[
-                "mount",
-                mountpoint.to_str().unwrap(),
-                "--origin",
-                &url,
-                "--cache-dir",
-                cache_dir.to_str().unwrap(),
-            ],
-            Duration::from_secs(20),
-        );
+        let mut args = vec![
+            "mount",
+            mountpoint.to_str().unwrap(),
+            "--origin",
+            &url,
+            "--cache-dir",
+            cache_dir.to_str().unwrap(),
+        ];
+        if planted == "fetchfs.log" {
+            args.push("--daemon");
+        }
+        let output = run_fetchfs(&args, Duration::from_secs(20));
+        if is_fuse_mounted(&mountpoint) {
+            let _ = std::process::Command::new("umount")
+                .arg(&mountpoint)
+                .status();
+        }
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             !output.status.success(),
