@@ -333,14 +333,7 @@ fn a_panic_below_a_handler_is_eio_and_the_mount_keeps_serving() {
         b"fine\n",
         "the mount stopped serving"
     );
-    let events = std::fs::File::open(mount.path(".fetchfs/events")).unwrap();
-    let end = std::fs::metadata(mount.path(".fetchfs/events"))
-        .unwrap()
-        .len();
-    let mut tail = vec![0u8; 16 * 1024];
-    let n = std::os::unix::fs::FileExt::read_at(&events, &mut tail, end.saturating_sub(16 * 1024))
-        .unwrap();
-    let tail = String::from_utf8_lossy(&tail[..n]);
+    let tail = mount.events_tail();
     assert!(
         tail.contains("boom-here") && tail.contains("panic"),
         "the events do not name the URL: {tail}"

@@ -295,14 +295,7 @@ fn a_command_on_a_full_disk_is_enospc_not_einval_and_says_why() {
         matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EIO)),
         "{error}"
     );
-    // The events file is a log that waits at its end: read its last lines.
-    let events_path = mount.path(".fetchfs/events");
-    let end = std::fs::metadata(&events_path).unwrap().len();
-    let events = std::fs::File::open(&events_path).unwrap();
-    let mut tail = vec![0u8; 16 * 1024];
-    let n = std::os::unix::fs::FileExt::read_at(&events, &mut tail, end.saturating_sub(16 * 1024))
-        .unwrap();
-    let tail = String::from_utf8_lossy(&tail[..n]);
+    let tail = mount.events_tail();
     assert!(
         tail.contains("\"control\":\"invalidate\"") && tail.contains("No space left"),
         "the events do not say what failed: {tail}"

@@ -6,7 +6,6 @@
 //! is EIO with an error event and a log line, never an empty directory.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -284,15 +283,7 @@ fn a_listing_that_cannot_be_read_is_eio_an_error_event_and_a_log_line() {
 
     assert_errno(std::fs::read_dir(mount.path("o")), libc::EIO, "read_dir o");
 
-    // The events file is a log that waits at its end: read its last lines.
-    let events_path = mount.path(".fetchfs/events");
-    let end = std::fs::metadata(&events_path).unwrap().len();
-    let events = std::fs::File::open(&events_path).unwrap();
-    let mut tail = vec![0u8; 16 * 1024];
-    let n = events
-        .read_at(&mut tail, end.saturating_sub(16 * 1024))
-        .unwrap();
-    let tail = String::from_utf8_lossy(&tail[..n]);
+    let tail = mount.events_tail();
     let error = tail
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())

@@ -319,6 +319,21 @@ impl Mount {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("stats is not JSON ({e}): {text:?}"))
     }
 
+    /// The last 16 KiB of `MNT/.fetchfs/events`, as text. The file is a log
+    /// that waits at its end, so it is read at an offset, not to the end.
+    pub fn events_tail(&self) -> String {
+        use std::os::unix::fs::FileExt;
+        let path = self.path(".fetchfs/events");
+        let end = std::fs::metadata(&path).unwrap().len();
+        let events = std::fs::File::open(&path).unwrap();
+        const TAIL: usize = 16 * 1024;
+        let mut tail = vec![0u8; TAIL];
+        let n = events
+            .read_at(&mut tail, end.saturating_sub(TAIL as u64))
+            .unwrap();
+        String::from_utf8_lossy(&tail[..n]).into_owned()
+    }
+
     /// Writes `text` to the control file `MNT/.fetchfs/<file>` in one write
     /// and closes it, so every line applies.
     pub fn control(&self, file: &str, text: &str) -> std::io::Result<()> {
