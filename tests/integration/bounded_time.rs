@@ -144,6 +144,32 @@ fn stuck_reader_returns_on(signal: i32) {
     assert_eq!(read(&mount.path("o/g")), b"still here\n");
 }
 
+/// `cat .fetchfs/events` waits at the end of the stream for the next event,
+/// as `tail -f` would: Ctrl-C ends it at once (review findings 7 and 29).
+#[test]
+fn ctrl_c_reaches_a_reader_waiting_for_events_within_a_second() {
+    let origin = Origin::start();
+    let mount = mount_with(&origin, |o| o);
+    let mut reader = spawn_cat(&mount.path(".fetchfs/events"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        reader.try_wait().unwrap().is_none(),
+        "cat of events ended before the signal"
+    );
+    // SAFETY: sends a signal to a child process this test started and owns.
+    unsafe { libc::kill(reader.id() as i32, libc::SIGINT) };
+    let took = exits_within(&mut reader, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("cat of events ignored SIGINT for 10 s"));
+    assert!(
+        took < Duration::from_secs(1),
+        "SIGINT reached the events reader after {took:?}"
+    );
+    assert!(
+        mount.stats()["uptime_s"].is_u64(),
+        "the mount goes on serving"
+    );
+}
+
 #[test]
 fn ctrl_c_reaches_a_reader_stuck_on_the_origin_within_a_second() {
     stuck_reader_returns_on(libc::SIGINT);

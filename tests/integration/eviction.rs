@@ -151,3 +151,43 @@ fn an_open_file_evicted_under_its_reader_keeps_its_size_and_bytes() {
         .unwrap_or_else(|e| panic!("reading to EOF after the evict: {e}"));
     assert_same_bytes(&whole, &bodies[0], "held file after the evict");
 }
+
+/// Review finding 3, its other way: a new version of the file is stored while
+/// the old one is open, so nothing points at the old body any more and its
+/// record and file go. The open file still reads the old version whole and
+/// keeps its size; a new open reads the new version.
+#[test]
+fn an_open_file_whose_body_a_new_version_replaces_keeps_its_bytes() {
+    let origin = Origin::start();
+    let old = random_bytes(BODY_BYTES, 31);
+    let new = random_bytes(BODY_BYTES / 3, 32);
+    origin.route("/base/f", Route::fresh(old.clone()));
+    let mount = Mount::single("o", origin.url("/base"));
+    let path = mount.path("o/f");
+    assert_same_bytes(&read(&path), &old, "first read");
+    mount.wait_idle(Duration::from_secs(10));
+
+    let mut held = std::fs::File::open(&path).unwrap();
+    let mut first_half = vec![0u8; BODY_BYTES / 2];
+    held.read_exact(&mut first_half).unwrap();
+    origin.route("/base/f", Route::fresh(new.clone()));
+    mount.control("invalidate", "/o/f\n").expect("invalidate");
+    assert_same_bytes(&read(&path), &new, "a new open after the change");
+    mount.wait_idle(Duration::from_secs(10));
+    assert_eq!(
+        mount.stat("blobs"),
+        1,
+        "the old body is gone: {}",
+        mount.stats()
+    );
+    // Past the attribute timeout, so fstat asks the daemon.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let size = held.metadata().expect("fstat of the old version").len();
+    assert_eq!(size, BODY_BYTES as u64);
+    let mut rest = Vec::new();
+    held.read_to_end(&mut rest)
+        .unwrap_or_else(|e| panic!("reading the old version to EOF: {e}"));
+    first_half.extend_from_slice(&rest);
+    assert_same_bytes(&first_half, &old, "the held old version");
+}
