@@ -241,10 +241,12 @@ impl Store {
         }
         let mut excess = stored - target;
         let mut victims = HashSet::new();
-        for (hash, record) in self.index.blobs_by_last_access()? {
+        // Reads the lru family only as far as the bodies it chooses.
+        for item in self.index.least_recently_used() {
             if excess == 0 {
                 break;
             }
+            let (hash, record) = item?;
             if keep.contains(&hash) {
                 continue;
             }
@@ -476,6 +478,53 @@ mod tests {
         assert!(store.index.url("http://h/1").unwrap().is_none());
         assert_eq!(store.index.totals().cache_bytes, 8);
         assert_eq!(store.index.totals().entries, 2);
+    }
+
+    /// Eviction walks the lru family in access order, passes over kept
+    /// bodies, and stops once it has chosen enough bytes.
+    #[test]
+    fn eviction_takes_the_least_recently_touched_bodies_in_order_and_skips_kept_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut hashes = Vec::new();
+        for i in 0..6u8 {
+            let mut partial = store.blobs.create_partial().unwrap();
+            partial.append(&[i; 4]).unwrap();
+            let url = format!("http://h/{i}");
+            let (hash, _) = store
+                .commit(partial, &url, 0, serde_json::json!({}))
+                .unwrap();
+            hashes.push(hash);
+        }
+        // Access order, oldest first: 3, 0, 5, 1, 4, 2.
+        for (body, at) in [(3, 10), (0, 20), (5, 30), (1, 40), (4, 50), (2, 60)] {
+            store.index.touch(&hashes[body], at).unwrap();
+        }
+        let keep = HashSet::from([hashes[0]]);
+        // 9 of 24 bytes to go: three 4-byte bodies, 0 spared.
+        assert_eq!(store.evict_to(15, &keep).unwrap(), 3);
+        for (body, evicted) in [
+            (0, false),
+            (1, true),
+            (2, false),
+            (3, true),
+            (4, false),
+            (5, true),
+        ] {
+            let url = format!("http://h/{body}");
+            assert_eq!(
+                store.index.url(&url).unwrap().is_none(),
+                evicted,
+                "body {body}"
+            );
+            assert_eq!(
+                !store.blobs.path(&hashes[body]).exists(),
+                evicted,
+                "body {body}"
+            );
+        }
+        assert_eq!(store.index.totals().cache_bytes, 12);
+        assert_eq!(store.index.derived_mismatches().unwrap(), []);
     }
 
     #[test]

@@ -6,10 +6,14 @@
 //! - `blobs`: 32-byte blake3 hash → [`BlobRecord`] (size, inode number, how many
 //!   URLs point at it, last access).
 //! - `meta`: `ino/<u64 BE>` → hash, so a blob's inode number resolves after a
-//!   remount and never names two blobs.
+//!   remount and never names two blobs; and a few flags of the index itself.
+//! - `lru`: access time ++ hash → empty, and `by_blob`: hash ++ URL → empty:
+//!   the records again in the orders eviction reads ([`derived`]).
 //!
 //! Every change that touches more than one record is one write batch, so a
 //! crash leaves either the old state or the new one.
+
+mod derived;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -19,6 +23,9 @@ use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch,
 };
 use serde::{Deserialize, Serialize};
+
+pub use derived::DerivedMismatch;
+use derived::{CF_BY_BLOB, CF_LRU};
 
 const CF_URLS: &str = "urls";
 const CF_BLOBS: &str = "blobs";
@@ -127,6 +134,8 @@ impl Index {
             CF_URLS,
             CF_BLOBS,
             CF_META,
+            CF_LRU,
+            CF_BY_BLOB,
         ]
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, family_options(&tables)));
@@ -136,6 +145,7 @@ impl Index {
             write_lock: parking_lot::Mutex::new(Totals::default()),
             next_seq: std::sync::atomic::AtomicU64::new(1),
         };
+        index.build_derived_if_missing()?;
         let (totals, last_seq) = index.count_totals()?;
         *index.write_lock.lock() = totals;
         let next = last_seq.max(index.synced()?) + 1;
@@ -225,7 +235,8 @@ impl Index {
         let mut totals = self.write_lock.lock();
         let mut batch = WriteBatch::default();
         let previous = self.url(url)?;
-        let mut blob = match self.blob(&hash)? {
+        let stored = self.blob(&hash)?;
+        let mut blob = match stored {
             Some(record) => record,
             None => {
                 let ino = self.free_ino(&hash)?;
@@ -261,13 +272,14 @@ impl Index {
             totals.logical_bytes -= old.size.min(totals.logical_bytes);
         }
         totals.logical_bytes += size;
-        batch.put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&blob));
+        let stored_access_ms = stored.map(|record| record.last_access_ms);
+        self.put_blob(&mut batch, &hash, &blob, stored_access_ms);
         let record = UrlRecord {
             blob: hash,
             size,
             meta,
         };
-        batch.put_cf(self.cf(CF_URLS), url.as_bytes(), encode(&record));
+        self.put_url(&mut batch, url, &record, previous.as_ref());
         let before = *totals;
         self.write(batch, orphaned.is_some())
             .inspect_err(|_| *totals = before)?;
@@ -303,9 +315,11 @@ impl Index {
         if let Some(mut record) = self.blob(hash)?
             && record.last_access_ms != now_ms
         {
+            let old_access_ms = record.last_access_ms;
             record.last_access_ms = now_ms;
-            self.db
-                .put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&record))?;
+            let mut batch = WriteBatch::default();
+            self.put_blob(&mut batch, hash, &record, Some(old_access_ms));
+            self.db.write(batch)?;
         }
         Ok(())
     }
@@ -328,7 +342,7 @@ impl Index {
             let Some(old) = self.url(url)? else {
                 continue;
             };
-            batch.delete_cf(self.cf(CF_URLS), url.as_bytes());
+            self.delete_url(&mut batch, url.as_bytes(), &old.blob);
             removed.records += 1;
             totals.entries -= 1.min(totals.entries);
             totals.logical_bytes -= old.size.min(totals.logical_bytes);
@@ -344,11 +358,11 @@ impl Index {
         }
         for (hash, record) in counts {
             if record.refs > 0 {
-                batch.put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&record));
+                // Only the count changed: the lru key stays.
+                self.put_blob(&mut batch, &hash, &record, Some(record.last_access_ms));
                 continue;
             }
-            batch.delete_cf(self.cf(CF_BLOBS), hash.as_bytes());
-            batch.delete_cf(self.cf(CF_META), ino_key(record.ino));
+            self.delete_blob(&mut batch, &hash, &record);
             totals.blobs -= 1.min(totals.blobs);
             totals.cache_bytes -= record.size.min(totals.cache_bytes);
             removed.orphaned.push((hash, record));
@@ -362,8 +376,9 @@ impl Index {
         Ok(removed)
     }
 
-    /// Every stored body, least recently used first.
-    pub fn blobs_by_last_access(&self) -> Result<Vec<(blake3::Hash, BlobRecord)>, IndexError> {
+    /// Every blob record, by hash (for `verify` and the check after an
+    /// unclean stop: they read them all).
+    pub fn blob_records(&self) -> Result<Vec<(blake3::Hash, BlobRecord)>, IndexError> {
         let mut blobs = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
             let (key, value) = item?;
@@ -374,11 +389,11 @@ impl Index {
                 blobs.push((hash, record));
             }
         }
-        blobs.sort_by_key(|(_, record)| record.last_access_ms);
         Ok(blobs)
     }
 
-    /// Drops the given bodies and every URL that points at one of them, in one batch.
+    /// Drops the given bodies and every URL that points at one of them, in
+    /// one batch. The URLs of each body are one prefix scan of `by_blob`.
     pub fn drop_blobs(
         &self,
         victims: &std::collections::HashSet<blake3::Hash>,
@@ -389,23 +404,22 @@ impl Index {
         let mut totals = self.write_lock.lock();
         let before = *totals;
         let mut batch = WriteBatch::default();
-        for item in self.db.iterator_cf(self.cf(CF_URLS), IteratorMode::Start) {
-            let (key, value) = item?;
-            // An undecodable record reads as absent everywhere; it stays
-            // for `verify --repair` and must not stop eviction.
-            let Ok(record) = decode::<UrlRecord>(&String::from_utf8_lossy(&key), &value) else {
-                continue;
-            };
-            if victims.contains(&record.blob) {
-                batch.delete_cf(self.cf(CF_URLS), &key);
-                totals.entries = totals.entries.saturating_sub(1);
-                totals.logical_bytes = totals.logical_bytes.saturating_sub(record.size);
-            }
-        }
         for hash in victims {
+            for url in self.urls_of_blob(hash)? {
+                match self.get::<UrlRecord>(CF_URLS, &url)? {
+                    Some(record) if record.blob == *hash => {
+                        self.delete_url(&mut batch, &url, hash);
+                        totals.entries = totals.entries.saturating_sub(1);
+                        totals.logical_bytes = totals.logical_bytes.saturating_sub(record.size);
+                    }
+                    // A key out of step with its record goes alone. An
+                    // undecodable record reads as absent everywhere; it stays
+                    // for `verify --repair` and must not stop eviction.
+                    _ => batch.delete_cf(self.cf(CF_BY_BLOB), derived::by_blob_key(hash, &url)),
+                }
+            }
             if let Some(record) = self.blob(hash)? {
-                batch.delete_cf(self.cf(CF_BLOBS), hash.as_bytes());
-                batch.delete_cf(self.cf(CF_META), ino_key(record.ino));
+                self.delete_blob(&mut batch, hash, &record);
                 totals.blobs = totals.blobs.saturating_sub(1);
                 totals.cache_bytes = totals.cache_bytes.saturating_sub(record.size);
             }
@@ -493,7 +507,7 @@ impl Index {
     /// Blobs committed after sequence number `seq`.
     pub fn blobs_after(&self, seq: u64) -> Result<Vec<(blake3::Hash, BlobRecord)>, IndexError> {
         Ok(self
-            .blobs_by_last_access()?
+            .blob_records()?
             .into_iter()
             .filter(|(_, record)| record.seq > seq)
             .collect())
@@ -510,11 +524,11 @@ impl Index {
         };
         record.refs = record.refs.saturating_sub(1);
         if record.refs > 0 {
-            batch.put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&record));
+            // Only the count changed: the lru key stays.
+            self.put_blob(batch, hash, &record, Some(record.last_access_ms));
             return Ok(None);
         }
-        batch.delete_cf(self.cf(CF_BLOBS), hash.as_bytes());
-        batch.delete_cf(self.cf(CF_META), ino_key(record.ino));
+        self.delete_blob(batch, hash, &record);
         totals.blobs -= 1;
         totals.cache_bytes -= record.size.min(totals.cache_bytes);
         Ok(Some((*hash, record)))
@@ -621,7 +635,7 @@ impl Index {
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        // The three families are created at open, so they are always there.
+        // Every family is created at open, so they are always there.
         self.db
             .cf_handle(name)
             .expect("column family created at open")
@@ -725,7 +739,7 @@ mod tests {
             let meta = serde_json::json!({ "headers": padding });
             index.link(&format!("http://h/{i}"), body, meta, 1).unwrap();
         }
-        for family in [CF_URLS, CF_BLOBS, CF_META] {
+        for family in [CF_URLS, CF_BLOBS, CF_META, CF_LRU, CF_BY_BLOB] {
             index.db.flush_cf(index.cf(family)).unwrap();
         }
         for i in 0..20_000u32 {
@@ -747,7 +761,7 @@ mod tests {
                 .unwrap()
         };
         let usage = property(CF_URLS, "rocksdb.block-cache-usage");
-        for family in [CF_URLS, CF_BLOBS, CF_META] {
+        for family in [CF_URLS, CF_BLOBS, CF_META, CF_LRU, CF_BY_BLOB] {
             assert_eq!(
                 property(family, "rocksdb.block-cache-capacity"),
                 BLOCK_CACHE_BYTES as u64,
@@ -989,5 +1003,311 @@ mod tests {
             [a]
         );
         assert_eq!(index.totals(), Totals::default());
+    }
+
+    fn body(content: &[u8]) -> NewBody {
+        NewBody {
+            hash: blake3::hash(content),
+            size: content.len() as u64,
+            mtime: 0,
+        }
+    }
+
+    fn keys_of(index: &Index, family: &str) -> std::collections::BTreeSet<Vec<u8>> {
+        index
+            .db
+            .iterator_cf(index.cf(family), IteratorMode::Start)
+            .map(|item| item.unwrap().0.to_vec())
+            .collect()
+    }
+
+    /// The invariant, checked the slow way: `lru` holds exactly one key per
+    /// blob record, at its access time, and `by_blob` exactly one key per URL
+    /// record, under its blob.
+    fn assert_derived_in_step(index: &Index) {
+        let lru: std::collections::BTreeSet<Vec<u8>> = index
+            .blob_records()
+            .unwrap()
+            .iter()
+            .map(|(hash, record)| derived::lru_key(record.last_access_ms, hash).to_vec())
+            .collect();
+        let by_blob: std::collections::BTreeSet<Vec<u8>> = index
+            .url_records()
+            .unwrap()
+            .iter()
+            .map(|(url, record)| derived::by_blob_key(&record.blob, url.as_bytes()))
+            .collect();
+        assert_eq!(keys_of(index, CF_LRU), lru, "lru");
+        assert_eq!(keys_of(index, CF_BY_BLOB), by_blob, "by_blob");
+        assert_eq!(index.derived_mismatches().unwrap(), []);
+    }
+
+    /// Makes `index` one written before the derived families existed (neither
+    /// family, no mark saying they are built), and opens it again.
+    fn reopen_without_derived_families(index: Index, path: &Path) -> Index {
+        let mut db = Arc::into_inner(index.db).expect("the only handle on the database");
+        db.delete_cf(db.cf_handle(CF_META).unwrap(), derived::BUILT_KEY)
+            .unwrap();
+        db.drop_cf(CF_LRU).unwrap();
+        db.drop_cf(CF_BY_BLOB).unwrap();
+        drop(db);
+        Index::open(path).unwrap()
+    }
+
+    #[test]
+    fn link_relink_touch_and_remove_keep_lru_and_by_blob_in_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let (a, b) = (body(b"a"), body(b"bb"));
+        index.link("http://h/1", a, meta(), 10).unwrap();
+        index.link("http://h/2", a, meta(), 11).unwrap();
+        assert_derived_in_step(&index);
+        // The same URL stored again: the same body, a newer access.
+        index.link("http://h/1", a, meta(), 12).unwrap();
+        assert_derived_in_step(&index);
+        // One URL moves to another body; the first keeps one reference.
+        index.link("http://h/1", b, meta(), 13).unwrap();
+        assert_derived_in_step(&index);
+        assert_eq!(
+            index.urls_of_blob(&a.hash).unwrap(),
+            [b"http://h/2".to_vec()]
+        );
+        index.touch(&a.hash, 20).unwrap();
+        index.touch(&a.hash, 20).unwrap();
+        index.touch(&b.hash, 5).unwrap();
+        assert_derived_in_step(&index);
+        // The last URL of `a` moves: `a` is orphaned.
+        let moved = index.link("http://h/2", b, meta(), 21).unwrap();
+        assert_eq!(moved.orphaned.map(|(hash, _)| hash), Some(a.hash));
+        assert_derived_in_step(&index);
+        index
+            .remove_urls(&["http://h/1".into(), "http://h/1".into()])
+            .unwrap();
+        assert_derived_in_step(&index);
+        index.remove_urls(&["http://h/2".into()]).unwrap();
+        assert_derived_in_step(&index);
+        assert!(keys_of(&index, CF_LRU).is_empty());
+        assert!(keys_of(&index, CF_BY_BLOB).is_empty());
+    }
+
+    #[test]
+    fn drop_blobs_removes_every_url_of_a_victim_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let (a, b, c) = (body(b"a"), body(b"bb"), body(b"ccc"));
+        for url in ["http://h/a1", "http://h/a2", "http://h/z/a3"] {
+            index.link(url, a, meta(), 1).unwrap();
+        }
+        index.link("http://h/b", b, meta(), 2).unwrap();
+        index.link("http://h/c", c, meta(), 3).unwrap();
+        // A URL that pointed at `a` once, and at `b` now.
+        index.link("http://h/was-a", a, meta(), 4).unwrap();
+        index.link("http://h/was-a", b, meta(), 5).unwrap();
+
+        index.drop_blobs(&HashSet::from([a.hash, c.hash])).unwrap();
+        for url in ["http://h/a1", "http://h/a2", "http://h/z/a3", "http://h/c"] {
+            assert!(index.url(url).unwrap().is_none(), "{url} kept");
+        }
+        for url in ["http://h/b", "http://h/was-a"] {
+            assert_eq!(index.url(url).unwrap().unwrap().blob, b.hash, "{url}");
+        }
+        assert!(index.blob(&a.hash).unwrap().is_none());
+        assert!(index.blob(&c.hash).unwrap().is_none());
+        assert_eq!(index.blob(&b.hash).unwrap().unwrap().refs, 2);
+        assert_eq!(
+            index.totals(),
+            Totals {
+                entries: 2,
+                blobs: 1,
+                cache_bytes: 2,
+                logical_bytes: 4
+            }
+        );
+        assert_derived_in_step(&index);
+    }
+
+    #[test]
+    fn least_recently_used_walks_access_order_and_passes_over_stale_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let bodies: Vec<NewBody> = [&b"a"[..], b"b", b"c", b"d"]
+            .into_iter()
+            .map(body)
+            .collect();
+        for (i, new) in bodies.iter().enumerate() {
+            index
+                .link(&format!("http://h/{i}"), *new, meta(), 100)
+                .unwrap();
+        }
+        for (i, at) in [(2, 10), (0, 20), (3, 30), (1, 40)] {
+            index.touch(&bodies[i].hash, at).unwrap();
+        }
+        // Damage: a key at an old access time, and one for no body at all.
+        let stale = [
+            derived::lru_key(1, &bodies[1].hash),
+            derived::lru_key(2, &blake3::hash(b"gone")),
+        ];
+        for key in stale {
+            index.db.put_cf(index.cf(CF_LRU), key, []).unwrap();
+        }
+        let order: Vec<blake3::Hash> = index
+            .least_recently_used()
+            .map(|item| item.unwrap().0)
+            .collect();
+        let expected: Vec<blake3::Hash> = [2, 0, 3, 1].map(|i| bodies[i].hash).to_vec();
+        assert_eq!(order, expected);
+    }
+
+    /// An index written before `lru` and `by_blob` existed gets both at open,
+    /// built from the records in several bounded batches.
+    #[test]
+    fn an_index_without_the_derived_families_is_upgraded_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let shared = body(b"shared");
+        let urls = derived::REBUILD_BATCH_KEYS * 2 + 10;
+        for i in 0..urls {
+            let new = if i % 2 == 0 {
+                shared
+            } else {
+                body(&i.to_be_bytes())
+            };
+            index
+                .link(&format!("http://h/{i}"), new, meta(), i as u64)
+                .unwrap();
+        }
+        let totals = index.totals();
+        let index = reopen_without_derived_families(index, dir.path());
+        assert_eq!(index.totals(), totals);
+        assert_derived_in_step(&index);
+        assert_eq!(
+            index.urls_of_blob(&shared.hash).unwrap().len(),
+            urls.div_ceil(2)
+        );
+        assert!(
+            index
+                .db
+                .get_cf(index.cf(CF_META), derived::BUILT_KEY)
+                .unwrap()
+                .is_some()
+        );
+        // The least recently used first, as it was before the upgrade.
+        let first = index.least_recently_used().next().unwrap().unwrap();
+        assert_eq!(first.0, body(&1usize.to_be_bytes()).hash);
+    }
+
+    /// A build cut short left the families half full and no mark: the next
+    /// open builds them again, from empty.
+    #[test]
+    fn a_build_cut_short_is_done_again_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let a = body(b"a");
+        index.link("http://h/a", a, meta(), 7).unwrap();
+        index
+            .db
+            .put_cf(index.cf(CF_LRU), derived::lru_key(3, &a.hash), [])
+            .unwrap();
+        index
+            .db
+            .delete_cf(
+                index.cf(CF_BY_BLOB),
+                derived::by_blob_key(&a.hash, b"http://h/a"),
+            )
+            .unwrap();
+        index
+            .db
+            .delete_cf(index.cf(CF_META), derived::BUILT_KEY)
+            .unwrap();
+        drop(index);
+        let index = Index::open(dir.path()).unwrap();
+        assert_derived_in_step(&index);
+    }
+
+    /// One operation of [`random_operations_keep_the_derived_families_in_step`].
+    #[derive(Debug, Clone)]
+    enum Operation {
+        Link { url: usize, body: usize, at: u64 },
+        Remove { urls: Vec<usize> },
+        Drop { bodies: Vec<usize> },
+        Touch { body: usize, at: u64 },
+        Reopen,
+        Upgrade,
+    }
+
+    const URLS: usize = 6;
+    const BODIES: usize = 4;
+
+    fn operation() -> impl proptest::strategy::Strategy<Value = Operation> {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..URLS, 0..BODIES, 0..50u64)
+                .prop_map(|(url, body, at)| Operation::Link { url, body, at }),
+            2 => vec(0..URLS, 0..3).prop_map(|urls| Operation::Remove { urls }),
+            1 => vec(0..BODIES, 0..3).prop_map(|bodies| Operation::Drop { bodies }),
+            2 => (0..BODIES, 0..50u64).prop_map(|(body, at)| Operation::Touch { body, at }),
+            1 => Just(Operation::Reopen),
+            1 => Just(Operation::Upgrade),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 24,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x1e5_0bad),
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// Random links, relinks, removals, drops, touches and reopens,
+        /// against a model of which URL points at which body.
+        #[test]
+        fn random_operations_keep_the_derived_families_in_step(
+            operations in proptest::collection::vec(operation(), 1..30)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut index = Index::open(dir.path()).unwrap();
+            let bodies: Vec<NewBody> = (0..BODIES).map(|i| body(&[b'x'; 8][..=i])).collect();
+            let url = |i: usize| format!("http://h/{i}");
+            let mut model: HashMap<usize, usize> = HashMap::new();
+            for operation in operations {
+                match operation {
+                    Operation::Link { url: u, body: b, at } => {
+                        index.link(&url(u), bodies[b], meta(), at).unwrap();
+                        model.insert(u, b);
+                    }
+                    Operation::Remove { urls } => {
+                        let names: Vec<String> = urls.iter().map(|&u| url(u)).collect();
+                        index.remove_urls(&names).unwrap();
+                        urls.iter().for_each(|u| { model.remove(u); });
+                    }
+                    Operation::Drop { bodies: victims } => {
+                        let hashes = victims.iter().map(|&b| bodies[b].hash).collect();
+                        index.drop_blobs(&hashes).unwrap();
+                        model.retain(|_, b| !victims.contains(b));
+                    }
+                    Operation::Touch { body: b, at } => index.touch(&bodies[b].hash, at).unwrap(),
+                    Operation::Reopen => {
+                        drop(index);
+                        index = Index::open(dir.path()).unwrap();
+                    }
+                    Operation::Upgrade => {
+                        index = reopen_without_derived_families(index, dir.path());
+                    }
+                }
+                for u in 0..URLS {
+                    let stored = index.url(&url(u)).unwrap().map(|record| record.blob);
+                    proptest::prop_assert_eq!(stored, model.get(&u).map(|&b| bodies[b].hash));
+                }
+                for (b, new) in bodies.iter().enumerate() {
+                    let refs = model.values().filter(|&&m| m == b).count() as u64;
+                    let record = index.blob(&new.hash).unwrap();
+                    proptest::prop_assert_eq!(record.map(|r| r.refs), (refs > 0).then_some(refs));
+                }
+                proptest::prop_assert_eq!(index.totals().entries, model.len() as u64);
+                assert_derived_in_step(&index);
+            }
+        }
     }
 }

@@ -46,7 +46,7 @@ impl Store {
     /// Checks every blob and record; with `repair`, removes what is broken.
     pub fn verify(&self, repair: bool) -> Result<Report, StoreError> {
         let mut report = Report::default();
-        let blobs = self.index.blobs_by_last_access()?;
+        let blobs = self.index.blob_records()?;
         for (hash, record) in &blobs {
             report.blobs_checked += 1;
             report.bytes_checked += record.size;
