@@ -26,6 +26,9 @@ pub fn run(cache_dir: &Path, repair: bool) -> anyhow::Result<()> {
     for path in &report.stray_files {
         println!("file no entry names: {}", path.display());
     }
+    for mismatch in &report.derived_mismatches {
+        println!("index key out of step with the records: {mismatch}");
+    }
     for (family, key) in &report.undecodable {
         println!(
             "unreadable index record in {family}: {}",
@@ -38,6 +41,9 @@ pub fn run(cache_dir: &Path, repair: bool) -> anyhow::Result<()> {
         report.blobs_checked,
         cache_dir.display()
     );
+    if repair && !report.derived_mismatches.is_empty() {
+        println!("rebuilt the index's lru and by_blob families from its records");
+    }
     match (report.is_clean(), repair) {
         (true, _) => println!("ok"),
         (false, true) => println!(

@@ -4,13 +4,16 @@
 //! there and whole; this proves it after the fact (a disk error, a hand-edited
 //! cache dir). With `repair`, bad blobs and the entries pointing at them are
 //! dropped (the next read fetches them again), records naming no blob are
-//! removed, and files no record names are deleted.
+//! removed, and files no record names are deleted. The index's derived
+//! families (`lru`, `by_blob`) are checked against the records too, and
+//! rebuilt from them on repair.
 
 use std::fs;
 use std::io;
 use std::path::PathBuf;
 
 use super::{Store, StoreError};
+use crate::store::index::DerivedMismatch;
 
 /// What is wrong with one blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +34,9 @@ pub struct Report {
     pub stray_files: Vec<PathBuf>,
     /// Index records that cannot be decoded: (column family, key).
     pub undecodable: Vec<(&'static str, Vec<u8>)>,
+    /// Keys of the derived families (`lru`, `by_blob`) out of step with the
+    /// records.
+    pub derived_mismatches: Vec<DerivedMismatch>,
 }
 
 impl Report {
@@ -39,6 +45,7 @@ impl Report {
             && self.dangling_urls.is_empty()
             && self.stray_files.is_empty()
             && self.undecodable.is_empty()
+            && self.derived_mismatches.is_empty()
     }
 }
 
@@ -60,6 +67,7 @@ impl Store {
             }
         }
         report.undecodable = self.index.undecodable()?;
+        report.derived_mismatches = self.index.derived_mismatches()?;
         let known: std::collections::HashSet<String> =
             blobs.iter().map(|(h, _)| h.to_hex().to_string()).collect();
         report.stray_files = self
@@ -99,6 +107,11 @@ impl Store {
     }
 
     fn repair(&self, report: &Report) -> Result<(), StoreError> {
+        self.index.delete_records(&report.undecodable)?;
+        // Before dropping bad blobs: `drop_blobs` finds their URLs in `by_blob`.
+        if !report.derived_mismatches.is_empty() {
+            self.index.rebuild_derived()?;
+        }
         let bad: std::collections::HashSet<blake3::Hash> =
             report.bad_blobs.iter().map(|(h, _)| *h).collect();
         self.index.drop_blobs(&bad)?;
@@ -106,7 +119,6 @@ impl Store {
             self.blobs.remove(hash)?;
         }
         self.index.remove_urls(&report.dangling_urls)?;
-        self.index.delete_records(&report.undecodable)?;
         for path in &report.stray_files {
             match fs::remove_file(path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
@@ -187,6 +199,115 @@ mod tests {
         );
         assert!(store.index.url("http://h/1").unwrap().is_none());
         assert!(!stray.exists());
+        assert_eq!(store.index.totals().entries, 1);
+    }
+
+    /// Edits the index of a closed cache dir by hand, as damage would.
+    fn edit_index(dir: &std::path::Path, edit: impl FnOnce(&rocksdb::DB)) {
+        let families = ["urls", "blobs", "meta", "lru", "by_blob"];
+        let options = rocksdb::Options::default();
+        let db = rocksdb::DB::open_cf(&options, dir.join("index"), families).unwrap();
+        edit(&db);
+    }
+
+    fn lru_key(access_ms: u64, hash: &blake3::Hash) -> Vec<u8> {
+        [&access_ms.to_be_bytes()[..], hash.as_bytes()].concat()
+    }
+
+    fn by_blob_key(hash: &blake3::Hash, url: &str) -> Vec<u8> {
+        [hash.as_bytes(), url.as_bytes()].concat()
+    }
+
+    #[test]
+    fn out_of_step_lru_and_by_blob_keys_are_reported_and_rebuilt() {
+        let (dir, store, hashes) = store_with(&[b"one", b"two", b"three"]);
+        let accessed = store
+            .index
+            .blob(&hashes[0])
+            .unwrap()
+            .unwrap()
+            .last_access_ms;
+        drop(store);
+        edit_index(dir.path(), |db| {
+            let (lru, by_blob) = (
+                db.cf_handle("lru").unwrap(),
+                db.cf_handle("by_blob").unwrap(),
+            );
+            // Body 0 listed at another access time; URL 1 under body 2, not 1.
+            db.delete_cf(lru, lru_key(accessed, &hashes[0])).unwrap();
+            db.put_cf(lru, lru_key(accessed + 1, &hashes[0]), [])
+                .unwrap();
+            db.delete_cf(by_blob, by_blob_key(&hashes[1], "http://h/1"))
+                .unwrap();
+            db.put_cf(by_blob, by_blob_key(&hashes[2], "http://h/1"), [])
+                .unwrap();
+        });
+        let store = Store::open(dir.path()).unwrap();
+
+        let report = store.verify(false).unwrap();
+        assert!(!report.is_clean());
+        assert_eq!(
+            report.derived_mismatches,
+            [
+                DerivedMismatch::Missing {
+                    family: "lru",
+                    key: lru_key(accessed, &hashes[0])
+                },
+                DerivedMismatch::Stale {
+                    family: "lru",
+                    key: lru_key(accessed + 1, &hashes[0])
+                },
+                DerivedMismatch::Missing {
+                    family: "by_blob",
+                    key: by_blob_key(&hashes[1], "http://h/1")
+                },
+                DerivedMismatch::Stale {
+                    family: "by_blob",
+                    key: by_blob_key(&hashes[2], "http://h/1")
+                },
+            ]
+        );
+        assert!(
+            report.derived_mismatches[3]
+                .to_string()
+                .contains("http://h/1"),
+            "{}",
+            report.derived_mismatches[3]
+        );
+
+        store.verify(true).unwrap();
+        let after = store.verify(false).unwrap();
+        assert!(after.is_clean(), "{after:?}");
+        assert_eq!(store.index.totals().entries, 3, "repair dropped an entry");
+        // Dropping body 1 now finds its URL again.
+        store
+            .index
+            .drop_blobs(&std::collections::HashSet::from([hashes[1]]))
+            .unwrap();
+        assert!(store.index.url("http://h/1").unwrap().is_none());
+        assert!(store.index.url("http://h/2").unwrap().is_some());
+    }
+
+    /// `drop_blobs` finds a bad blob's URLs in `by_blob`, so a repair
+    /// rebuilds it first: a URL missing there is dropped with its blob, not
+    /// left pointing at nothing.
+    #[test]
+    fn repair_drops_a_bad_blob_with_a_url_by_blob_had_lost() {
+        let (dir, store, hashes) = store_with(&[b"good", b"bad"]);
+        drop(store);
+        edit_index(dir.path(), |db| {
+            let by_blob = db.cf_handle("by_blob").unwrap();
+            db.delete_cf(by_blob, by_blob_key(&hashes[1], "http://h/1"))
+                .unwrap();
+        });
+        let store = Store::open(dir.path()).unwrap();
+        fs::remove_file(store.blobs.path(&hashes[1])).unwrap();
+
+        store.verify(true).unwrap();
+        let after = store.verify(false).unwrap();
+        assert!(after.is_clean(), "{after:?}");
+        assert!(store.index.url("http://h/1").unwrap().is_none());
+        assert!(store.index.url("http://h/0").unwrap().is_some());
         assert_eq!(store.index.totals().entries, 1);
     }
 }
