@@ -239,6 +239,8 @@ impl Store {
         if stored <= target {
             return Ok(0);
         }
+        // Opens noted but not written yet would look older than they are.
+        self.index.flush_touches()?;
         let mut excess = stored - target;
         let mut victims = HashSet::new();
         // Reads the lru family only as far as the bodies it chooses.
@@ -295,6 +297,9 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        if let Err(error) = self.index.flush_touches() {
+            tracing::warn!("writing the last access times: {error}");
+        }
         // The last round of fsyncs, then the mark that says none is missing.
         drop(self.syncer.take());
         if self.durability.synced() >= self.index.last_seq()
@@ -486,16 +491,7 @@ mod tests {
     fn eviction_takes_the_least_recently_touched_bodies_in_order_and_skips_kept_ones() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let mut hashes = Vec::new();
-        for i in 0..6u8 {
-            let mut partial = store.blobs.create_partial().unwrap();
-            partial.append(&[i; 4]).unwrap();
-            let url = format!("http://h/{i}");
-            let (hash, _) = store
-                .commit(partial, &url, 0, serde_json::json!({}))
-                .unwrap();
-            hashes.push(hash);
-        }
+        let hashes = commit_bodies(&store, 6);
         // Access order, oldest first: 3, 0, 5, 1, 4, 2.
         for (body, at) in [(3, 10), (0, 20), (5, 30), (1, 40), (4, 50), (2, 60)] {
             store.index.touch(&hashes[body], at).unwrap();
@@ -524,6 +520,56 @@ mod tests {
             );
         }
         assert_eq!(store.index.totals().cache_bytes, 12);
+        assert_eq!(store.index.derived_mismatches().unwrap(), []);
+    }
+
+    fn commit_bodies(store: &Store, count: u8) -> Vec<blake3::Hash> {
+        (0..count)
+            .map(|i| {
+                let mut partial = store.blobs.create_partial().unwrap();
+                partial.append(&[i; 4]).unwrap();
+                let url = format!("http://h/{i}");
+                store
+                    .commit(partial, &url, 0, serde_json::json!({}))
+                    .unwrap()
+                    .0
+            })
+            .collect()
+    }
+
+    /// Opens are noted in memory, not written: eviction writes them before
+    /// it chooses.
+    #[test]
+    fn touches_are_visible_to_eviction_once_batched() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let hashes = commit_bodies(&store, 3);
+        // Stored in the order 0, 1, 2; opened since in the order 2, 0, 1.
+        let now = unix_now_ms();
+        store.index.flush_touches().unwrap();
+        for (body, later) in [(2, 1_000), (0, 2_000), (1, 3_000)] {
+            store.index.touch(&hashes[body], now + later).unwrap();
+        }
+        assert_eq!(store.evict_to(8, &HashSet::new()).unwrap(), 1);
+        assert!(store.index.url("http://h/2").unwrap().is_none());
+        assert!(store.index.url("http://h/0").unwrap().is_some());
+        let record = store.index.blob(&hashes[1]).unwrap().unwrap();
+        assert_eq!(record.last_access_ms, now + 3_000);
+    }
+
+    #[test]
+    fn touches_noted_before_a_clean_close_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let hashes = {
+            let store = Store::open(dir.path()).unwrap();
+            let hashes = commit_bodies(&store, 1);
+            store.index.flush_touches().unwrap();
+            store.index.touch(&hashes[0], 7).unwrap();
+            hashes
+        };
+        let store = Store::open(dir.path()).unwrap();
+        let record = store.index.blob(&hashes[0]).unwrap().unwrap();
+        assert_eq!(record.last_access_ms, 7);
         assert_eq!(store.index.derived_mismatches().unwrap(), []);
     }
 

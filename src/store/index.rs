@@ -11,9 +11,11 @@
 //!   the records again in the orders eviction reads ([`derived`]).
 //!
 //! Every change that touches more than one record is one write batch, so a
-//! crash leaves either the old state or the new one.
+//! crash leaves either the old state or the new one. Access times are the
+//! exception: opens are noted in memory and written in batches ([`touches`]).
 
 mod derived;
+mod touches;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -26,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use derived::DerivedMismatch;
 use derived::{CF_BY_BLOB, CF_LRU};
+use touches::PendingTouches;
 
 const CF_URLS: &str = "urls";
 const CF_BLOBS: &str = "blobs";
@@ -115,6 +118,8 @@ pub struct Index {
     write_lock: parking_lot::Mutex<Totals>,
     /// The sequence number the next new blob gets.
     next_seq: std::sync::atomic::AtomicU64,
+    /// Access times not written yet. Locked after `write_lock`, never before.
+    touches: parking_lot::Mutex<PendingTouches>,
 }
 
 impl Index {
@@ -144,6 +149,7 @@ impl Index {
             db: Arc::new(db),
             write_lock: parking_lot::Mutex::new(Totals::default()),
             next_seq: std::sync::atomic::AtomicU64::new(1),
+            touches: parking_lot::Mutex::new(PendingTouches::default()),
         };
         index.build_derived_if_missing()?;
         let (totals, last_seq) = index.count_totals()?;
@@ -233,6 +239,8 @@ impl Index {
     ) -> Result<Linked, IndexError> {
         let NewBody { hash, size, mtime } = body;
         let mut totals = self.write_lock.lock();
+        // This link is a newer access than an open noted before it.
+        self.touches.lock().forget(&hash);
         let mut batch = WriteBatch::default();
         let previous = self.url(url)?;
         let stored = self.blob(&hash)?;
@@ -306,21 +314,6 @@ impl Index {
             }
         }
         self.db.write(batch)?;
-        Ok(())
-    }
-
-    /// Records that a body was opened, for LRU eviction.
-    pub fn touch(&self, hash: &blake3::Hash, now_ms: u64) -> Result<(), IndexError> {
-        let _guard = self.write_lock.lock();
-        if let Some(mut record) = self.blob(hash)?
-            && record.last_access_ms != now_ms
-        {
-            let old_access_ms = record.last_access_ms;
-            record.last_access_ms = now_ms;
-            let mut batch = WriteBatch::default();
-            self.put_blob(&mut batch, hash, &record, Some(old_access_ms));
-            self.db.write(batch)?;
-        }
         Ok(())
     }
 
@@ -1075,7 +1068,9 @@ mod tests {
         index.touch(&a.hash, 20).unwrap();
         index.touch(&a.hash, 20).unwrap();
         index.touch(&b.hash, 5).unwrap();
+        index.flush_touches().unwrap();
         assert_derived_in_step(&index);
+        assert_eq!(index.blob(&a.hash).unwrap().unwrap().last_access_ms, 20);
         // The last URL of `a` moves: `a` is orphaned.
         let moved = index.link("http://h/2", b, meta(), 21).unwrap();
         assert_eq!(moved.orphaned.map(|(hash, _)| hash), Some(a.hash));
@@ -1142,6 +1137,7 @@ mod tests {
         for (i, at) in [(2, 10), (0, 20), (3, 30), (1, 40)] {
             index.touch(&bodies[i].hash, at).unwrap();
         }
+        index.flush_touches().unwrap();
         // Damage: a key at an old access time, and one for no body at all.
         let stale = [
             derived::lru_key(1, &bodies[1].hash),
@@ -1156,6 +1152,53 @@ mod tests {
             .collect();
         let expected: Vec<blake3::Hash> = [2, 0, 3, 1].map(|i| bodies[i].hash).to_vec();
         assert_eq!(order, expected);
+    }
+
+    #[test]
+    fn opens_are_noted_in_memory_and_written_in_one_batch_by_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let (a, b) = (body(b"a"), body(b"bb"));
+        index.link("http://h/a", a, meta(), 10).unwrap();
+        index.link("http://h/b", b, meta(), 11).unwrap();
+        // A flush just now: the next touches are not due for a second.
+        index.flush_touches().unwrap();
+        index.touch(&a.hash, 30).unwrap();
+        index.touch(&a.hash, 40).unwrap();
+        index.touch(&b.hash, 35).unwrap();
+        // A body gone before the flush is passed over.
+        let gone = body(b"gone");
+        index.link("http://h/gone", gone, meta(), 12).unwrap();
+        index.touch(&gone.hash, 36).unwrap();
+        index.remove_urls(&["http://h/gone".into()]).unwrap();
+        assert_eq!(index.blob(&a.hash).unwrap().unwrap().last_access_ms, 10);
+        assert_derived_in_step(&index);
+
+        index.flush_touches().unwrap();
+        assert_eq!(index.blob(&a.hash).unwrap().unwrap().last_access_ms, 40);
+        assert_eq!(index.blob(&b.hash).unwrap().unwrap().last_access_ms, 35);
+        assert!(index.blob(&gone.hash).unwrap().is_none());
+        assert_derived_in_step(&index);
+        let order: Vec<blake3::Hash> = index
+            .least_recently_used()
+            .map(|item| item.unwrap().0)
+            .collect();
+        assert_eq!(order, [b.hash, a.hash]);
+    }
+
+    /// Storing a body is an access too, newer than an open noted before it.
+    #[test]
+    fn a_link_supersedes_an_open_noted_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let a = body(b"a");
+        index.link("http://h/a", a, meta(), 10).unwrap();
+        index.flush_touches().unwrap();
+        index.touch(&a.hash, 20).unwrap();
+        index.link("http://h/a2", a, meta(), 30).unwrap();
+        index.flush_touches().unwrap();
+        assert_eq!(index.blob(&a.hash).unwrap().unwrap().last_access_ms, 30);
+        assert_derived_in_step(&index);
     }
 
     /// An index written before `lru` and `by_blob` existed gets both at open,
@@ -1231,6 +1274,7 @@ mod tests {
         Remove { urls: Vec<usize> },
         Drop { bodies: Vec<usize> },
         Touch { body: usize, at: u64 },
+        FlushTouches,
         Reopen,
         Upgrade,
     }
@@ -1247,6 +1291,7 @@ mod tests {
             2 => vec(0..URLS, 0..3).prop_map(|urls| Operation::Remove { urls }),
             1 => vec(0..BODIES, 0..3).prop_map(|bodies| Operation::Drop { bodies }),
             2 => (0..BODIES, 0..50u64).prop_map(|(body, at)| Operation::Touch { body, at }),
+            1 => Just(Operation::FlushTouches),
             1 => Just(Operation::Reopen),
             1 => Just(Operation::Upgrade),
         ]
@@ -1288,6 +1333,7 @@ mod tests {
                         model.retain(|_, b| !victims.contains(b));
                     }
                     Operation::Touch { body: b, at } => index.touch(&bodies[b].hash, at).unwrap(),
+                    Operation::FlushTouches => index.flush_touches().unwrap(),
                     Operation::Reopen => {
                         drop(index);
                         index = Index::open(dir.path()).unwrap();
