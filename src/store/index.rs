@@ -188,14 +188,24 @@ impl Index {
     /// URLs whose string starts with `prefix`, in order. Reads keys only, and
     /// only the range below `prefix`.
     pub fn url_keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, IndexError> {
+        let keys = self.keys_with_prefix(CF_URLS, prefix.as_bytes())?;
+        Ok(keys
+            .into_iter()
+            .map(|key| String::from_utf8_lossy(&key).into_owned())
+            .collect())
+    }
+
+    /// Keys of `family` that start with `prefix`, in order. Reads keys only,
+    /// and only the range below `prefix`.
+    fn keys_with_prefix(&self, family: &str, prefix: &[u8]) -> Result<Vec<Vec<u8>>, IndexError> {
         let mut found = Vec::new();
-        let mut iter = self.db.raw_iterator_cf(self.cf(CF_URLS));
-        iter.seek(prefix.as_bytes());
+        let mut iter = self.db.raw_iterator_cf(self.cf(family));
+        iter.seek(prefix);
         while let Some(key) = iter.key() {
-            if !key.starts_with(prefix.as_bytes()) {
+            if !key.starts_with(prefix) {
                 break;
             }
-            found.push(String::from_utf8_lossy(key).into_owned());
+            found.push(key.to_vec());
             iter.next();
         }
         iter.status()?;
@@ -1006,6 +1016,20 @@ mod tests {
         }
     }
 
+    fn opened() -> (tempfile::TempDir, Index) {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        (dir, index)
+    }
+
+    /// The bodies `least_recently_used` walks, in its order.
+    fn lru_order(index: &Index) -> Vec<blake3::Hash> {
+        index
+            .least_recently_used()
+            .map(|item| item.unwrap().0)
+            .collect()
+    }
+
     fn keys_of(index: &Index, family: &str) -> std::collections::BTreeSet<Vec<u8>> {
         index
             .db
@@ -1049,8 +1073,7 @@ mod tests {
 
     #[test]
     fn link_relink_touch_and_remove_keep_lru_and_by_blob_in_step() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(dir.path()).unwrap();
+        let (_dir, index) = opened();
         let (a, b) = (body(b"a"), body(b"bb"));
         index.link("http://h/1", a, meta(), 10).unwrap();
         index.link("http://h/2", a, meta(), 11).unwrap();
@@ -1087,8 +1110,7 @@ mod tests {
 
     #[test]
     fn drop_blobs_removes_every_url_of_a_victim_and_no_other() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(dir.path()).unwrap();
+        let (_dir, index) = opened();
         let (a, b, c) = (body(b"a"), body(b"bb"), body(b"ccc"));
         for url in ["http://h/a1", "http://h/a2", "http://h/z/a3"] {
             index.link(url, a, meta(), 1).unwrap();
@@ -1123,8 +1145,7 @@ mod tests {
 
     #[test]
     fn least_recently_used_walks_access_order_and_passes_over_stale_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(dir.path()).unwrap();
+        let (_dir, index) = opened();
         let bodies: Vec<NewBody> = [&b"a"[..], b"b", b"c", b"d"]
             .into_iter()
             .map(body)
@@ -1146,18 +1167,12 @@ mod tests {
         for key in stale {
             index.db.put_cf(index.cf(CF_LRU), key, []).unwrap();
         }
-        let order: Vec<blake3::Hash> = index
-            .least_recently_used()
-            .map(|item| item.unwrap().0)
-            .collect();
-        let expected: Vec<blake3::Hash> = [2, 0, 3, 1].map(|i| bodies[i].hash).to_vec();
-        assert_eq!(order, expected);
+        assert_eq!(lru_order(&index), [2, 0, 3, 1].map(|i| bodies[i].hash));
     }
 
     #[test]
     fn opens_are_noted_in_memory_and_written_in_one_batch_by_a_flush() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(dir.path()).unwrap();
+        let (_dir, index) = opened();
         let (a, b) = (body(b"a"), body(b"bb"));
         index.link("http://h/a", a, meta(), 10).unwrap();
         index.link("http://h/b", b, meta(), 11).unwrap();
@@ -1179,18 +1194,13 @@ mod tests {
         assert_eq!(index.blob(&b.hash).unwrap().unwrap().last_access_ms, 35);
         assert!(index.blob(&gone.hash).unwrap().is_none());
         assert_derived_in_step(&index);
-        let order: Vec<blake3::Hash> = index
-            .least_recently_used()
-            .map(|item| item.unwrap().0)
-            .collect();
-        assert_eq!(order, [b.hash, a.hash]);
+        assert_eq!(lru_order(&index), [b.hash, a.hash]);
     }
 
     /// Storing a body is an access too, newer than an open noted before it.
     #[test]
     fn a_link_supersedes_an_open_noted_before_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(dir.path()).unwrap();
+        let (_dir, index) = opened();
         let a = body(b"a");
         index.link("http://h/a", a, meta(), 10).unwrap();
         index.flush_touches().unwrap();
@@ -1205,8 +1215,7 @@ mod tests {
     /// built from the records in several bounded batches.
     #[test]
     fn an_index_without_the_derived_families_is_upgraded_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(dir.path()).unwrap();
+        let (dir, index) = opened();
         let shared = body(b"shared");
         let urls = derived::REBUILD_BATCH_KEYS * 2 + 10;
         for i in 0..urls {
@@ -1243,8 +1252,7 @@ mod tests {
     /// open builds them again, from empty.
     #[test]
     fn a_build_cut_short_is_done_again_at_the_next_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(dir.path()).unwrap();
+        let (dir, index) = opened();
         let a = body(b"a");
         index.link("http://h/a", a, meta(), 7).unwrap();
         index

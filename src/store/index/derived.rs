@@ -99,6 +99,17 @@ fn split_by_blob_key(key: &[u8]) -> Option<(blake3::Hash, &[u8])> {
     Some((hash_from_bytes(hash)?, url))
 }
 
+/// The key of derived `family` that one record (`key`, `value`) calls for:
+/// a blob record's `lru` key, a URL record's `by_blob` key.
+fn derived_key(family: &str, key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+    if family == CF_LRU {
+        let record: BlobRecord = serde_json::from_slice(value).ok()?;
+        return Some(lru_key(record.last_access_ms, &hash_from_bytes(key)?).to_vec());
+    }
+    let record: UrlRecord = serde_json::from_slice(value).ok()?;
+    Some(by_blob_key(&record.blob, key))
+}
+
 impl Index {
     /// Puts `hash`'s blob record into `batch`, with its `lru` key.
     /// `old_access_ms` is the access time of the record it replaces, if any,
@@ -185,18 +196,11 @@ impl Index {
 
     /// The URL keys `by_blob` lists under `hash`: one prefix scan.
     pub(super) fn urls_of_blob(&self, hash: &blake3::Hash) -> Result<Vec<Vec<u8>>, IndexError> {
-        let mut urls = Vec::new();
-        let mut iter = self.db.raw_iterator_cf(self.cf(CF_BY_BLOB));
-        iter.seek(hash.as_bytes());
-        while let Some(key) = iter.key() {
-            let Some(url) = key.strip_prefix(hash.as_bytes()) else {
-                break;
-            };
-            urls.push(url.to_vec());
-            iter.next();
+        let mut keys = self.keys_with_prefix(CF_BY_BLOB, hash.as_bytes())?;
+        for key in &mut keys {
+            key.drain(..HASH_BYTES);
         }
-        iter.status()?;
-        Ok(urls)
+        Ok(keys)
     }
 
     /// At open: builds the derived families if this index was written
@@ -219,20 +223,8 @@ impl Index {
             for item in self.db.iterator_cf(self.cf(family), IteratorMode::Start) {
                 batch.delete(family, &item?.0)?;
             }
-        }
-        for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
-            let (key, value) = item?;
-            if let (Some(hash), Ok(record)) = (
-                hash_from_bytes(&key),
-                serde_json::from_slice::<BlobRecord>(&value),
-            ) {
-                batch.put(CF_LRU, &lru_key(record.last_access_ms, &hash))?;
-            }
-        }
-        for item in self.db.iterator_cf(self.cf(CF_URLS), IteratorMode::Start) {
-            let (url, value) = item?;
-            if let Ok(record) = serde_json::from_slice::<UrlRecord>(&value) {
-                batch.put(CF_BY_BLOB, &by_blob_key(&record.blob, &url))?;
+            for key in self.keys_from_records(family) {
+                batch.put(family, &key?)?;
             }
         }
         batch.finish()
@@ -242,63 +234,54 @@ impl Index {
     /// `verify`: it reads everything, with point lookups, not sets in memory).
     pub fn derived_mismatches(&self) -> Result<Vec<DerivedMismatch>, IndexError> {
         let mut found = Vec::new();
-        let missing = |family, key: &[u8]| DerivedMismatch::Missing {
-            family,
-            key: key.to_vec(),
-        };
-        let stale = |family, key: &[u8]| DerivedMismatch::Stale {
-            family,
-            key: key.to_vec(),
-        };
-        for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
-            let (key, value) = item?;
-            if let (Some(hash), Ok(record)) = (
-                hash_from_bytes(&key),
-                serde_json::from_slice::<BlobRecord>(&value),
-            ) {
-                let key = lru_key(record.last_access_ms, &hash);
-                if self.db.get_pinned_cf(self.cf(CF_LRU), key)?.is_none() {
-                    found.push(missing(CF_LRU, &key));
+        for family in [CF_LRU, CF_BY_BLOB] {
+            for key in self.keys_from_records(family) {
+                let key = key?;
+                if self.db.get_pinned_cf(self.cf(family), &key)?.is_none() {
+                    found.push(DerivedMismatch::Missing { family, key });
                 }
             }
-        }
-        for item in self.db.iterator_cf(self.cf(CF_LRU), IteratorMode::Start) {
-            let (key, _) = item?;
-            let matches = match split_lru_key(&key) {
-                Some((access_ms, hash)) => self
-                    .record_quietly::<BlobRecord>(CF_BLOBS, hash.as_bytes())?
-                    .is_some_and(|record| record.last_access_ms == access_ms),
-                None => false,
-            };
-            if !matches {
-                found.push(stale(CF_LRU, &key));
-            }
-        }
-        for item in self.db.iterator_cf(self.cf(CF_URLS), IteratorMode::Start) {
-            let (url, value) = item?;
-            if let Ok(record) = serde_json::from_slice::<UrlRecord>(&value) {
-                let key = by_blob_key(&record.blob, &url);
-                if self.db.get_pinned_cf(self.cf(CF_BY_BLOB), &key)?.is_none() {
-                    found.push(missing(CF_BY_BLOB, &key));
+            for item in self.db.iterator_cf(self.cf(family), IteratorMode::Start) {
+                let (key, _) = item?;
+                if !self.matches_a_record(family, &key)? {
+                    let key = key.into_vec();
+                    found.push(DerivedMismatch::Stale { family, key });
                 }
-            }
-        }
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_BY_BLOB), IteratorMode::Start)
-        {
-            let (key, _) = item?;
-            let matches = match split_by_blob_key(&key) {
-                Some((hash, url)) => self
-                    .record_quietly::<UrlRecord>(CF_URLS, url)?
-                    .is_some_and(|record| record.blob == hash),
-                None => false,
-            };
-            if !matches {
-                found.push(stale(CF_BY_BLOB, &key));
             }
         }
         Ok(found)
+    }
+
+    /// The keys of derived `family` that the records call for, read from
+    /// the records: `lru` from `blobs`, `by_blob` from `urls`. A record that
+    /// cannot be decoded calls for none.
+    fn keys_from_records(
+        &self,
+        family: &'static str,
+    ) -> impl Iterator<Item = Result<Vec<u8>, IndexError>> + '_ {
+        let records = if family == CF_LRU { CF_BLOBS } else { CF_URLS };
+        self.db
+            .iterator_cf(self.cf(records), IteratorMode::Start)
+            .filter_map(move |item| match item {
+                Ok((key, value)) => derived_key(family, &key, &value).map(Ok),
+                Err(error) => Some(Err(error.into())),
+            })
+    }
+
+    /// Whether `key` of derived `family` matches the record it names.
+    fn matches_a_record(&self, family: &str, key: &[u8]) -> Result<bool, IndexError> {
+        if family == CF_LRU {
+            let Some((access_ms, hash)) = split_lru_key(key) else {
+                return Ok(false);
+            };
+            let record = self.record_quietly::<BlobRecord>(CF_BLOBS, hash.as_bytes())?;
+            return Ok(record.is_some_and(|record| record.last_access_ms == access_ms));
+        }
+        let Some((hash, url)) = split_by_blob_key(key) else {
+            return Ok(false);
+        };
+        let record = self.record_quietly::<UrlRecord>(CF_URLS, url)?;
+        Ok(record.is_some_and(|record| record.blob == hash))
     }
 
     /// A record, or `None` when there is none or it cannot be decoded,
