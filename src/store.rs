@@ -546,6 +546,7 @@ mod tests {
         let hashes = commit_bodies(&store, 3);
         // Stored in the order 0, 1, 2; opened since in the order 2, 0, 1.
         let now = unix_now_ms();
+        // The syncer's next flush is a second away: eviction writes these.
         store.index.flush_touches().unwrap();
         for (body, later) in [(2, 1_000), (0, 2_000), (1, 3_000)] {
             store.index.touch(&hashes[body], now + later).unwrap();
@@ -557,12 +558,40 @@ mod tests {
         assert_eq!(record.last_access_ms, now + 3_000);
     }
 
+    /// Nothing else writes them meanwhile: the syncer does, about once a
+    /// second.
+    #[test]
+    fn noted_touches_are_written_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let hashes = commit_bodies(&store, 1);
+        store.index.touch(&hashes[0], 7).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let accessed = || {
+            store
+                .index
+                .blob(&hashes[0])
+                .unwrap()
+                .unwrap()
+                .last_access_ms
+        };
+        while accessed() != 7 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the noted access was not written"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(store.index.derived_mismatches().unwrap(), []);
+    }
+
     #[test]
     fn touches_noted_before_a_clean_close_are_written() {
         let dir = tempfile::tempdir().unwrap();
         let hashes = {
             let store = Store::open(dir.path()).unwrap();
             let hashes = commit_bodies(&store, 1);
+            // The syncer's next flush is a second away: closing writes this.
             store.index.flush_touches().unwrap();
             store.index.touch(&hashes[0], 7).unwrap();
             hashes

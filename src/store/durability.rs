@@ -12,6 +12,10 @@
 //! After a power loss the index may name blobs whose data never reached the
 //! disk; those are the ones committed after the last recorded sync, and the
 //! store checks them when it next opens uncleanly (see `Store::open`).
+//!
+//! Being the store's one background thread, the syncer also writes the
+//! access times that opens noted in memory, about once a second (see
+//! `index/touches.rs`): it wakes at least that often for them.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -22,7 +26,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::index::Index;
+use super::index::{Index, TOUCH_FLUSH_INTERVAL};
 
 /// How long the syncer gathers commits before one round of fsyncs.
 const GROUP_WINDOW: Duration = Duration::from_millis(20);
@@ -103,13 +107,19 @@ impl Durability {
 
     fn run(&self, index: &Index) {
         loop {
+            if let Err(error) = index.flush_touches_if_due() {
+                tracing::debug!("writing access times: {error}");
+            }
             let batch = {
                 let mut state = self.state.lock();
-                while state.pending.is_empty() && !state.stopping {
-                    self.changed.wait(&mut state);
+                if state.pending.is_empty() && !state.stopping {
+                    self.changed.wait_for(&mut state, TOUCH_FLUSH_INTERVAL);
                 }
                 if state.pending.is_empty() {
-                    return;
+                    if state.stopping {
+                        return;
+                    }
+                    continue;
                 }
                 if !state.stopping {
                     // Let a burst of commits join this round.

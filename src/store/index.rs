@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use derived::DerivedMismatch;
 use derived::{CF_BY_BLOB, CF_LRU};
 use touches::PendingTouches;
+pub use touches::TOUCH_FLUSH_INTERVAL;
 
 const CF_URLS: &str = "urls";
 const CF_BLOBS: &str = "blobs";
@@ -1176,8 +1177,6 @@ mod tests {
         let (a, b) = (body(b"a"), body(b"bb"));
         index.link("http://h/a", a, meta(), 10).unwrap();
         index.link("http://h/b", b, meta(), 11).unwrap();
-        // A flush just now: the next touches are not due for a second.
-        index.flush_touches().unwrap();
         index.touch(&a.hash, 30).unwrap();
         index.touch(&a.hash, 40).unwrap();
         index.touch(&b.hash, 35).unwrap();
@@ -1203,7 +1202,6 @@ mod tests {
         let (_dir, index) = opened();
         let a = body(b"a");
         index.link("http://h/a", a, meta(), 10).unwrap();
-        index.flush_touches().unwrap();
         index.touch(&a.hash, 20).unwrap();
         index.link("http://h/a2", a, meta(), 30).unwrap();
         index.flush_touches().unwrap();
