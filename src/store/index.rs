@@ -321,6 +321,7 @@ impl Index {
         for (url, meta) in changes {
             if let Some(mut record) = self.url(url)? {
                 record.meta = meta.clone();
+                // The same blob: its `by_blob` key stands.
                 batch.put_cf(self.cf(CF_URLS), url.as_bytes(), encode(&record));
             }
         }
@@ -496,6 +497,7 @@ impl Index {
             let before = request.len();
             request.retain(|name, _| !names.iter().any(|n| n.eq_ignore_ascii_case(name)));
             if request.len() != before {
+                // The same blob: its `by_blob` key stands.
                 self.db.put_cf(self.cf(CF_URLS), &key, encode(&record))?;
                 changed += 1;
             }
@@ -627,7 +629,9 @@ impl Index {
         Ok(bad)
     }
 
-    /// Deletes records `verify` found undecodable.
+    /// Deletes records `verify` found undecodable. Their derived keys, if
+    /// any, are left stale: `verify` reports those too, and its repair
+    /// rebuilds the derived families.
     pub fn delete_records(&self, records: &[(&'static str, Vec<u8>)]) -> Result<(), IndexError> {
         let _guard = self.write_lock.lock();
         let mut batch = WriteBatch::default();

@@ -8,10 +8,12 @@
 //! - `by_blob`: 32-byte blob hash ++ URL → empty. One key per URL record,
 //!   under the blob it points at: the URLs of a body are one prefix scan.
 //!
-//! Every write of a record goes through the helpers here ([`Index::put_blob`],
-//! [`Index::delete_blob`], [`Index::put_url`], [`Index::delete_url`]), which
-//! put the derived keys in the same write batch, so a crash never leaves them
-//! disagreeing with the records. An index written before they existed has
+//! Every write that creates or deletes a record, changes an access time or
+//! points a URL at another blob goes through the helpers here
+//! ([`Index::put_blob`], [`Index::delete_blob`], [`Index::put_url`],
+//! [`Index::delete_url`]), which put the derived keys in the same write
+//! batch, so a crash never leaves them disagreeing with the records. (Writes
+//! of a URL's cache metadata alone keep its blob, and so its key.) An index written before they existed has
 //! neither: the first open builds them, one scan of each record family in
 //! batches of at most [`REBUILD_BATCH_KEYS`] keys, then sets [`BUILT_KEY`].
 //! A build cut short leaves the key unset, so the next open builds again.
