@@ -40,8 +40,12 @@ pub use index::{
 };
 use reserve::{RESERVE_BYTES, Reserve};
 
-/// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build reads and writes. 2 added the index's
+/// `lru` and `by_blob` families.
+pub const FORMAT_VERSION: u32 = 2;
+/// An older format this build upgrades in place when it opens it: the index
+/// builds the families it lacks, then VERSION says the new format.
+const UPGRADES_FROM: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -96,9 +100,12 @@ impl Store {
         fs::create_dir_all(cache_dir).map_err(io_err)?;
         restrict_to_owner(cache_dir)?;
         let lock = lock_cache_dir(cache_dir)?;
-        check_version(cache_dir)?;
+        let found = check_version(cache_dir)?;
         let blobs = BlobDir::open(cache_dir).map_err(io_err)?;
         let index = Arc::new(Index::open(&cache_dir.join("index"))?);
+        if found != FORMAT_VERSION {
+            write_version(cache_dir)?;
+        }
         let clean = take_clean_mark(cache_dir).map_err(io_err)?;
         let synced = index.synced()?;
         let (durability, syncer) = Durability::start(Arc::clone(&index), synced).map_err(io_err)?;
@@ -388,23 +395,38 @@ fn lock_cache_dir(cache_dir: &Path) -> Result<File, StoreError> {
     Ok(file)
 }
 
-fn check_version(cache_dir: &Path) -> Result<(), StoreError> {
+/// The format the cache dir is in: this build's, or one it upgrades (a new
+/// cache dir is this build's). Any other is refused.
+fn check_version(cache_dir: &Path) -> Result<u32, StoreError> {
     let path = cache_dir.join("VERSION");
-    let io_err = |source| StoreError::Io {
+    match read_no_follow(&path) {
+        Ok(text) => match text.trim().parse() {
+            Ok(found @ (FORMAT_VERSION | UPGRADES_FROM)) => Ok(found),
+            _ => Err(StoreError::Version {
+                path: cache_dir.to_path_buf(),
+                found: text.trim().to_string(),
+            }),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            write_version(cache_dir)?;
+            Ok(FORMAT_VERSION)
+        }
+        Err(source) => Err(StoreError::Io {
+            path: cache_dir.to_path_buf(),
+            source: not_a_symlink(&path, source),
+        }),
+    }
+}
+
+fn write_version(cache_dir: &Path) -> Result<(), StoreError> {
+    write_no_follow(
+        &cache_dir.join("VERSION"),
+        format!("{FORMAT_VERSION}\n").as_bytes(),
+    )
+    .map_err(|source| StoreError::Io {
         path: cache_dir.to_path_buf(),
         source,
-    };
-    match read_no_follow(&path) {
-        Ok(text) if text.trim() == FORMAT_VERSION.to_string() => Ok(()),
-        Ok(text) => Err(StoreError::Version {
-            path: cache_dir.to_path_buf(),
-            found: text.trim().to_string(),
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            write_no_follow(&path, format!("{FORMAT_VERSION}\n").as_bytes()).map_err(io_err)
-        }
-        Err(source) => Err(io_err(not_a_symlink(&path, source))),
-    }
+    })
 }
 
 /// Reads a file of the cache dir, refusing a symlink in its place.
@@ -682,6 +704,19 @@ mod tests {
         assert!(!path.exists());
         assert!(store.index.url("http://h/synced").unwrap().is_some());
         assert!(store.blobs.path(&synced_hash).exists());
+    }
+
+    /// Format 1 had no `lru` and `by_blob` families: it is upgraded in place
+    /// and marked 2, so an older fetchfs refuses it with a clear message
+    /// instead of a RocksDB error about families it does not know.
+    #[test]
+    fn format_1_is_upgraded_in_place_and_marked_2() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("VERSION"), "1\n").unwrap();
+        drop(Store::open(dir.path()).expect("a format 1 cache dir opens"));
+        let version = fs::read_to_string(dir.path().join("VERSION")).unwrap();
+        assert_eq!(version.trim(), FORMAT_VERSION.to_string());
+        assert_eq!(FORMAT_VERSION, 2);
     }
 
     #[test]
