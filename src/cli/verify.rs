@@ -29,6 +29,17 @@ pub fn run(cache_dir: &Path, repair: bool) -> anyhow::Result<()> {
     for mismatch in &report.derived_mismatches {
         println!("index key out of step with the records: {mismatch}");
     }
+    if let Some((kept, counted)) = &report.totals_mismatch {
+        println!(
+            "index totals out of step: kept {} entries, {} bodies, {} bytes; the records add up to {} entries, {} bodies, {} bytes",
+            kept.entries,
+            kept.blobs,
+            kept.cache_bytes,
+            counted.entries,
+            counted.blobs,
+            counted.cache_bytes
+        );
+    }
     for (family, key) in &report.undecodable {
         println!(
             "unreadable index record in {family}: {}",

@@ -6,14 +6,15 @@
 //! dropped (the next read fetches them again), records naming no blob are
 //! removed, and files no record names are deleted. The index's derived
 //! families (`lru`, `by_blob`) are checked against the records too, and
-//! rebuilt from them on repair.
+//! rebuilt from them on repair, and so are the totals the index keeps
+//! (entries, bodies, bytes): recounted on repair.
 
 use std::fs;
 use std::io;
 use std::path::PathBuf;
 
 use super::{Store, StoreError};
-use crate::store::index::DerivedMismatch;
+use crate::store::index::{DerivedMismatch, Totals};
 
 /// What is wrong with one blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,9 @@ pub struct Report {
     /// Keys of the derived families (`lru`, `by_blob`) out of step with the
     /// records.
     pub derived_mismatches: Vec<DerivedMismatch>,
+    /// The totals the index keeps (entries, bodies, bytes), when they are not
+    /// what its records add up to: (kept, counted).
+    pub totals_mismatch: Option<(Totals, Totals)>,
 }
 
 impl Report {
@@ -46,6 +50,7 @@ impl Report {
             && self.stray_files.is_empty()
             && self.undecodable.is_empty()
             && self.derived_mismatches.is_empty()
+            && self.totals_mismatch.is_none()
     }
 }
 
@@ -68,6 +73,7 @@ impl Store {
         }
         report.undecodable = self.index.undecodable()?;
         report.derived_mismatches = self.index.derived_mismatches()?;
+        report.totals_mismatch = self.index.totals_mismatch()?;
         let known: std::collections::HashSet<String> =
             blobs.iter().map(|(h, _)| h.to_hex().to_string()).collect();
         report.stray_files = self
@@ -119,6 +125,10 @@ impl Store {
             self.blobs.remove(hash)?;
         }
         self.index.remove_urls(&report.dangling_urls)?;
+        // Last: the repairs above keep the totals in step with what they change.
+        if report.totals_mismatch.is_some() {
+            self.index.recount_totals()?;
+        }
         for path in &report.stray_files {
             match fs::remove_file(path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
@@ -216,6 +226,34 @@ mod tests {
 
     fn by_blob_key(hash: &blake3::Hash, url: &str) -> Vec<u8> {
         [hash.as_bytes(), url.as_bytes()].concat()
+    }
+
+    /// The totals are kept, not counted at each mount: verify counts them
+    /// and --repair sets them right.
+    #[test]
+    fn totals_out_of_step_with_the_records_are_reported_and_recounted() {
+        let (dir, store, _) = store_with(&[b"one", b"two", b"three"]);
+        let totals = store.index.totals();
+        drop(store);
+        edit_index(dir.path(), |db| {
+            let urls = db.cf_handle("urls").unwrap();
+            db.delete_cf(urls, "http://h/1").unwrap();
+        });
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.index.totals(), totals, "kept, not counted");
+
+        let report = store.verify(false).unwrap();
+        assert!(!report.is_clean());
+        let (kept, counted) = report.totals_mismatch.expect("a mismatch");
+        assert_eq!(kept, totals);
+        assert_eq!(counted.entries, totals.entries - 1);
+        store.verify(true).unwrap();
+        assert_eq!(store.index.totals().entries, totals.entries - 1);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.index.totals().entries, totals.entries - 1);
+        let report = store.verify(false).unwrap();
+        assert!(report.totals_mismatch.is_none());
     }
 
     #[test]
