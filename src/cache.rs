@@ -33,6 +33,7 @@ mod resolve;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
@@ -198,19 +199,23 @@ impl Cache {
     }
 
     /// Deletes, in the background, blob files no entry names (left by a
-    /// crash between placing a blob and indexing it).
-    pub fn remove_strays_in_background(&self) {
+    /// crash between placing a blob and indexing it), until the returned
+    /// handle is dropped.
+    pub fn remove_strays_in_background(&self) -> StrayRemoval {
         let store = Arc::clone(&self.store);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
         let spawned = std::thread::Builder::new()
             .name("fetchfs-strays".into())
-            .spawn(move || match store.remove_strays() {
+            .spawn(move || match store.remove_strays(&stopped) {
                 Ok(0) => {}
                 Ok(removed) => tracing::info!("removed {removed} stray blob file(s)"),
                 Err(error) => tracing::warn!("removing stray blob files: {error}"),
             });
-        if let Err(error) = spawned {
-            tracing::warn!("removing stray blob files: {error}");
-        }
+        let thread = spawned
+            .inspect_err(|error| tracing::warn!("removing stray blob files: {error}"))
+            .ok();
+        StrayRemoval { stop, thread }
     }
 
     /// A reader of a stored body is done with it.
@@ -281,4 +286,22 @@ fn failpoint_panic(site: &str, url: &Url) {
 
 fn from_unix_secs(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// The background removal of stray blob files. Dropping it stops the scan and
+/// waits for it, so that the store it holds can close cleanly: a scan still
+/// running when the process ended left the cache dir without its clean mark,
+/// and the next mount then re-checked every blob.
+pub struct StrayRemoval {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for StrayRemoval {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

@@ -27,10 +27,12 @@ pub mod verify;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use blobs::{BlobDir, PartialBlob};
@@ -162,27 +164,48 @@ impl Store {
     /// Deletes files under `blobs/` that no record names (left by a crash
     /// between placing a blob and indexing it), one at a time under the
     /// placement lock, so a commit in progress is never touched. Returns how
-    /// many went.
-    pub fn remove_strays(&self) -> Result<u64, StoreError> {
+    /// many went. Stops early once `stop` is set (the mount is ending).
+    pub fn remove_strays(&self, stop: &AtomicBool) -> Result<u64, StoreError> {
         let mut removed = 0;
-        for path in self.blobs.all_files()? {
-            let hash = path
-                .file_name()
-                .and_then(|name| name.to_str())
-                .and_then(|name| blake3::Hash::from_hex(name).ok());
-            let _placing = self.placement.lock();
-            let stray = match hash {
-                Some(hash) => self.index.blob(&hash)?.is_none(),
-                None => true,
-            };
-            if stray {
-                match fs::remove_file(&path) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
-                    _ => removed += 1,
+        let mut failure = None;
+        self.blobs.each_file(|path| {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(ControlFlow::Break(()));
+            }
+            match self.remove_if_stray(&path) {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    failure = Some(error);
+                    return Ok(ControlFlow::Break(()));
                 }
             }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(removed),
         }
-        Ok(removed)
+    }
+
+    /// Deletes `path` if no index record names it; returns whether it did.
+    fn remove_if_stray(&self, path: &Path) -> Result<bool, StoreError> {
+        let hash = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| blake3::Hash::from_hex(name).ok());
+        let _placing = self.placement.lock();
+        let stray = match hash {
+            Some(hash) => self.index.blob(&hash)?.is_none(),
+            None => true,
+        };
+        if !stray {
+            return Ok(false);
+        }
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(true),
+        }
     }
 
     /// Makes a finished download permanent and points `url` at it; deletes the

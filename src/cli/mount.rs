@@ -130,7 +130,7 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
         .build()
         .context("starting the I/O runtime")?;
     let cache = Cache::new(store, config.offline, config.max_cache_size);
-    cache.remove_strays_in_background();
+    let strays = cache.remove_strays_in_background();
     let fs = FetchFs::new(config, cache, runtime.handle().clone());
     let notifier_slot = fs.notifier_slot();
 
@@ -199,6 +199,9 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
     } else {
         tracing::warn!("the FUSE session did not end in time; exiting anyway");
     }
+    // Before the tasks that hold the store go: the last holder closes it
+    // cleanly.
+    drop(strays);
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
 }

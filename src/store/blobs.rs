@@ -8,6 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::ops::ControlFlow;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,24 +45,44 @@ impl BlobDir {
     /// Every file under `blobs/` (two directory levels deep).
     pub fn all_files(&self) -> io::Result<Vec<PathBuf>> {
         let mut files = Vec::new();
+        self.each_file(|path| {
+            files.push(path);
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(files)
+    }
+
+    /// Calls `visit` with every file under `blobs/`, one shard directory at a
+    /// time, until it says to stop.
+    pub fn each_file(
+        &self,
+        mut visit: impl FnMut(PathBuf) -> io::Result<ControlFlow<()>>,
+    ) -> io::Result<()> {
         for first in fs::read_dir(&self.blobs)? {
             let first = first?.path();
             if !first.is_dir() {
-                files.push(first);
+                if visit(first)?.is_break() {
+                    return Ok(());
+                }
                 continue;
             }
             for second in fs::read_dir(&first)? {
                 let second = second?.path();
-                if !second.is_dir() {
-                    files.push(second);
-                    continue;
-                }
-                for entry in fs::read_dir(&second)? {
-                    files.push(entry?.path());
+                let entries = if second.is_dir() {
+                    fs::read_dir(&second)?
+                        .map(|entry| entry.map(|e| e.path()))
+                        .collect::<io::Result<Vec<_>>>()?
+                } else {
+                    vec![second]
+                };
+                for path in entries {
+                    if visit(path)?.is_break() {
+                        return Ok(());
+                    }
                 }
             }
         }
-        Ok(files)
+        Ok(())
     }
 
     /// A new, empty temporary file for one download.
