@@ -13,9 +13,11 @@
 //! ([`Index::put_blob`], [`Index::delete_blob`], [`Index::put_url`],
 //! [`Index::delete_url`]), which put the derived keys in the same write
 //! batch, so a crash never leaves them disagreeing with the records. (Writes
-//! of a URL's cache metadata alone keep its blob, and so its key.) An index written before they existed has
-//! neither: the first open builds them, one scan of each record family in
-//! batches of at most [`REBUILD_BATCH_KEYS`] keys, then sets [`BUILT_KEY`].
+//! of a URL's cache metadata alone keep its blob, and so its key.)
+//!
+//! An index written before they existed has neither: the first open builds
+//! them, one scan of each record family in batches of at most
+//! [`REBUILD_BATCH_KEYS`] keys, then sets [`BUILT_KEY`].
 //! A build cut short leaves the key unset, so the next open builds again.
 //! `verify` checks both against the records and `--repair` rebuilds them.
 //!
