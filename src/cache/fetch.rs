@@ -105,7 +105,11 @@ impl Cache {
                 return Ok(None);
             }
         };
-        let _ = self.store.index.touch(&hash, crate::store::unix_now_ms());
+        // Access times only order eviction: a failure to write them (a full
+        // disk) must not fail the open, but it is worth a line in the log.
+        if let Err(error) = self.store.index.touch(&hash, crate::store::unix_now_ms()) {
+            tracing::warn!("recording an access to blob {}: {error}", hash.to_hex());
+        }
         self.telemetry.counters.add_hit();
         self.telemetry
             .events
