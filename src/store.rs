@@ -167,25 +167,16 @@ impl Store {
     /// many went. Stops early once `stop` is set (the mount is ending).
     pub fn remove_strays(&self, stop: &AtomicBool) -> Result<u64, StoreError> {
         let mut removed = 0;
-        let mut failure = None;
         self.blobs.each_file(|path| {
             if stop.load(Ordering::Relaxed) {
                 return Ok(ControlFlow::Break(()));
             }
-            match self.remove_if_stray(&path) {
-                Ok(true) => removed += 1,
-                Ok(false) => {}
-                Err(error) => {
-                    failure = Some(error);
-                    return Ok(ControlFlow::Break(()));
-                }
+            if self.remove_if_stray(&path)? {
+                removed += 1;
             }
-            Ok(ControlFlow::Continue(()))
+            Ok::<_, StoreError>(ControlFlow::Continue(()))
         })?;
-        match failure {
-            Some(error) => Err(error),
-            None => Ok(removed),
-        }
+        Ok(removed)
     }
 
     /// Deletes `path` if no index record names it; returns whether it did.

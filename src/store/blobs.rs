@@ -47,17 +47,17 @@ impl BlobDir {
         let mut files = Vec::new();
         self.each_file(|path| {
             files.push(path);
-            Ok(ControlFlow::Continue(()))
+            Ok::<_, io::Error>(ControlFlow::Continue(()))
         })?;
         Ok(files)
     }
 
     /// Calls `visit` with every file under `blobs/`, one shard directory at a
-    /// time, until it says to stop.
-    pub fn each_file(
+    /// time, until it says to stop or fails.
+    pub fn each_file<E: From<io::Error>>(
         &self,
-        mut visit: impl FnMut(PathBuf) -> io::Result<ControlFlow<()>>,
-    ) -> io::Result<()> {
+        mut visit: impl FnMut(PathBuf) -> Result<ControlFlow<()>, E>,
+    ) -> Result<(), E> {
         for first in fs::read_dir(&self.blobs)? {
             let first = first?.path();
             if !first.is_dir() {

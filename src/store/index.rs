@@ -580,15 +580,14 @@ impl Index {
         }
     }
 
-    /// The totals, and the highest blob sequence number.
     /// Adds the totals a batch leaves, with the last sequence number given
     /// out, to that batch. Call it holding the write lock.
     fn put_totals(&self, batch: &mut WriteBatch, totals: &Totals) {
-        let counted = Counted {
-            totals: *totals,
-            last_seq: self.last_seq(),
-        };
-        batch.put_cf(self.cf(CF_META), TOTALS_KEY, encode(&counted));
+        batch.put_cf(
+            self.cf(CF_META),
+            TOTALS_KEY,
+            encode_totals(totals, self.last_seq()),
+        );
     }
 
     fn stored_totals(&self) -> Result<Option<Counted>, IndexError> {
@@ -596,12 +595,10 @@ impl Index {
     }
 
     fn store_totals(&self, totals: &Totals, last_seq: u64) -> Result<(), IndexError> {
-        let counted = Counted {
-            totals: *totals,
-            last_seq,
-        };
-        let key = self.cf(CF_META);
-        Ok(self.db.put_cf(key, TOTALS_KEY, encode(&counted))?)
+        let meta = self.cf(CF_META);
+        Ok(self
+            .db
+            .put_cf(meta, TOTALS_KEY, encode_totals(totals, last_seq))?)
     }
 
     /// The totals the records add up to, with the stored ones, when they
@@ -621,6 +618,8 @@ impl Index {
         Ok(())
     }
 
+    /// The totals, and the highest blob sequence number, counted from every
+    /// record.
     fn count_totals(&self) -> Result<(Totals, u64), IndexError> {
         let mut totals = Totals::default();
         let mut last_seq = 0;
@@ -740,6 +739,14 @@ fn table_options() -> BlockBasedOptions {
     tables.set_pin_l0_filter_and_index_blocks_in_cache(true);
     tables.set_bloom_filter(10.0, false);
     tables
+}
+
+/// What [`TOTALS_KEY`] holds, encoded.
+fn encode_totals(totals: &Totals, last_seq: u64) -> Vec<u8> {
+    encode(&Counted {
+        totals: *totals,
+        last_seq,
+    })
 }
 
 fn ino_key(ino: u64) -> Vec<u8> {
