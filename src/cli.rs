@@ -89,6 +89,9 @@ pub struct MountArgs {
     /// Let other users access the mount.
     #[arg(long)]
     pub allow_other: bool,
+    /// Read stored bodies through the daemon, not by kernel passthrough.
+    #[arg(long)]
+    pub no_passthrough: bool,
     /// Detach once the mount is ready.
     #[arg(long)]
     pub daemon: bool,

@@ -127,6 +127,8 @@ pub struct Config {
     pub max_cache_size: Option<u64>,
     pub offline: bool,
     pub allow_other: bool,
+    /// Let the kernel read stored bodies from their blob files itself.
+    pub passthrough: bool,
 }
 
 /// What the command line says, before it is merged with the file.
@@ -140,6 +142,7 @@ pub struct Overrides {
     pub max_cache_size: Option<String>,
     pub offline: bool,
     pub allow_other: bool,
+    pub no_passthrough: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -153,6 +156,7 @@ struct FileConfig {
     offline: bool,
     #[serde(default)]
     allow_other: bool,
+    passthrough: Option<bool>,
     #[serde(default)]
     origins: BTreeMap<String, FileOrigin>,
 }
@@ -231,6 +235,7 @@ impl Config {
             max_cache_size,
             offline: overrides.offline || file.offline,
             allow_other: overrides.allow_other || file.allow_other,
+            passthrough: !overrides.no_passthrough && file.passthrough.unwrap_or(true),
         })
     }
 }

@@ -15,6 +15,7 @@ mod errno;
 mod handles;
 mod interrupts;
 mod nodes;
+mod passthrough;
 
 use std::any::Any;
 use std::ffi::OsStr;
@@ -32,7 +33,8 @@ use fuser::{
 };
 
 use crate::cache::{
-    Cache, CacheError, DirEntry, Location, Opened, RemoteFile, Resolved, StoredFile, is_blob_inode,
+    Cache, CacheError, DirEntry, Location, OpenBlob, Opened, RemoteFile, Resolved, StoredFile,
+    is_blob_inode,
 };
 use crate::config::{Config, Origin};
 use crate::control::commands::{CommandError, Origins};
@@ -46,6 +48,7 @@ use futures_util::FutureExt;
 use handles::{CommandWriter, Handle, HandleTable, LineTooLong};
 use interrupts::Interrupts;
 use nodes::{CONTROL_DIR_INO, Node, NodeTable, ROOT_INO, control_ino};
+use passthrough::Passthrough;
 
 /// Entries and attributes that never change (root, control folder, origin roots).
 const STATIC_TTL: Duration = Duration::from_secs(3600);
@@ -65,6 +68,11 @@ pub struct FetchFs {
     nodes: Arc<NodeTable>,
     handles: Arc<HandleTable>,
     interrupts: Arc<Interrupts>,
+    /// Stored bodies read by the kernel from their blob files.
+    passthrough: Passthrough,
+    /// Whether to ask the kernel for passthrough at init, and how deep the
+    /// cache dir is stacked (see [`Passthrough::stack_depth`]).
+    passthrough_depth: Option<u32>,
     origins: Arc<Origins>,
     allow_other: bool,
     owner: (u32, u32),
@@ -82,6 +90,10 @@ impl FetchFs {
             nodes: Arc::new(nodes),
             handles: Arc::new(HandleTable::default()),
             interrupts: Arc::default(),
+            passthrough: Passthrough::default(),
+            passthrough_depth: config
+                .passthrough
+                .then(|| Passthrough::stack_depth(&config.cache_dir)),
             allow_other: config.allow_other,
             origins: Arc::new(Origins {
                 configured: config.origins.iter().cloned().map(Arc::new).collect(),
@@ -344,6 +356,20 @@ impl FetchFs {
         );
     }
 
+    /// Opens blob inode `ino`: through the kernel where it can, else read by
+    /// the daemon, the kernel keeping what it read in its page cache.
+    fn open_stored(&self, ino: u64, blob: OpenBlob, reply: ReplyOpen) {
+        let blob = Arc::new(blob);
+        let fh = self.handles.insert(Handle::Stored(Arc::clone(&blob)));
+        match self.passthrough.open(fh, ino, &blob.file, &reply) {
+            Some(backing) => {
+                self.cache.telemetry().counters.add_passthrough_open();
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
+            }
+            None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+        }
+    }
+
     fn open_dir_listing(&self, unique: u64, ino: u64, loc: Location, reply: ReplyOpen) {
         let (cache, handles, nodes) = (
             Arc::clone(&self.cache),
@@ -485,6 +511,19 @@ impl Filesystem for FetchFs {
         {
             tracing::warn!("the kernel cannot run lookups in one directory in parallel");
         }
+        if let Some(depth) = self.passthrough_depth {
+            let agreed = config
+                .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+                .is_ok()
+                && config.set_max_stack_depth(depth).is_ok();
+            if agreed {
+                self.passthrough.enable();
+            } else {
+                tracing::info!(
+                    "the kernel has no passthrough: stored files are read through the daemon"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -579,10 +618,7 @@ impl Filesystem for FetchFs {
                 }
                 if is_blob_inode(ino.0) {
                     return match self.cache.open_blob(ino.0) {
-                        Ok(blob) => {
-                            let fh = self.handles.insert(Handle::Stored(Arc::new(blob)));
-                            reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
-                        }
+                        Ok(blob) => self.open_stored(ino.0, blob, reply),
                         Err(error) => reply.error(errno(&error)),
                     };
                 }
@@ -689,7 +725,10 @@ impl Filesystem for FetchFs {
             || format!("release of handle {}", fh.0),
             || {
                 match self.handles.remove(fh.0) {
-                    Some(Handle::Stored(blob)) => self.cache.close_blob(&blob),
+                    Some(Handle::Stored(blob)) => {
+                        self.passthrough.release(fh.0);
+                        self.cache.close_blob(&blob);
+                    }
                     // A last line no flush applied (the kernel flushes first).
                     Some(Handle::Command(writer)) => {
                         let rest = writer.take_rest();

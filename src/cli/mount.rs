@@ -57,6 +57,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
         max_cache_size: args.max_cache_size.clone(),
         offline: args.offline,
         allow_other: args.allow_other,
+        no_passthrough: args.no_passthrough,
     })?;
     if args.daemon {
         return daemonize(|ready| {

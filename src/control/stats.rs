@@ -21,6 +21,9 @@ pub struct Stats {
     pub stale_served: u64,
     pub bytes_from_origin: u64,
     pub bytes_served: u64,
+    /// Opens of stored bodies the kernel reads from the blob file itself.
+    #[serde(default)]
+    pub passthrough_opens: u64,
     pub entries: u64,
     pub blobs: u64,
     pub cache_bytes: u64,
@@ -60,6 +63,7 @@ impl Stats {
             stale_served: counters.stale_served,
             bytes_from_origin: counters.bytes_from_origin,
             bytes_served: counters.bytes_served,
+            passthrough_opens: counters.passthrough_opens,
             entries: totals.entries,
             blobs: totals.blobs,
             cache_bytes: totals.cache_bytes,
@@ -124,6 +128,7 @@ impl Stats {
             ("stale_served", self.stale_served.to_string()),
             ("bytes_from_origin", size(self.bytes_from_origin)),
             ("bytes_served", size(self.bytes_served)),
+            ("passthrough_opens", self.passthrough_opens.to_string()),
             ("entries", self.entries.to_string()),
             ("blobs", self.blobs.to_string()),
             ("cache_bytes", size(self.cache_bytes)),
@@ -158,6 +163,7 @@ const COUNTER_FIELDS: &[&str] = &[
     "stale_served",
     "bytes_from_origin",
     "bytes_served",
+    "passthrough_opens",
     "evictions",
     "prefetch_done",
     "prefetch_failed",

@@ -17,6 +17,7 @@ pub struct Counters {
     stale_served: AtomicU64,
     bytes_from_origin: AtomicU64,
     bytes_served: AtomicU64,
+    passthrough_opens: AtomicU64,
     evictions: AtomicU64,
     in_flight: AtomicU64,
     prefetch_queued: AtomicU64,
@@ -37,6 +38,9 @@ pub struct CounterValues {
     pub stale_served: u64,
     pub bytes_from_origin: u64,
     pub bytes_served: u64,
+    /// Opens of stored bodies the kernel reads itself (their bytes are not
+    /// in `bytes_served`).
+    pub passthrough_opens: u64,
     pub evictions: u64,
     pub in_flight: u64,
     /// Prefetches waiting for their turn.
@@ -61,6 +65,7 @@ impl Default for Counters {
             stale_served: AtomicU64::new(0),
             bytes_from_origin: AtomicU64::new(0),
             bytes_served: AtomicU64::new(0),
+            passthrough_opens: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             prefetch_queued: AtomicU64::new(0),
@@ -101,6 +106,9 @@ impl Counters {
     pub fn add_bytes_served(&self, bytes: u64) {
         self.bytes_served.fetch_add(bytes, Relaxed);
     }
+    pub fn add_passthrough_open(&self) {
+        self.passthrough_opens.fetch_add(1, Relaxed);
+    }
     pub fn add_evictions(&self, count: u64) {
         self.evictions.fetch_add(count, Relaxed);
     }
@@ -139,6 +147,7 @@ impl Counters {
             stale_served: self.stale_served.load(Relaxed),
             bytes_from_origin: self.bytes_from_origin.load(Relaxed),
             bytes_served: self.bytes_served.load(Relaxed),
+            passthrough_opens: self.passthrough_opens.load(Relaxed),
             evictions: self.evictions.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             prefetch_queued: self.prefetch_queued.load(Relaxed),
