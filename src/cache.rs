@@ -121,6 +121,9 @@ pub struct Cache {
     directory: directory::Directory,
     open: eviction::OpenBodies,
     prefetcher: prefetch::Prefetcher,
+    /// Whether users other than the mount's owner may read files (see
+    /// [`Cache::set_other_users`]).
+    other_users: std::sync::atomic::AtomicBool,
 }
 
 impl Cache {
@@ -138,7 +141,23 @@ impl Cache {
             directory: Default::default(),
             open: Default::default(),
             prefetcher: Default::default(),
+            other_users: Default::default(),
         })
+    }
+
+    /// Tells the cache that other users read through the mount
+    /// (`--allow-other`). A file must then be known private or not before
+    /// anyone opens it, which only the origin's answer tells: a listing's
+    /// size no longer stands in for a HEAD at lookup, unless the origin
+    /// shares what it serves privately anyway.
+    pub fn set_other_users(&self, other_users: bool) {
+        self.other_users
+            .store(other_users, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a lookup may take a file's size from its parent's listing.
+    fn trusts_listed_files(&self, origin: &Origin) -> bool {
+        !origin.keeps_private() || !self.other_users.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits on the origin within what is left of the current read's budget

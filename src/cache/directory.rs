@@ -8,12 +8,14 @@
 //! `--offline` mount) can walk to every cached file without a listing.
 //!
 //! A listing can hold a million entries, so a remembered one keeps, beside
-//! its entries, the set of its directories' names: a lookup asks whether the
-//! parent's listing shows a name as a directory, and must not walk the
-//! listing to know. Listings are bounded by the entries they hold together
+//! its entries, their order by name (4 bytes an entry): a lookup asks what
+//! the parent's listing shows under a name, and must not walk the listing
+//! to know. A file the listing gives an exact size for (nginx's JSON) is
+//! answered from it, with no HEAD, while the listing is recent; the open's
+//! GET corrects a size the listing got wrong, as it corrects a HEAD's. Listings are bounded by the entries they hold together
 //! ([`LISTED_ENTRIES_KEPT`]) as well as by their number; the oldest go first.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,9 +90,39 @@ impl Directory {
 
     /// Whether a listing of `parent_url` at most `age` old shows `name` as a directory.
     fn lists_as_dir(&self, parent_url: &str, name: &[u8], age: Duration) -> bool {
-        self.listings.lock().get(parent_url).is_some_and(|listing| {
-            listing.fetched_at.elapsed() < age && listing.dir_names.contains(name)
+        self.listed(parent_url, name, age, |entry| entry.is_dir)
+            .unwrap_or(false)
+    }
+
+    /// The file a listing of `parent_url` at most `age` old shows as `name`,
+    /// when it states its exact size.
+    fn listed_file(&self, parent_url: &str, name: &[u8], age: Duration) -> Option<RemoteFile> {
+        self.listed(parent_url, name, age, |entry| {
+            let size = entry.size.filter(|_| !entry.is_dir)?;
+            Some(RemoteFile {
+                size,
+                mtime: entry.mtime,
+                download: None,
+                private: false,
+            })
         })
+        .flatten()
+    }
+
+    /// `what` of the entry `name` in a listing of `parent_url` at most `age` old.
+    fn listed<T>(
+        &self,
+        parent_url: &str,
+        name: &[u8],
+        age: Duration,
+        what: impl FnOnce(&ListingEntry) -> T,
+    ) -> Option<T> {
+        let listings = self.listings.lock();
+        let listing = listings.get(parent_url)?;
+        if listing.fetched_at.elapsed() >= age {
+            return None;
+        }
+        listing.entry(name).map(what)
     }
 }
 
@@ -98,22 +130,29 @@ impl Directory {
 struct RememberedListing {
     fetched_at: Instant,
     entries: Arc<Vec<ListingEntry>>,
-    /// The names of the entries that are directories.
-    dir_names: HashSet<Vec<u8>>,
+    /// Indexes into `entries` in the order of their names (which are
+    /// unique: the parser keeps a name's first entry only).
+    by_name: Vec<u32>,
 }
 
 impl RememberedListing {
     fn new(fetched_at: Instant, entries: Arc<Vec<ListingEntry>>) -> RememberedListing {
-        let dir_names = entries
-            .iter()
-            .filter(|entry| entry.is_dir)
-            .map(|entry| entry.name.clone())
-            .collect();
+        // Listings are capped far below u32::MAX entries (ListingLimits).
+        let mut by_name: Vec<u32> = (0..entries.len() as u32).collect();
+        by_name.sort_unstable_by(|&a, &b| entries[a as usize].name.cmp(&entries[b as usize].name));
         RememberedListing {
             fetched_at,
             entries,
-            dir_names,
+            by_name,
         }
+    }
+
+    fn entry(&self, name: &[u8]) -> Option<&ListingEntry> {
+        let found = self
+            .by_name
+            .binary_search_by(|&i| self.entries[i as usize].name.as_slice().cmp(name))
+            .ok()?;
+        Some(&self.entries[self.by_name[found] as usize])
     }
 }
 
@@ -303,6 +342,15 @@ impl Cache {
         Ok(Some(entries))
     }
 
+    /// The file a recent listing of the parent shows under this name with
+    /// its exact size: a lookup needs no HEAD for it.
+    pub(super) fn listed_file(&self, loc: &Location) -> Option<RemoteFile> {
+        let (parent, name) = loc.parent_and_name()?;
+        let parent_url = parent.dir_url().ok()?;
+        self.directory
+            .listed_file(parent_url.as_str(), name, LISTING_TTL)
+    }
+
     /// Whether a recent listing of the parent shows this name as a directory.
     pub(super) fn listed_as_dir(&self, loc: &Location) -> bool {
         self.listed_as_dir_within(loc, LISTING_TTL)
@@ -332,12 +380,14 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     fn entry(name: &str, is_dir: bool) -> ListingEntry {
         ListingEntry {
             name: name.as_bytes().to_vec(),
             is_dir,
             size: None,
+            mtime: None,
         }
     }
 
@@ -354,6 +404,57 @@ mod tests {
         assert!(!directory.lists_as_dir("http://h/e/", b"sub", LISTING_TTL));
         assert!(
             !directory.lists_as_dir("http://h/d/", b"sub", Duration::ZERO),
+            "a listing older than asked for is not used"
+        );
+    }
+
+    #[test]
+    fn a_listing_answers_for_the_files_it_gives_exact_sizes_of() {
+        let directory = Directory::default();
+        let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let sized = |name: &str, size| ListingEntry {
+            size: Some(size),
+            mtime: Some(mtime),
+            ..entry(name, false)
+        };
+        // Out of name order, as listings sorted by date are.
+        let entries = vec![
+            sized("z", 7),
+            entry("unsized", false),
+            sized("a", 0),
+            entry("d", true),
+        ];
+        directory.remember_listing("http://h/d/", Arc::new(entries));
+
+        let z = directory
+            .listed_file("http://h/d/", b"z", LISTING_TTL)
+            .unwrap();
+        assert_eq!((z.size, z.mtime, z.download), (7, Some(mtime), None));
+        assert_eq!(
+            directory
+                .listed_file("http://h/d/", b"a", LISTING_TTL)
+                .map(|f| f.size),
+            Some(0)
+        );
+        assert!(
+            directory
+                .listed_file("http://h/d/", b"unsized", LISTING_TTL)
+                .is_none()
+        );
+        assert!(
+            directory
+                .listed_file("http://h/d/", b"d", LISTING_TTL)
+                .is_none()
+        );
+        assert!(
+            directory
+                .listed_file("http://h/d/", b"missing", LISTING_TTL)
+                .is_none()
+        );
+        assert!(
+            directory
+                .listed_file("http://h/d/", b"z", Duration::ZERO)
+                .is_none(),
             "a listing older than asked for is not used"
         );
     }

@@ -5,7 +5,8 @@
 //! the new body, an origin failure serves the stale body (stale-if-error)
 //! unless the response forbids it. Within a `stale-while-revalidate` window
 //! the stale body is served at once and one background task asks the origin.
-//! An unknown URL is probed with a HEAD, so `stat` never downloads a body.
+//! An unknown URL is probed with a HEAD, so `stat` never downloads a body,
+//! unless a recent listing of its directory gave its exact size.
 //!
 //! An entry can vanish while a lookup looks at it (the cap or an `evict`
 //! removes it between two reads of the index). The lookup then goes on as for
@@ -88,6 +89,11 @@ impl Cache {
             return Ok(Resolved::Directory);
         }
         if let Some(file) = self.directory.recent_file(url.as_str()) {
+            return Ok(Resolved::Remote(file));
+        }
+        if self.trusts_listed_files(&loc.origin)
+            && let Some(file) = self.listed_file(loc)
+        {
             return Ok(Resolved::Remote(file));
         }
         if self.offline {

@@ -131,6 +131,7 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
         .build()
         .context("starting the I/O runtime")?;
     let cache = Cache::new(store, config.offline, config.max_cache_size);
+    cache.set_other_users(config.allow_other);
     let strays = cache.remove_strays_in_background();
     let fs = FetchFs::new(config, cache, runtime.handle().clone());
     let notifier_slot = fs.notifier_slot();

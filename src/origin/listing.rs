@@ -43,7 +43,7 @@
 //! ASCII are percent-encoded as they are before it is resolved, so a listing
 //! of Latin-1 file names served unencoded maps back to exactly those bytes,
 //! and a UTF-8 one to its UTF-8. HTML gives no sizes (the visible sizes are
-//! rounded, `1.2M`); nginx's JSON gives exact ones.
+//! rounded, `1.2M`); nginx's JSON gives exact ones, and dates.
 //!
 //! Each reader has its own file beside this one, `listing/html.rs` (the
 //! tokenizer) and `listing/json.rs` (the array splitter), with its tests;
@@ -86,6 +86,9 @@ pub struct ListingEntry {
     pub is_dir: bool,
     /// Size in bytes when the listing states it exactly (nginx JSON files).
     pub size: Option<u64>,
+    /// A file's last modification, when the listing states it as an HTTP
+    /// date (nginx JSON).
+    pub mtime: Option<std::time::SystemTime>,
 }
 
 /// The most one listing may hold; a listing past either cap is refused.

@@ -3,7 +3,9 @@
 //! matches the origin's tree; `readdir` adds what is cached to what is
 //! listed; with `listing = "none"` explicit deep paths work with no listing.
 //! A listing far bigger than 16 MiB lists whole, and one that cannot be read
-//! is EIO with an error event and a log line, never an empty directory.
+//! is EIO with an error event and a log line, never an empty directory. A
+//! JSON listing's exact sizes and dates answer `ls -l` with no HEAD; the
+//! GET of a read corrects a size the listing got wrong.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
@@ -332,4 +334,75 @@ fn concurrent_cold_listings_of_a_directory_ask_the_origin_once() {
         "{READERS} readers: {}",
         origin.describe_requests()
     );
+}
+
+/// Twenty files of sizes the JSON listing states exactly.
+fn sized_tree() -> BTreeMap<String, Vec<u8>> {
+    (0..20u64)
+        .map(|i| {
+            let body = random_bytes(1_000 + 37 * i as usize, 300 + i);
+            (format!("f{i:02}.bin"), body)
+        })
+        .collect()
+}
+
+#[test]
+fn ls_l_of_a_json_listing_sends_no_head_and_each_read_one_get() {
+    let files = sized_tree();
+    let origin = Origin::start();
+    origin.serve_tree("/base", &files, Listing::Json);
+    let mount = Mount::single("o", origin.url("/base"));
+    let listed_mtime = httpdate::parse_http_date("Tue, 25 Nov 2025 00:57:00 GMT").unwrap();
+
+    for entry in std::fs::read_dir(mount.path("o")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        let meta = std::fs::metadata(entry.path()).unwrap();
+        assert_eq!(meta.len(), files[&name].len() as u64, "st_size of {name}");
+        assert_eq!(meta.modified().unwrap(), listed_mtime, "st_mtime of {name}");
+    }
+    let heads = || {
+        origin
+            .requests()
+            .iter()
+            .filter(|r| r.method == "HEAD")
+            .count()
+    };
+    assert_eq!(heads(), 0, "ls -l sent HEADs: {:?}", origin.requests());
+
+    for (name, body) in &files {
+        assert_same_bytes(&read(&mount.path(&format!("o/{name}"))), body, name);
+        assert_eq!(
+            origin.count("GET", &format!("/base/{name}")),
+            1,
+            "GETs of {name}"
+        );
+    }
+    assert_eq!(heads(), 0, "reading listed files sent HEADs");
+}
+
+#[test]
+fn a_listing_that_misstates_a_size_does_not_change_what_is_read() {
+    let body = random_bytes(10_000, 320);
+    let origin = Origin::start();
+    origin.route("/base/f", Route::fresh(body.clone()));
+    let listing =
+        r#"[{ "name":"f", "type":"file", "mtime":"Tue, 25 Nov 2025 00:57:00 GMT", "size":5 }]"#;
+    origin.route(
+        "/base/",
+        Route::ok(listing.as_bytes().to_vec()).header("Content-Type", "application/json"),
+    );
+    let mount = Mount::single("o", origin.url("/base"));
+    let names: Vec<_> = std::fs::read_dir(mount.path("o")).unwrap().collect();
+    assert_eq!(names.len(), 1);
+    assert_eq!(
+        std::fs::metadata(mount.path("o/f")).unwrap().len(),
+        5,
+        "the listing's size"
+    );
+
+    let got = read(&mount.path("o/f"));
+
+    assert_same_bytes(&got, &body, "o/f");
+    assert_eq!(std::fs::metadata(mount.path("o/f")).unwrap().len(), 10_000);
 }

@@ -405,6 +405,7 @@ pub(super) fn plain_child_entry(dir_url: &Url, href: &[u8]) -> Option<ListingEnt
         name: name.to_vec(),
         is_dir,
         size: None,
+        mtime: None,
     })
 }
 
@@ -432,6 +433,7 @@ pub(super) fn direct_child_entry(dir_url: &Url, target: &Url) -> Option<ListingE
         name,
         is_dir: target.path().ends_with('/'),
         size: None,
+        mtime: None,
     })
 }
 

@@ -15,9 +15,8 @@ use serde::Deserialize;
 use super::{ListingEntry, ListingError, MAX_JSON_ENTRY_BYTES, MAX_NAME_BYTES, UniqueEntries};
 use crate::namespace::is_valid_name;
 
-/// One element of nginx's `autoindex_format json` output. `mtime` is not
-/// needed; unknown fields are ignored so other JSON listings of the same
-/// shape work too.
+/// One element of nginx's `autoindex_format json` output. Unknown fields
+/// are ignored so other JSON listings of the same shape work too.
 #[derive(Deserialize)]
 struct JsonListingEntry {
     name: String,
@@ -27,6 +26,9 @@ struct JsonListingEntry {
     /// size, not the whole listing.
     #[serde(default)]
     size: Option<serde_json::Value>,
+    /// An HTTP date; anything else loses the date only.
+    #[serde(default)]
+    mtime: Option<serde_json::Value>,
 }
 
 impl JsonListingEntry {
@@ -39,11 +41,18 @@ impl JsonListingEntry {
         } else {
             self.size.as_ref().and_then(serde_json::Value::as_u64)
         };
+        let mtime = self
+            .mtime
+            .as_ref()
+            .filter(|_| !is_dir)
+            .and_then(serde_json::Value::as_str)
+            .and_then(|text| httpdate::parse_http_date(text).ok());
         let name = self.name.into_bytes();
         (is_valid_name(&name) && name.len() <= MAX_NAME_BYTES).then_some(ListingEntry {
             name,
             is_dir,
             size,
+            mtime,
         })
     }
 }

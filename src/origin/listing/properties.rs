@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use proptest::sample::{Index, select};
 
 use super::html::{direct_child_entry, plain_child_entry, resolve_href};
+use super::tests::{JSON_MTIME, dated};
 use super::*;
 use crate::namespace::is_valid_name;
 
@@ -183,11 +184,11 @@ fn nginx_json(entries: &[ListingEntry]) -> Vec<u8> {
             match entry.size {
                 Some(size) => serde_json::json!({
                     "name": name, "type": "file",
-                    "mtime": "Mon, 01 Jan 2024 00:00:00 GMT", "size": size
+                    "mtime": JSON_MTIME, "size": size
                 }),
                 None => serde_json::json!({
                     "name": name, "type": "directory",
-                    "mtime": "Mon, 01 Jan 2024 00:00:00 GMT"
+                    "mtime": JSON_MTIME
                 }),
             }
         })
@@ -245,7 +246,7 @@ proptest! {
     ) {
         let made: Vec<ListingEntry> = made
             .into_iter()
-            .map(|(name, is_dir)| ListingEntry { name, is_dir, size: None })
+            .map(|(name, is_dir)| ListingEntry { name, is_dir, size: None, mtime: None })
             .collect();
         let body = nginx_html(&made);
         prop_assert_eq!(parse(Some("text/html"), &body, &cuts), Some(expected(made)));
@@ -262,7 +263,9 @@ proptest! {
                 name: name.into_bytes(),
                 is_dir: size.is_none(),
                 size,
+                mtime: None,
             })
+            .map(|entry| if entry.is_dir { entry } else { dated(entry) })
             .collect();
         let body = nginx_json(&made);
         prop_assert_eq!(parse(None, &body, &cuts), Some(expected(made)));

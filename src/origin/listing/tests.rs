@@ -42,6 +42,7 @@ pub(super) fn file(name: &str) -> ListingEntry {
         name: name.as_bytes().to_vec(),
         is_dir: false,
         size: None,
+        mtime: None,
     }
 }
 
@@ -50,6 +51,18 @@ pub(super) fn dir(name: &str) -> ListingEntry {
         name: name.as_bytes().to_vec(),
         is_dir: true,
         size: None,
+        mtime: None,
+    }
+}
+
+/// The date the sample JSON listings give their entries.
+pub(super) const JSON_MTIME: &str = "Mon, 01 Jan 2024 00:00:00 GMT";
+
+/// `entry` with the date the sample JSON listings give it.
+pub(super) fn dated(entry: ListingEntry) -> ListingEntry {
+    ListingEntry {
+        mtime: Some(httpdate::parse_http_date(JSON_MTIME).unwrap()),
+        ..entry
     }
 }
 
@@ -58,6 +71,7 @@ pub(super) fn sized(name: &str, size: u64) -> ListingEntry {
         name: name.as_bytes().to_vec(),
         is_dir: false,
         size: Some(size),
+        mtime: None,
     }
 }
 

@@ -76,7 +76,8 @@ fn python_http_server() {
             ListingEntry {
                 name: b"latin\xff.bin".to_vec(),
                 is_dir: false,
-                size: None
+                size: None,
+                mtime: None,
             },
             dir("link@"),
             dir("sub"),
@@ -161,7 +162,8 @@ fn latin1_body_keeps_raw_bytes() {
             ListingEntry {
                 name: b"caf\xe9.txt".to_vec(),
                 is_dir: false,
-                size: None
+                size: None,
+                mtime: None,
             },
             file("ok too"),
         ]

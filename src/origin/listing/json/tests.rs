@@ -16,11 +16,11 @@ fn nginx_json() {
     assert_eq!(
         entries,
         vec![
-            sized("a.txt", 123),
+            dated(sized("a.txt", 123)),
             dir("sub"),
-            sized("with space & %20.bin", 0),
-            file("socket"),
-            sized("huge.iso", u64::MAX),
+            dated(sized("with space & %20.bin", 0)),
+            dated(file("socket")),
+            dated(sized("huge.iso", u64::MAX)),
         ]
     );
 }
@@ -110,10 +110,10 @@ fn a_million_entry_nginx_json_listing_in_64_kib_chunks() {
 
     assert_eq!(entries.len(), MILLION);
     assert_eq!(entries[0], dir("dir-0000000"));
-    assert_eq!(entries[1], sized("file-0000001.tar.gz", 1));
+    assert_eq!(entries[1], dated(sized("file-0000001.tar.gz", 1)));
     assert_eq!(entries[500_000], dir("dir-0500000"));
     assert_eq!(
         entries[MILLION - 1],
-        sized("file-0999999.tar.gz", MILLION as u64 - 1)
+        dated(sized("file-0999999.tar.gz", MILLION as u64 - 1))
     );
 }
