@@ -54,8 +54,9 @@ use passthrough::Passthrough;
 const STATIC_TTL: Duration = Duration::from_secs(3600);
 /// How long a directory stays a directory without asking again.
 const DIR_TTL: Duration = Duration::from_secs(60);
-/// A blob's content never changes, but its link count does.
-const BLOB_ATTR_TTL: Duration = Duration::from_secs(1);
+/// A blob's content never changes; when its link count does, the kernel is
+/// told to forget its attributes (see [`FetchFs::new`]).
+const BLOB_ATTR_TTL: Duration = Duration::from_secs(3600);
 /// Attributes of a file that is not stored yet (its size from a HEAD).
 const REMOTE_ATTR_TTL: Duration = Duration::from_secs(1);
 /// The longest a path's entry is trusted, however long its body stays fresh.
@@ -84,6 +85,13 @@ pub struct FetchFs {
 impl FetchFs {
     pub fn new(config: &Config, cache: Arc<Cache>, runtime: tokio::runtime::Handle) -> FetchFs {
         let nodes = NodeTable::with_counters(Arc::clone(&cache.telemetry().counters));
+        let notifier: Arc<OnceLock<fuser::Notifier>> = Arc::default();
+        let links_notifier = Arc::clone(&notifier);
+        cache.on_links_changed(move |inos| {
+            if let Some(notifier) = links_notifier.get() {
+                forget_attributes(notifier, inos);
+            }
+        });
         FetchFs {
             cache,
             runtime,
@@ -104,7 +112,7 @@ impl FetchFs {
                 nix::unistd::getgid().as_raw(),
             ),
             mounted_at: SystemTime::now(),
-            notifier: Arc::default(),
+            notifier,
         }
     }
 
@@ -1217,6 +1225,20 @@ fn attr_ttl(node: &Node) -> Duration {
         Node::Remote { .. } => REMOTE_ATTR_TTL,
         Node::Control(_) => Duration::ZERO,
         _ => STATIC_TTL,
+    }
+}
+
+/// Makes the kernel forget what it holds of these inodes' attributes (their
+/// link count changed), so the next `stat` asks. Inodes it does not hold
+/// answer ENOENT, which is no error here.
+fn forget_attributes(notifier: &fuser::Notifier, inos: &[u64]) {
+    for &ino in inos {
+        match notifier.inval_inode(INodeNo(ino), -1, 0) {
+            Err(error) if error.raw_os_error() != Some(libc::ENOENT) => {
+                tracing::debug!("forgetting the attributes of inode {ino}: {error}");
+            }
+            _ => {}
+        }
     }
 }
 

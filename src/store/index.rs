@@ -132,7 +132,12 @@ pub struct Index {
     next_seq: std::sync::atomic::AtomicU64,
     /// Access times not written yet. Locked after `write_lock`, never before.
     touches: parking_lot::Mutex<PendingTouches>,
+    /// Told the inodes of bodies whose link count changed, once written.
+    links_changed: std::sync::OnceLock<LinksChanged>,
 }
+
+/// What [`Index::on_links_changed`] calls.
+pub type LinksChanged = Box<dyn Fn(&[u64]) + Send + Sync>;
 
 impl Index {
     pub fn open(path: &Path) -> Result<Index, IndexError> {
@@ -162,6 +167,7 @@ impl Index {
             write_lock: parking_lot::Mutex::new(Totals::default()),
             next_seq: std::sync::atomic::AtomicU64::new(1),
             touches: parking_lot::Mutex::new(PendingTouches::default()),
+            links_changed: std::sync::OnceLock::new(),
         };
         index.build_derived_if_missing()?;
         let (totals, last_seq) = match index.stored_totals()? {
@@ -260,6 +266,21 @@ impl Index {
     /// the URL record, the new body's reference count (and inode, if new), and
     /// the previous body's count. A body nothing points at any more is dropped
     /// from the index and returned, for the caller to delete its file.
+    /// Has `tell` called with the inodes of the bodies whose reference count
+    /// (their `st_nlink`) changed, after each write that changed them and
+    /// outside the index's locks. Set once; later calls are ignored.
+    pub fn on_links_changed(&self, tell: LinksChanged) {
+        let _ = self.links_changed.set(tell);
+    }
+
+    fn tell_links_changed(&self, inos: &[u64]) {
+        if let Some(tell) = self.links_changed.get()
+            && !inos.is_empty()
+        {
+            tell(inos);
+        }
+    }
+
     pub fn link(
         &self,
         url: &str,
@@ -295,14 +316,17 @@ impl Index {
         };
         blob.last_access_ms = now_ms;
         let mut orphaned = None;
+        let mut changed = Vec::new();
         match &previous {
             Some(old) if old.blob == hash => {}
             Some(old) => {
                 blob.refs += 1;
-                orphaned = self.unref(&mut batch, &mut totals, &old.blob)?;
+                changed.push(blob.ino);
+                orphaned = self.unref(&mut batch, &mut totals, &old.blob, &mut changed)?;
             }
             None => {
                 blob.refs += 1;
+                changed.push(blob.ino);
                 totals.entries += 1;
             }
         }
@@ -322,6 +346,8 @@ impl Index {
         self.put_totals(&mut batch, &totals);
         self.write(batch, orphaned.is_some())
             .inspect_err(|_| *totals = before)?;
+        drop(totals);
+        self.tell_links_changed(&changed);
         Ok(Linked { blob, orphaned })
     }
 
@@ -381,6 +407,7 @@ impl Index {
             record.refs = record.refs.saturating_sub(1);
             counts.insert(old.blob, record);
         }
+        let changed: Vec<u64> = counts.values().map(|record| record.ino).collect();
         for (hash, record) in counts {
             if record.refs > 0 {
                 // Only the count changed: the lru key stays.
@@ -399,6 +426,8 @@ impl Index {
         self.put_totals(&mut batch, &totals);
         self.write(batch, deletes_blobs)
             .inspect_err(|_| *totals = before)?;
+        drop(totals);
+        self.tell_links_changed(&changed);
         Ok(removed)
     }
 
@@ -546,10 +575,12 @@ impl Index {
         batch: &mut WriteBatch,
         totals: &mut Totals,
         hash: &blake3::Hash,
+        changed: &mut Vec<u64>,
     ) -> Result<Option<(blake3::Hash, BlobRecord)>, IndexError> {
         let Some(mut record) = self.blob(hash)? else {
             return Ok(None);
         };
+        changed.push(record.ino);
         record.refs = record.refs.saturating_sub(1);
         if record.refs > 0 {
             // Only the count changed: the lru key stays.

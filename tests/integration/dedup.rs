@@ -1,6 +1,7 @@
 //! Content addressing as users see it: once stored, every path whose body is
 //! identical shows the same inode, `st_nlink` counts those paths, and the
-//! inode number survives a remount.
+//! inode number survives a remount; a link made or dropped without a lookup
+//! (prefetch, evict) reaches `st_nlink` at once.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -133,4 +134,32 @@ fn dedup_shows_in_stats() {
         Some(BODY_BYTES as u64),
         "dedup_saved_bytes is the one duplicate body: {stats}"
     );
+}
+
+/// The kernel keeps a stored body's attributes for long (its content never
+/// changes), so a link count that changes without a lookup through the
+/// mount (a prefetch, an evict) must reach `stat` at once all the same.
+#[test]
+fn st_nlink_follows_links_made_and_dropped_behind_the_kernel() {
+    let origin = Origin::start();
+    let (twin, _) = serve_twins(&origin);
+    let mount = Mount::single("o", origin.url("/base"));
+    let a = mount.path("o/a.bin");
+    // Twice: the second lookup answers with the blob inode and its attributes.
+    for _ in 0..2 {
+        assert_same_bytes(&read(&a), &twin, "a.bin");
+        mount.wait_idle(Duration::from_secs(10));
+    }
+    assert_eq!(ino_nlink(&a).1, 1, "one path known");
+
+    mount.control("prefetch", "/o/b.bin\n").expect("prefetch b");
+    assert!(
+        eventually(Duration::from_secs(10), || mount.stat("prefetch_done") == 1),
+        "{}",
+        mount.stats()
+    );
+    assert_eq!(ino_nlink(&a).1, 2, "st_nlink after b was prefetched");
+
+    mount.control("evict", "/o/b.bin\n").expect("evict b");
+    assert_eq!(ino_nlink(&a).1, 1, "st_nlink after b was evicted");
 }
