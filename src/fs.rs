@@ -62,6 +62,10 @@ const REMOTE_ATTR_TTL: Duration = Duration::from_secs(1);
 /// The longest a path's entry is trusted, however long its body stays fresh.
 const MAX_ENTRY_TTL: Duration = Duration::from_secs(24 * 3600);
 const BLOCK_SIZE: u32 = 4096;
+/// Open flags of every file opened for reading: its `close(2)` has nothing
+/// to report, so the kernel sends no `FLUSH` for it (one round trip less
+/// per file). Only command files, whose last line applies at close, get one.
+const READ_ONLY: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
 
 pub struct FetchFs {
     cache: Arc<Cache>,
@@ -290,7 +294,7 @@ impl FetchFs {
             None => Handle::Events,
         };
         let fh = self.handles.insert(handle);
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO | READ_ONLY);
     }
 
     /// Opens a file not stored at lookup. The body that is read decides its
@@ -348,7 +352,7 @@ impl FetchFs {
             move |reply, opened| match opened {
                 Ok((Opened::Stored(blob), _)) => {
                     let fh = handles.insert(Handle::Stored(Arc::new(blob)));
-                    reply.opened(FileHandle(fh), FopenFlags::empty());
+                    reply.opened(FileHandle(fh), READ_ONLY);
                 }
                 Ok((Opened::Streaming(reader), size_unknown)) => {
                     let fh = handles.insert(Handle::Streaming(Arc::new(reader)));
@@ -357,7 +361,7 @@ impl FetchFs {
                     } else {
                         FopenFlags::empty()
                     };
-                    reply.opened(FileHandle(fh), flags);
+                    reply.opened(FileHandle(fh), flags | READ_ONLY);
                 }
                 Err(error) => reply.error(errno(&error)),
             },
@@ -372,9 +376,9 @@ impl FetchFs {
         match self.passthrough.open(fh, ino, &blob.file, &reply) {
             Some(backing) => {
                 self.cache.telemetry().counters.add_passthrough_open();
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
+                reply.opened_passthrough(FileHandle(fh), READ_ONLY, &backing);
             }
-            None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | READ_ONLY),
         }
     }
 
