@@ -197,10 +197,11 @@ impl Cache {
     /// Opens a stored body by its inode (an open of a path the kernel already
     /// resolved). [`CacheError::Gone`] when the body was evicted since.
     pub fn open_blob(&self, ino: u64) -> Result<OpenBlob, CacheError> {
-        let Some((hash, _)) = self.store.index.blob_by_ino(ino)? else {
+        let Some((hash, record)) = self.store.index.blob_by_ino(ino)? else {
             return Err(CacheError::Gone { ino });
         };
-        self.open_stored(hash)?.ok_or(CacheError::Gone { ino })
+        self.open_record(hash, record)?
+            .ok_or(CacheError::Gone { ino })
     }
 
     /// Waits until the stored body `hash` survives a power loss (the

@@ -21,7 +21,7 @@ use super::freshness::{EntryMeta, missing_ttl, ttl_rules, unix_secs};
 use super::{Cache, CacheError, Download, Location, OpenBlob, Opened, StoredFile};
 use crate::config::Origin;
 use crate::origin::BodyStream;
-use crate::store::PartialBlob;
+use crate::store::{BlobRecord, PartialBlob};
 use crate::telemetry::EventKind;
 
 /// A download with no reader goes on this long, for the open that usually
@@ -73,6 +73,15 @@ impl Cache {
         let Some(record) = self.store.index.blob(&hash)? else {
             return Ok(None);
         };
+        self.open_record(hash, record)
+    }
+
+    /// [`Cache::open_stored`] with the body's record just read from the index.
+    pub(super) fn open_record(
+        &self,
+        hash: blake3::Hash,
+        record: BlobRecord,
+    ) -> Result<Option<OpenBlob>, CacheError> {
         let stored = StoredFile {
             ino: record.ino,
             hash,
