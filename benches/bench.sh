@@ -3,7 +3,8 @@
 #
 #   benches/bench.sh            (as root; benches/README.md explains the numbers)
 #
-# Generates a 1 GiB random file and 200 random 1 MiB files, serves them with
+# Generates a 1 GiB random file, a 64 MiB one (read by 64 readers at once)
+# and 200 random 1 MiB files, serves them with
 # nginx on 127.0.0.1, and reads them with curl, straight from disk, through
 # fetchfs, through `httpdirfs --cache` and through `rclone mount
 # --vfs-cache-mode full`. Prints MB/s (10^6 bytes per second) and the ratios
@@ -28,6 +29,8 @@ readonly BIG_FILE_BYTES=$((1024 * 1024 * 1024))
 readonly SMALL_FILE_BYTES=$((1024 * 1024))
 readonly SMALL_FILE_COUNT=200
 readonly SMALL_TOTAL_BYTES=$((SMALL_FILE_BYTES * SMALL_FILE_COUNT))
+readonly SHARED_FILE_BYTES=$((64 * 1024 * 1024))
+readonly SHARED_READERS=64
 readonly MOUNT_WAIT_S=60
 readonly STOP_WAIT_S=15
 readonly FETCHFS_ORIGIN=bench
@@ -78,7 +81,8 @@ drop_caches() {
 # The origin serves from the page cache in every cold measurement, so that
 # "cold" measures the client, not nginx's disk.
 warm_origin() {
-    cat "$work_dir/data/big.bin" "${small_names[@]/#/$work_dir/data/small/}" >/dev/null
+    cat "$work_dir/data/big.bin" "$work_dir/data/shared.bin" "$work_dir/data/one.bin" \
+        "${small_names[@]/#/$work_dir/data/small/}" >/dev/null
 }
 
 # measure KEY BYTES COMMAND...: runs COMMAND with stdout to /dev/null and
@@ -100,8 +104,10 @@ measure() {
 generate_data() {
     local data="$work_dir/data"
     mkdir -p "$data/small"
-    log "bench: generating 1 GiB + ${SMALL_FILE_COUNT} x 1 MiB of random data in $data"
+    log "bench: generating 1 GiB, 64 MiB and ${SMALL_FILE_COUNT} x 1 MiB of random data in $data"
     head -c "$BIG_FILE_BYTES" /dev/urandom >"$data/big.bin"
+    head -c "$SHARED_FILE_BYTES" /dev/urandom >"$data/shared.bin"
+    head -c "$SHARED_FILE_BYTES" /dev/urandom >"$data/one.bin"
     head -c "$SMALL_TOTAL_BYTES" /dev/urandom |
         split -b "$SMALL_FILE_BYTES" -d -a 3 --additional-suffix=.bin - "$data/small/f"
     mapfile -t small_names < <(cd "$data/small" && ls)
@@ -220,10 +226,12 @@ mount_system() {
 verify_content() {
     local name=$1 root=$2 f
     # cmp says why on failure: "differ: byte N" or the read error.
-    if ! cmp "$root/big.bin" "$work_dir/data/big.bin" >&2; then
-        log "bench: $name: big.bin read through the mount is not the origin's file"
-        return 1
-    fi
+    for f in big.bin shared.bin one.bin; do
+        if ! cmp "$root/$f" "$work_dir/data/$f" >&2; then
+            log "bench: $name: $f read through the mount is not the origin's file"
+            return 1
+        fi
+    done
     for f in "${small_names[@]}"; do
         if ! cmp "$root/small/$f" "$work_dir/data/small/$f" >&2; then
             log "bench: $name: small/$f read through the mount is not the origin's file"
@@ -233,12 +241,21 @@ verify_content() {
     log "bench: $name: content verified"
 }
 
+# `bash -c "$READERS" _ FILE N`: N `cat`s of FILE at once; fails if any of
+# them fails. A script, not a function, so that `timeout` can run it.
+# shellcheck disable=SC2016 # expanded by the inner bash
+readonly READERS='pids=()
+    for ((i = 0; i < $2; i++)); do cat "$1" >/dev/null & pids+=($!); done
+    status=0
+    for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+    exit "$status"'
+
 bench_mount() {
     local name=$1 root
     echo "$name:"
     if ! mount_system "$name"; then
         local row
-        for row in big_cold big_warm big_dropped small_cold small_warm small_dropped; do
+        for row in big_cold big_warm big_dropped small_cold small_warm small_dropped one_cold shared_cold; do
             result[$name.$row]=fail
         done
         stop_mount
@@ -257,6 +274,12 @@ bench_mount() {
     measure "$name.small_warm" "$SMALL_TOTAL_BYTES" cat "${small[@]}"
     drop_caches
     measure "$name.small_dropped" "$SMALL_TOTAL_BYTES" cat "${small[@]}"
+    # Each reader's rate: 64 readers that share one download read at the
+    # speed of one (one_cold: one reader of another file of that size).
+    warm_origin
+    measure "$name.one_cold" "$SHARED_FILE_BYTES" cat "$root/one.bin"
+    measure "$name.shared_cold" "$SHARED_FILE_BYTES" bash -c "$READERS" _ \
+        "$root/shared.bin" "$SHARED_READERS"
     verify_content "$name" "$root" || result[$name.verified]=no
 
     if [[ "$name" == fetchfs ]]; then
@@ -272,6 +295,7 @@ bench_curl() {
     measure curl.big_cold "$BIG_FILE_BYTES" curl -sf -o /dev/null "$base/big.bin"
     # One process, one kept-alive connection, files one after another, like `cat`.
     measure curl.small_cold "$SMALL_TOTAL_BYTES" curl -sf "${small_names[@]/#/$base/small/}"
+    measure curl.one_cold "$SHARED_FILE_BYTES" curl -sf -o /dev/null "$base/one.bin"
 }
 
 bench_disk() {
@@ -284,6 +308,7 @@ bench_disk() {
     drop_caches
     measure disk.small_dropped "$SMALL_TOTAL_BYTES" cat "${small[@]}"
     measure disk.small_warm "$SMALL_TOTAL_BYTES" cat "${small[@]}"
+    measure disk.one_cold "$SHARED_FILE_BYTES" cat "$data/one.bin"
 }
 
 # ratio A B: A/B to two decimals, or "-" when either is missing or failed.
@@ -295,7 +320,7 @@ ratio() {
 
 print_table() {
     local row label curl disk f h r
-    local rows=(big_cold big_warm big_dropped small_cold small_warm small_dropped)
+    local rows=(big_cold big_warm big_dropped small_cold small_warm small_dropped one_cold shared_cold)
     declare -A labels=(
         [big_cold]="1 GiB, cold"
         [big_warm]="1 GiB, warm"
@@ -303,6 +328,8 @@ print_table() {
         [small_cold]="200 x 1 MiB, cold"
         [small_warm]="200 x 1 MiB, warm"
         [small_dropped]="200 x 1 MiB, warm, dropped"
+        [one_cold]="1 reader, 64 MiB, cold"
+        [shared_cold]="64 readers, 64 MiB, cold"
     )
     echo
     echo "MB/s (10^6 bytes/s); ratios are fetchfs / peer, higher is better for fetchfs"
@@ -323,6 +350,9 @@ print_table() {
     echo "cold: first read through a fresh mount and empty cache (the origin serves from RAM);"
     echo "warm: second read; dropped: after sync + echo 3 > /proc/sys/vm/drop_caches."
     echo "curl's cold rows are plain downloads; disk's rows read the origin's own files."
+    echo "64 readers: each reader's rate, 64 reading one uncached file at once; compare"
+    echo "with '1 reader' of the same system (fetchfs's stats above count its origin requests)."
+    echo "64 readers / 1 reader, fetchfs: $(ratio "${result[fetchfs.shared_cold]:-}" "${result[fetchfs.one_cold]:-}")"
     if [[ "$drop_caches_works" == no ]]; then
         echo "NOTE: drop_caches was not permitted here, so the 'dropped' rows read from the page cache."
     fi
