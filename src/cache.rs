@@ -178,13 +178,13 @@ impl Cache {
         result
     }
 
-    /// The counters and events every layer reports into.
     /// Has `tell` called with the inodes of stored bodies whose link count
     /// changed (a URL linked to or dropped from them), once it is written.
     pub fn on_links_changed(&self, tell: impl Fn(&[u64]) + Send + Sync + 'static) {
         self.store.index.on_links_changed(Box::new(tell));
     }
 
+    /// The counters and events every layer reports into.
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
     }

@@ -373,7 +373,7 @@ impl FetchFs {
     fn open_stored(&self, ino: u64, blob: OpenBlob, reply: ReplyOpen) {
         let blob = Arc::new(blob);
         let fh = self.handles.insert(Handle::Stored(Arc::clone(&blob)));
-        match self.passthrough.open(fh, ino, &blob.file, &reply) {
+        match self.passthrough.open(ino, &blob.file, &reply) {
             Some(backing) => {
                 self.cache.telemetry().counters.add_passthrough_open();
                 reply.opened_passthrough(FileHandle(fh), READ_ONLY, &backing);
@@ -726,7 +726,7 @@ impl Filesystem for FetchFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
@@ -738,7 +738,7 @@ impl Filesystem for FetchFs {
             || {
                 match self.handles.remove(fh.0) {
                     Some(Handle::Stored(blob)) => {
-                        self.passthrough.release(fh.0);
+                        self.passthrough.release(ino.0);
                         self.cache.close_blob(&blob);
                     }
                     // A last line no flush applied (the kernel flushes first).

@@ -12,7 +12,8 @@
 //! the parent's listing shows under a name, and must not walk the listing
 //! to know. A file the listing gives an exact size for (nginx's JSON) is
 //! answered from it, with no HEAD, while the listing is recent; the open's
-//! GET corrects a size the listing got wrong, as it corrects a HEAD's. Listings are bounded by the entries they hold together
+//! GET corrects a size the listing got wrong, as it corrects a HEAD's.
+//! Listings are bounded by the entries they hold together
 //! ([`LISTED_ENTRIES_KEPT`]) as well as by their number; the oldest go first.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

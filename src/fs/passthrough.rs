@@ -14,6 +14,11 @@
 //! kernel) turns passthrough off for the rest of the mount, with one warning:
 //! inodes already open through it stay so, every new one is read through the
 //! daemon, and no inode is ever open both ways.
+//!
+//! So an inode's open files are either all passthrough (its backing id is in
+//! the table) or none: a release of an inode in the table is one of the
+//! files counted there, and nothing else needs to remember which file handle
+//! went which way.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -28,15 +33,14 @@ use parking_lot::Mutex;
 pub struct Passthrough {
     /// Whether new inodes are opened through the kernel.
     enabled: AtomicBool,
-    /// Open blob inodes that have a backing file, and the file handles using it.
+    /// Open blob inodes that have a backing file, and how many open files
+    /// use it.
     backing: Mutex<HashMap<u64, Backing>>,
-    /// The inode of each file handle opened through passthrough.
-    handles: Mutex<HashMap<u64, u64>>,
 }
 
 struct Backing {
     id: Arc<BackingId>,
-    handles: usize,
+    open_files: usize,
 }
 
 impl Passthrough {
@@ -56,35 +60,25 @@ impl Passthrough {
         self.enabled.store(true, Ordering::Relaxed);
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.enabled.load(Ordering::Relaxed)
-    }
-
-    /// The backing file for file handle `fh` of blob inode `ino`, whose blob
+    /// The backing file for a new open file of blob inode `ino`, whose blob
     /// is open as `file`: the inode's current one, or `file` registered now.
-    /// `None`: read this handle through the daemon.
-    pub fn open(
-        &self,
-        fh: u64,
-        ino: u64,
-        file: &File,
-        reply: &ReplyOpen,
-    ) -> Option<Arc<BackingId>> {
+    /// `None`: read this file through the daemon.
+    pub fn open(&self, ino: u64, file: &File, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
         let mut backing = self.backing.lock();
-        let id = match backing.get_mut(&ino) {
+        match backing.get_mut(&ino) {
             Some(existing) => {
-                existing.handles += 1;
-                Arc::clone(&existing.id)
+                existing.open_files += 1;
+                Some(Arc::clone(&existing.id))
             }
-            None if self.is_enabled() => match reply.open_backing(file) {
+            None if self.enabled.load(Ordering::Relaxed) => match reply.open_backing(file) {
                 Ok(id) => {
                     let id = Arc::new(id);
                     let entry = Backing {
                         id: Arc::clone(&id),
-                        handles: 1,
+                        open_files: 1,
                     };
                     backing.insert(ino, entry);
-                    id
+                    Some(id)
                 }
                 Err(error) => {
                     if self.enabled.swap(false, Ordering::Relaxed) {
@@ -93,25 +87,20 @@ impl Passthrough {
                              read through the daemon: registering a backing file: {error}"
                         );
                     }
-                    return None;
+                    None
                 }
             },
-            None => return None,
-        };
-        self.handles.lock().insert(fh, ino);
-        Some(id)
+            None => None,
+        }
     }
 
-    /// File handle `fh` was released; the last one of an inode lets its
-    /// backing file go.
-    pub fn release(&self, fh: u64) {
-        let Some(ino) = self.handles.lock().remove(&fh) else {
-            return;
-        };
+    /// An open file of inode `ino` was released; the last one of an inode
+    /// read through the kernel lets its backing file go.
+    pub fn release(&self, ino: u64) {
         let mut backing = self.backing.lock();
         if let Some(entry) = backing.get_mut(&ino) {
-            entry.handles -= 1;
-            if entry.handles == 0 {
+            entry.open_files -= 1;
+            if entry.open_files == 0 {
                 backing.remove(&ino);
             }
         }

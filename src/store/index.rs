@@ -262,10 +262,6 @@ impl Index {
         Ok(found)
     }
 
-    /// Points `url` at the stored body `hash` of `size` bytes, in one batch:
-    /// the URL record, the new body's reference count (and inode, if new), and
-    /// the previous body's count. A body nothing points at any more is dropped
-    /// from the index and returned, for the caller to delete its file.
     /// Has `tell` called with the inodes of the bodies whose reference count
     /// (their `st_nlink`) changed, after each write that changed them and
     /// outside the index's locks. Set once; later calls are ignored.
@@ -281,6 +277,10 @@ impl Index {
         }
     }
 
+    /// Points `url` at the stored body `hash` of `size` bytes, in one batch:
+    /// the URL record, the new body's reference count (and inode, if new), and
+    /// the previous body's count. A body nothing points at any more is dropped
+    /// from the index and returned, for the caller to delete its file.
     pub fn link(
         &self,
         url: &str,
