@@ -31,6 +31,8 @@ readonly SMALL_FILE_COUNT=200
 readonly SMALL_TOTAL_BYTES=$((SMALL_FILE_BYTES * SMALL_FILE_COUNT))
 readonly SHARED_FILE_BYTES=$((64 * 1024 * 1024))
 readonly SHARED_READERS=64
+readonly RANDOM_READS=1000
+readonly RANDOM_READ_BYTES=4096
 readonly MOUNT_WAIT_S=60
 readonly STOP_WAIT_S=15
 readonly FETCHFS_ORIGIN=bench
@@ -129,7 +131,8 @@ pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 events { worker_connections 1024; }
 http {
-    access_log off;
+    log_format body_bytes '\$body_bytes_sent';
+    access_log $dir/access.log body_bytes;
     sendfile on;
     tcp_nopush on;
     default_type application/octet-stream;
@@ -241,6 +244,47 @@ verify_content() {
     log "bench: $name: content verified"
 }
 
+# Body bytes nginx has sent so far.
+origin_bytes() {
+    awk '{ sum += $1 } END { printf "%d", sum }' "$work_dir/nginx/access.log"
+}
+
+# `perl -e "$RANDOM_READER" FILE N LEN`: N reads of LEN bytes at page-aligned
+# offsets spread over FILE, the same offsets every run (perl-base is part of
+# every Debian system).
+# shellcheck disable=SC2016 # perl's variables
+readonly RANDOM_READER='my ($path, $n, $len) = @ARGV;
+    open(my $f, "<", $path) or die "$path: $!";
+    my $pages = int((-s $f) / 4096) - 1;
+    srand(7);
+    for (1 .. $n) {
+        sysseek($f, int(rand($pages)) * 4096, 0) or die "seek: $!";
+        my $got = sysread($f, my $buf, $len);
+        die "read: $!" unless defined $got && $got == $len;
+    }'
+
+# measure_random KEY FILE: times RANDOM_READS random reads of FILE, and
+# stores reads per second in result[KEY] and the origin's bytes for them in
+# result[KEY_bytes] (reads of the disk send nothing).
+measure_random() {
+    local key=$1 file=$2 before t0 t1
+    before=$(origin_bytes)
+    t0=$(date +%s%N)
+    if timeout -k 10 "$READ_TIMEOUT_S" perl -e "$RANDOM_READER" "$file" \
+        "$RANDOM_READS" "$RANDOM_READ_BYTES"; then
+        t1=$(date +%s%N)
+        result[$key]=$(awk -v n="$RANDOM_READS" -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", n * 1e9 / ns }')
+    else
+        result[$key]=fail
+    fi
+    # nginx logs a request when it ends; a connection the client closed
+    # early ends at once.
+    sleep 1
+    result[${key}_bytes]=$(($(origin_bytes) - before))
+    printf '  %-22s %10s reads/s, %s bytes from the origin\n' "$key" "${result[$key]}" \
+        "${result[${key}_bytes]}"
+}
+
 # `bash -c "$READERS" _ FILE N`: N `cat`s of FILE at once; fails if any of
 # them fails. A script, not a function, so that `timeout` can run it.
 # shellcheck disable=SC2016 # expanded by the inner bash
@@ -255,7 +299,7 @@ bench_mount() {
     echo "$name:"
     if ! mount_system "$name"; then
         local row
-        for row in big_cold big_warm big_dropped small_cold small_warm small_dropped one_cold shared_cold; do
+        for row in random_cold big_cold big_warm big_dropped small_cold small_warm small_dropped one_cold shared_cold; do
             result[$name.$row]=fail
         done
         stop_mount
@@ -265,6 +309,11 @@ bench_mount() {
     local small=("${small_names[@]/#/$root/small/}")
 
     warm_origin
+    # Random reads first, while big.bin is still uncached; what they leave
+    # is a few MB of a GB for the cold read that follows (fetchfs drops a
+    # partial body a few seconds after its last reader).
+    measure_random "$name.random_cold" "$root/big.bin"
+    sleep 3
     measure "$name.big_cold" "$BIG_FILE_BYTES" cat "$root/big.bin"
     measure "$name.big_warm" "$BIG_FILE_BYTES" cat "$root/big.bin"
     drop_caches
@@ -309,6 +358,8 @@ bench_disk() {
     measure disk.small_dropped "$SMALL_TOTAL_BYTES" cat "${small[@]}"
     measure disk.small_warm "$SMALL_TOTAL_BYTES" cat "${small[@]}"
     measure disk.one_cold "$SHARED_FILE_BYTES" cat "$data/one.bin"
+    drop_caches
+    measure_random disk.random_cold "$data/big.bin"
 }
 
 # ratio A B: A/B to two decimals, or "-" when either is missing or failed.
@@ -319,7 +370,7 @@ ratio() {
 }
 
 print_table() {
-    local row label curl disk f h r
+    local row label curl disk f h r name
     local rows=(big_cold big_warm big_dropped small_cold small_warm small_dropped one_cold shared_cold)
     declare -A labels=(
         [big_cold]="1 GiB, cold"
@@ -353,10 +404,20 @@ print_table() {
     echo "64 readers: each reader's rate, 64 reading one uncached file at once; compare"
     echo "with '1 reader' of the same system (fetchfs's stats above count its origin requests)."
     echo "64 readers / 1 reader, fetchfs: $(ratio "${result[fetchfs.shared_cold]:-}" "${result[fetchfs.one_cold]:-}")"
+    echo
+    echo "$RANDOM_READS random reads of $RANDOM_READ_BYTES bytes of the uncached 1 GiB file"
+    echo "(disk: the origin's file, page cache dropped):"
+    printf '%-10s %9s %16s %18s\n' "" reads/s "origin MB" "origin/read bytes"
+    for name in disk fetchfs httpdirfs rclone; do
+        local rate=${result[$name.random_cold]:--} sent=${result[$name.random_cold_bytes]:-}
+        [[ "$rate" == - ]] && continue
+        printf '%-10s %9s %16s %18s\n' "$name" "$rate" \
+            "$(awk -v b="$sent" 'BEGIN { printf "%.1f", b / 1e6 }')" \
+            "$(ratio "$sent" "$((RANDOM_READS * RANDOM_READ_BYTES))")"
+    done
     if [[ "$drop_caches_works" == no ]]; then
         echo "NOTE: drop_caches was not permitted here, so the 'dropped' rows read from the page cache."
     fi
-    local name
     for name in fetchfs httpdirfs rclone; do
         if [[ "${result[$name.verified]:-}" == no ]]; then
             echo "WARNING: $name returned wrong bytes or read errors; its numbers are meaningless."

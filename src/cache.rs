@@ -6,6 +6,7 @@
 //! - [`resolve`](self::resolve): lookups, freshness and revalidation;
 //! - [`fetch`](self::fetch): opens, and the task that streams a body to disk;
 //! - [`download`]: one body on its way, readable while it arrives;
+//! - [`parts`]: range requests for the parts of a body read out of order;
 //! - [`flight`]: single flight, one origin exchange and one download per URL;
 //! - [`recent`]: the short-lived memory of 404s and validation outcomes;
 //! - [`directory`]: names known without a body (HEADs, listings, the index);
@@ -27,6 +28,7 @@ mod fetch;
 mod flight;
 mod freshness;
 mod location;
+mod parts;
 mod prefetch;
 mod recent;
 mod resolve;
@@ -40,7 +42,7 @@ use http::StatusCode;
 use url::Url;
 
 pub use crate::store::Totals;
-pub use download::{Download, DownloadError, Phase, Reader};
+pub use download::{Access, Download, DownloadError, Phase, Reader};
 pub use entry::{
     Description, DirEntry, EntryState, OpenBlob, Opened, RemoteFile, Resolved, StoredFile,
 };
@@ -79,6 +81,8 @@ pub enum CacheError {
     Origin(#[from] OriginError),
     #[error(transparent)]
     Download(#[from] DownloadError),
+    #[error(transparent)]
+    Part(#[from] parts::PartError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cache I/O: {0}")]

@@ -676,15 +676,18 @@ impl Filesystem for FetchFs {
                             Err(e) => reply.error(Errno::from(e)),
                         }
                     }
-                    Some(Handle::Streaming(download)) if download.is_readable(offset, size) => {
-                        match download.read_available(offset, size) {
-                            Ok(bytes) => served(&bytes, reply),
-                            Err(error) => reply.error(errno(&CacheError::from(error))),
-                        }
-                    }
                     Some(Handle::Streaming(download)) => {
+                        let access = download.access(offset, size);
+                        if let Some(read) = download.try_read(access, offset, size) {
+                            return match read {
+                                Ok(bytes) => served(&bytes, reply),
+                                Err(error) => reply.error(errno(&CacheError::from(error))),
+                            };
+                        }
                         let what = download.url.clone();
-                        let work = async move { download.read(offset, size).await };
+                        let cache = Arc::clone(&self.cache);
+                        let work =
+                            async move { cache.read_body(&download, access, offset, size).await };
                         self.spawn_request(
                             req.unique().0,
                             what,

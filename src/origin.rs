@@ -180,6 +180,12 @@ impl BodyStream {
         }
     }
 
+    /// The body was left unread for a while on purpose (its reader paused
+    /// it): the rate it must keep counts from now.
+    pub fn restart_pacing(&mut self) {
+        self.pacing.restart();
+    }
+
     /// Whether the body ends where the connection closes (HTTP/1 without
     /// Content-Length or chunked framing): there a connection cut short looks
     /// just like the end of the body.

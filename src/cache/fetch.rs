@@ -18,7 +18,8 @@ use url::Url;
 
 use super::download::{Announced, DownloadWriter, Fate};
 use super::freshness::{EntryMeta, missing_ttl, ttl_rules, unix_secs};
-use super::{Cache, CacheError, Download, Location, OpenBlob, Opened, StoredFile};
+use super::parts::{PartAnswer, part_source};
+use super::{Cache, CacheError, Download, Location, OpenBlob, Opened, Phase, StoredFile};
 use crate::config::Origin;
 use crate::origin::BodyStream;
 use crate::store::{BlobRecord, PartialBlob};
@@ -28,13 +29,20 @@ use crate::telemetry::EventKind;
 /// follows a lookup, before it stops.
 const UNWANTED_GRACE: Duration = Duration::from_secs(2);
 
+/// A body fetched in parts whose front got as far ahead of its readers as it
+/// may keeps its connection this long, then closes it; a range request
+/// takes up where it stopped when a reader comes near.
+const FRONT_HOLD: Duration = Duration::from_secs(2);
+
 impl Cache {
     /// Opens the file at `loc` for reading: joins its download, opens its
     /// stored body, or starts a download.
     pub async fn open(self: &Arc<Self>, loc: &Location) -> Result<Opened, CacheError> {
         let url = loc.file_url()?;
         let _guard = self.flights.lock(url.as_str()).await;
-        if let Some(download) = self.flights.download(url.as_str()) {
+        if let Some(download) = self.flights.download(url.as_str())
+            && download.progress().phase != Phase::Failed
+        {
             self.telemetry.counters.add_miss();
             // Made under the URL's lock: the download cannot stop for want
             // of readers between "found" and "read".
@@ -158,7 +166,7 @@ impl Cache {
     /// Call it holding the URL's lock.
     fn start_download(
         self: &Arc<Self>,
-        origin: &Origin,
+        origin: &Arc<Origin>,
         url: &Url,
         mut body: BodyStream,
     ) -> Result<Arc<Download>, CacheError> {
@@ -176,6 +184,7 @@ impl Cache {
             size: head.content_length(),
             mtime,
             private: meta.private,
+            parts: part_source(origin, url, head),
         };
         let (download, writer) = Download::start(url.to_string(), announced, partial.file());
         self.flights.start(Arc::clone(&download));
@@ -213,19 +222,59 @@ impl Cache {
     }
 
     /// Streams the body to disk, then commits it as its fate says, and
-    /// evicts if the store went over its cap.
+    /// evicts if the store went over its cap. A body fetched in parts waits
+    /// for its readers ([`Download::fetch_limit`]), and after a while closes
+    /// its connection and later asks for the rest with a range request; the
+    /// parts on disk it reaches are read into the hash instead of fetched.
     async fn fill(
         self: &Arc<Self>,
         writer: &DownloadWriter,
-        mut body: BodyStream,
+        body: BodyStream,
         mut partial: PartialBlob,
         mut meta: EntryMeta,
     ) -> Result<(), CacheError> {
         let download = writer.download();
         let mut next_space_check = 0;
+        let mut body = Some(body);
+        // Bytes at the start of a response that the front already has.
+        let mut skip = 0;
+        let mut paused_at: Option<tokio::time::Instant> = None;
         loop {
+            if body.is_none() {
+                let reach = download.present_from(partial.len());
+                if reach > partial.len() {
+                    partial.absorb(reach)?;
+                    writer.advance(partial.len());
+                }
+                if download.size == Some(partial.len()) {
+                    break;
+                }
+            }
+            if is_ahead_of_readers(download, partial.len()) {
+                let hold = body
+                    .is_some()
+                    .then(|| *paused_at.get_or_insert_with(tokio::time::Instant::now) + FRONT_HOLD);
+                if !self.wait_for_readers(download, partial.len(), hold).await? {
+                    body = None;
+                    paused_at = None;
+                }
+                continue;
+            }
+            if paused_at.take().is_some()
+                && let Some(body) = &mut body
+            {
+                body.restart_pacing();
+            }
+            let stream = match &mut body {
+                Some(stream) => stream,
+                None => {
+                    let (resumed, skipping) = self.resume(download, partial.len()).await?;
+                    skip = skipping;
+                    body.insert(resumed)
+                }
+            };
             let chunk = tokio::select! {
-                chunk = body.next_chunk() => chunk?,
+                chunk = stream.next_chunk() => chunk?,
                 () = download.unwanted(UNWANTED_GRACE) => {
                     if self.stop_unwanted(download).await {
                         return Err(CacheError::Abandoned { url: download.url.clone() });
@@ -233,9 +282,17 @@ impl Cache {
                     continue;
                 }
             };
-            let Some(chunk) = chunk else {
+            let Some(mut chunk) = chunk else {
                 break;
             };
+            if skip > 0 {
+                let skipped = skip.min(chunk.len() as u64);
+                chunk = chunk.slice(skipped as usize..);
+                skip -= skipped;
+            }
+            if download.progress().phase == Phase::Failed {
+                return Err(download.failed().into());
+            }
             if partial.len() >= next_space_check {
                 let remaining = download.size.map_or(0, |s| s.saturating_sub(partial.len()));
                 let headroom = self.ensure_room(remaining.max(chunk.len() as u64))?;
@@ -279,6 +336,69 @@ impl Cache {
         .map_err(|e| CacheError::Io(io::Error::other(e)))?
     }
 
+    /// Waits while the front is as far ahead of its readers as it may be.
+    /// Returns false when `hold` passed first: the connection is to close.
+    async fn wait_for_readers(
+        &self,
+        download: &Arc<Download>,
+        written: u64,
+        hold: Option<tokio::time::Instant>,
+    ) -> Result<bool, CacheError> {
+        let mut limit = download.limit_updates();
+        let mut progress = download.progress_updates();
+        let held = async {
+            match hold {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(held);
+        limit.borrow_and_update();
+        progress.borrow_and_update();
+        if !is_ahead_of_readers(download, written) {
+            return Ok(true);
+        }
+        tokio::select! {
+            _ = limit.changed() => Ok(true),
+            _ = progress.changed() => match download.progress().phase {
+                Phase::Failed => Err(download.failed().into()),
+                _ => Ok(true),
+            },
+            () = &mut held => Ok(false),
+            () = download.unwanted(UNWANTED_GRACE) => {
+                if self.stop_unwanted(download).await {
+                    return Err(CacheError::Abandoned { url: download.url.clone() });
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// The rest of a body from byte `start` on, after its connection
+    /// closed; also how many bytes of the answer to skip (an origin that
+    /// sends the whole body again).
+    async fn resume(
+        &self,
+        download: &Download,
+        start: u64,
+    ) -> Result<(BodyStream, u64), CacheError> {
+        let source = download
+            .part_source()
+            .ok_or_else(|| CacheError::Abandoned {
+                url: download.url.clone(),
+            })?;
+        match self
+            .request_part(source, download.size, start, None)
+            .await?
+        {
+            PartAnswer::Part(body) => Ok((body, 0)),
+            PartAnswer::Whole(body) => {
+                download.stop_parts();
+                Ok((body, start))
+            }
+        }
+    }
+
     /// Stops a download nobody reads any more, unless a reader joined while
     /// the URL's lock was awaited: then it goes on.
     async fn stop_unwanted(&self, download: &Arc<Download>) -> bool {
@@ -310,6 +430,14 @@ impl Cache {
             other => Ok(other?),
         }
     }
+}
+
+/// Whether the front of a body fetched in parts is as far ahead of its
+/// readers as it may go.
+fn is_ahead_of_readers(download: &Download, written: u64) -> bool {
+    download.fetched_in_parts()
+        && download.size.is_some_and(|size| written < size)
+        && written >= download.fetch_limit()
 }
 
 /// Unregisters a download when its task ends, however it ends.

@@ -29,6 +29,7 @@ pub fn errno(error: &CacheError) -> Errno {
         | CacheError::SharedFailure { .. }
         | CacheError::Origin(_)
         | CacheError::Download(_)
+        | CacheError::Part(_)
         | CacheError::Store(_)
         | CacheError::Panic { .. }
         | CacheError::Io(_) => {

@@ -43,6 +43,12 @@ impl Pacing {
         self.window_start + RATE_WINDOW
     }
 
+    /// The body was not read for a while, on purpose: the rate counts anew.
+    pub fn restart(&mut self) {
+        self.window_start = Instant::now();
+        self.window_bytes = 0;
+    }
+
     /// Bytes arrived.
     pub fn received(&mut self, bytes: u64) {
         self.window_bytes = self.window_bytes.saturating_add(bytes);

@@ -139,6 +139,9 @@ impl BlobDir {
 
 /// A body being downloaded into `tmp/`: appended to by one writer, read at any
 /// offset below `len()` by any number of readers through [`PartialBlob::file`].
+/// How much of a partial blob [`PartialBlob::absorb`] reads at once.
+const ABSORB_CHUNK_BYTES: usize = 1 << 20;
+
 #[derive(Debug)]
 pub struct PartialBlob {
     file: Arc<File>,
@@ -154,6 +157,19 @@ impl PartialBlob {
         self.file.write_all_at(bytes, self.len)?;
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Takes the bytes already in the file from `len()` to `end` (written
+    /// there by range requests) as the next ones: hashes them, moves the end.
+    pub fn absorb(&mut self, end: u64) -> io::Result<()> {
+        let mut buf = vec![0u8; ABSORB_CHUNK_BYTES.min((end.saturating_sub(self.len)) as usize)];
+        while self.len < end {
+            let n = (end - self.len).min(buf.len() as u64) as usize;
+            self.file.read_exact_at(&mut buf[..n], self.len)?;
+            self.hasher.update(&buf[..n]);
+            self.len += n as u64;
+        }
         Ok(())
     }
 

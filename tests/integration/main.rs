@@ -24,6 +24,7 @@ mod full_disk;
 mod lifecycle;
 mod listing;
 mod namespace;
+mod parts;
 mod passthrough;
 mod persistence;
 mod prefetch;

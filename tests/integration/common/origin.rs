@@ -64,6 +64,8 @@ pub struct Route {
     pub raw_get: Option<Arc<Vec<u8>>>,
     /// The same for a HEAD.
     pub raw_head: Option<Arc<Vec<u8>>>,
+    /// Answers a GET for one byte range with 206, as nginx does.
+    pub ranges: bool,
 }
 
 impl Route {
@@ -80,6 +82,7 @@ impl Route {
             head_length: None,
             raw_get: None,
             raw_head: None,
+            ranges: false,
         }
     }
 
@@ -124,6 +127,14 @@ impl Route {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         self.headers.push((name.into(), value.into()));
         self
+    }
+
+    /// Serves `Range: bytes=a-b` and `bytes=a-` with 206 and
+    /// `Content-Range`, unless an `If-Range` names another ETag or date:
+    /// then the whole body, with 200, as RFC 9110 says.
+    pub fn ranges(mut self) -> Route {
+        self.ranges = true;
+        self.header("Accept-Ranges", "bytes")
     }
 
     pub fn header_delay(mut self, delay: Duration) -> Route {
@@ -379,6 +390,14 @@ impl Origin {
     }
 
     /// GET responses for `path` whose body was written out completely.
+    /// Body bytes sent for `path`, over every request.
+    pub fn body_bytes_sent(&self, path: &str) -> u64 {
+        self.requests_to(path)
+            .iter()
+            .map(|r| r.body_bytes_sent)
+            .sum()
+    }
+
     pub fn bodies_sent(&self, path: &str) -> usize {
         self.requests_to(path)
             .iter()
@@ -400,7 +419,11 @@ impl Origin {
                 } else {
                     ""
                 };
-                format!("{} {}{conditional}", r.method, r.target)
+                let range = r
+                    .header("Range")
+                    .map(|range| format!(" ({range}: {} bytes)", r.body_bytes_sent))
+                    .unwrap_or_default();
+                format!("{} {}{conditional}{range}", r.method, r.target)
             })
             .collect();
         let mut out = String::new();
@@ -703,7 +726,33 @@ async fn respond(
         };
     }
     let not_modified = route.status == 200 && is_not_modified(request, route);
-    let status = if not_modified { 304 } else { route.status };
+    let mut status = if not_modified { 304 } else { route.status };
+    let part = (!is_head && !not_modified && route.ranges && route.status == 200)
+        .then(|| requested_range(request, route))
+        .flatten();
+    let sliced;
+    let mut content_range = None;
+    let route = match part {
+        Some(Ok((first, last))) => {
+            status = 206;
+            content_range = Some(format!("bytes {first}-{last}/{}", route.body.len()));
+            sliced = Route {
+                body: Arc::new(route.body[first..=last].to_vec()),
+                ..route.clone()
+            };
+            &sliced
+        }
+        Some(Err(())) => {
+            status = 416;
+            content_range = Some(format!("bytes */{}", route.body.len()));
+            sliced = Route {
+                body: Arc::new(Vec::new()),
+                ..route.clone()
+            };
+            &sliced
+        }
+        None => route,
+    };
 
     let mut head = format!("HTTP/1.1 {} {}\r\n", status, reason(status));
     head.push_str(&format!("Date: {}\r\n", http_date(SystemTime::now())));
@@ -720,6 +769,9 @@ async fn respond(
     }
     for (name, value) in &route.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(content_range) = &content_range {
+        head.push_str(&format!("Content-Range: {content_range}\r\n"));
     }
     head.push_str(if keep_alive {
         "Connection: keep-alive\r\n"
@@ -751,6 +803,33 @@ async fn respond(
         }
     }
     after
+}
+
+/// The one byte range a GET asks for, inclusive, if the route serves it:
+/// `Err` when it starts past the end. `None` means the whole body (no
+/// `Range`, several ranges, or an `If-Range` that does not match).
+fn requested_range(request: &ParsedHead, route: &Route) -> Option<Result<(usize, usize), ()>> {
+    let spec = request.header("Range")?.trim().strip_prefix("bytes=")?;
+    if let Some(validator) = request.header("If-Range") {
+        let current = [
+            route.header_value("ETag"),
+            route.header_value("Last-Modified"),
+        ];
+        if !current.contains(&Some(validator.trim())) {
+            return None;
+        }
+    }
+    let (first, last) = spec.split_once('-')?;
+    let len = route.body.len();
+    let first: usize = first.trim().parse().ok()?;
+    let last = match last.trim() {
+        "" => len.checked_sub(1)?,
+        last => last.parse::<usize>().ok()?.min(len.checked_sub(1)?),
+    };
+    if first >= len {
+        return Some(Err(()));
+    }
+    (first <= last).then_some(Ok((first, last)))
 }
 
 /// Sends the body as the route's cut prescribes; returns what becomes of the
