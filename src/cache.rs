@@ -272,11 +272,28 @@ impl Cache {
 
     /// What the cache knows of the file at `loc`, for extended attributes; no network.
     pub fn describe(&self, loc: &Location) -> Result<Description, CacheError> {
-        let url = loc.file_url()?;
-        failpoint_panic("describe", &url);
-        let record = self.store.index.url(url.as_str())?;
+        self.describe_url(loc.file_url()?.as_str())
+    }
+
+    /// [`Cache::describe`] of a stored body by its inode, through a URL the
+    /// index has for it. [`CacheError::Gone`] when it is no longer stored.
+    pub fn describe_blob(&self, ino: u64) -> Result<Description, CacheError> {
+        let url = self
+            .store
+            .index
+            .blob_by_ino(ino)?
+            .map(|(hash, _)| self.store.index.a_url_of_blob(&hash))
+            .transpose()?
+            .flatten()
+            .ok_or(CacheError::Gone { ino })?;
+        self.describe_url(&url)
+    }
+
+    fn describe_url(&self, url: &str) -> Result<Description, CacheError> {
+        failpoint_panic("describe", url);
+        let record = self.store.index.url(url)?;
         let meta = record.as_ref().and_then(|r| EntryMeta::from_json(&r.meta));
-        let state = if self.flights.download(url.as_str()).is_some() {
+        let state = if self.flights.download(url).is_some() {
             EntryState::Fetching
         } else {
             match &meta {
@@ -301,7 +318,7 @@ impl Cache {
 /// contained. The value is `MARKER` (the lookup, in a task) or
 /// `SITE=MARKER`, where `describe` is the extended attributes' read on a
 /// FUSE dispatch thread.
-fn failpoint_panic(site: &str, url: &Url) {
+fn failpoint_panic(site: &str, url: &str) {
     if !cfg!(debug_assertions) {
         return;
     }
@@ -309,7 +326,7 @@ fn failpoint_panic(site: &str, url: &Url) {
         return;
     };
     let (wanted, marker) = value.split_once('=').unwrap_or(("lookup", &value));
-    if wanted == site && !marker.is_empty() && url.as_str().contains(marker) {
+    if wanted == site && !marker.is_empty() && url.contains(marker) {
         panic!("failpoint FETCHFS_FAILPOINT_PANIC reached at {site} for {url}");
     }
 }

@@ -187,10 +187,12 @@ impl FetchFs {
 
     /// The `user.fetchfs.*` attributes of a file inode; none for other inodes.
     fn xattrs(&self, ino: u64) -> Vec<(&'static str, String)> {
-        let Some(loc) = self.nodes.file_location(ino) else {
-            return Vec::new();
+        let described = match self.nodes.file_location(ino) {
+            Some(loc) => self.cache.describe(&loc),
+            None if is_blob_inode(ino) => self.cache.describe_blob(ino),
+            None => return Vec::new(),
         };
-        match self.cache.describe(&loc) {
+        match described {
             Ok(description) => description.xattrs(),
             Err(error) => {
                 tracing::debug!("xattrs of inode {ino}: {error}");
@@ -264,7 +266,7 @@ impl FetchFs {
             work,
             move |reply, (child, resolved)| match resolved {
                 Ok(Resolved::Stored(stored)) => {
-                    nodes.blob_looked_up(stored.ino, child, stored.private);
+                    nodes.blob_looked_up(stored.ino, child, stored.private, stored.links > 1);
                     let entry_ttl = stored.ttl.min(MAX_ENTRY_TTL);
                     reply.entry_with_ttls(
                         &BLOB_ATTR_TTL,

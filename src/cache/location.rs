@@ -11,15 +11,16 @@ use crate::namespace::{self, NamespaceError};
 #[derive(Debug, Clone)]
 pub struct Location {
     pub origin: Arc<Origin>,
-    /// The origin's base URL, ending in '/'.
-    pub base: Url,
+    /// The origin's base URL, ending in '/'; shared by every location of
+    /// the origin (a million remembered paths need not hold a million).
+    pub base: Arc<Url>,
     pub components: Vec<Vec<u8>>,
 }
 
 impl Location {
     /// The top of an origin's tree.
     pub fn root(origin: Arc<Origin>) -> Location {
-        let base = namespace::base_dir_url(&origin.url);
+        let base = Arc::new(namespace::base_dir_url(&origin.url));
         Location {
             origin,
             base,
@@ -35,7 +36,7 @@ impl Location {
         namespace::child_url(&self.base, &refs, false)?;
         Ok(Location {
             origin: Arc::clone(&self.origin),
-            base: self.base.clone(),
+            base: Arc::clone(&self.base),
             components,
         })
     }
@@ -48,7 +49,7 @@ impl Location {
     /// The URL of this location as a directory (ending in '/').
     pub fn dir_url(&self) -> Result<Url, NamespaceError> {
         if self.components.is_empty() {
-            return Ok(self.base.clone());
+            return Ok(Url::clone(&self.base));
         }
         self.url(true)
     }
@@ -58,7 +59,7 @@ impl Location {
         let (name, parents) = self.components.split_last()?;
         let parent = Location {
             origin: Arc::clone(&self.origin),
-            base: self.base.clone(),
+            base: Arc::clone(&self.base),
             components: parents.to_vec(),
         };
         Some((parent, name.as_slice()))

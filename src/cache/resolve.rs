@@ -68,7 +68,7 @@ impl Cache {
             return Ok(Resolved::Directory);
         }
         let url = loc.file_url()?;
-        super::failpoint_panic("lookup", &url);
+        super::failpoint_panic("lookup", url.as_str());
         if let Some(stale) = self.serve_while_revalidating(loc, &url)? {
             return Ok(stale);
         }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::cache::{Location, RemoteFile};
+use crate::cache::{Location, RemoteFile, is_blob_inode};
 use crate::control::ControlFile;
 use crate::namespace::MountPath;
 use crate::telemetry::Counters;
@@ -72,7 +72,9 @@ pub struct NodeTable {
 #[derive(Debug)]
 struct Inner {
     nodes: HashMap<u64, Node>,
-    /// The path a stored body's inode was last looked up through (it may have several).
+    /// The path a stored body's inode was last looked up through, for a
+    /// body several paths share. The one path of any other body is in the
+    /// index: a million stored files looked up cost no memory here.
     blob_paths: HashMap<u64, Location>,
     /// Stored bodies last looked up through a private path.
     private_blobs: std::collections::HashSet<u64>,
@@ -82,6 +84,8 @@ struct Inner {
     /// How many lookups the kernel holds on each inode it was told of: it
     /// gives them back with `forget`, and an inode at zero is dropped.
     lookups: HashMap<u64, u64>,
+    /// How many of `lookups` are stored bodies' inodes.
+    blob_inodes: usize,
     next: u64,
 }
 
@@ -89,14 +93,18 @@ impl Inner {
     /// Inodes remembered beyond the fixed ones (root, control folder).
     fn remembered(&self) -> usize {
         let fixed = 2 + ControlFile::ALL.len();
-        self.nodes.len().saturating_sub(fixed) + self.blob_paths.len()
+        self.nodes.len().saturating_sub(fixed) + self.blob_inodes
     }
 
     /// The kernel answered with `ino` (a lookup) holds one more reference
     /// to it, until it forgets it.
     fn count_lookup(&mut self, ino: u64) {
         if ino >= FIRST_DYNAMIC_INO {
-            *self.lookups.entry(ino).or_default() += 1;
+            let held = self.lookups.entry(ino).or_default();
+            if *held == 0 && is_blob_inode(ino) {
+                self.blob_inodes += 1;
+            }
+            *held += 1;
         }
     }
 
@@ -145,6 +153,7 @@ impl Default for NodeTable {
                 by_name: HashMap::new(),
                 names: HashMap::new(),
                 lookups: HashMap::new(),
+                blob_inodes: 0,
                 next: FIRST_DYNAMIC_INO,
             }),
             counters: None,
@@ -174,6 +183,9 @@ impl NodeTable {
             return;
         }
         inner.lookups.remove(&ino);
+        if is_blob_inode(ino) {
+            inner.blob_inodes -= 1;
+        }
         inner.drop_node(ino);
         self.show_size(&inner);
     }
@@ -208,12 +220,17 @@ impl NodeTable {
     }
 
     /// A lookup is answered with the stored body `ino` at `loc`; `private`
-    /// when that path serves it privately. Counted in the same step, so a
-    /// `forget` of earlier lookups cannot drop what this one answers.
-    pub fn blob_looked_up(&self, ino: u64, loc: Location, private: bool) {
+    /// when that path serves it privately; `shared` when other paths have
+    /// the same body. Counted in the same step, so a `forget` of earlier
+    /// lookups cannot drop what this one answers.
+    pub fn blob_looked_up(&self, ino: u64, loc: Location, private: bool, shared: bool) {
         let mut inner = self.inner.lock();
         inner.count_lookup(ino);
-        inner.blob_paths.insert(ino, loc);
+        if shared {
+            inner.blob_paths.insert(ino, loc);
+        } else {
+            inner.blob_paths.remove(&ino);
+        }
         if private {
             inner.private_blobs.insert(ino);
         } else {
@@ -227,7 +244,9 @@ impl NodeTable {
         self.inner.lock().private_blobs.contains(&ino)
     }
 
-    /// The path behind a file inode: a blob's last looked-up path, or a remote file's.
+    /// The path behind a file inode: a remote file's, or the last looked-up
+    /// path of a body several paths share (`None` for a body with one path:
+    /// the index has it).
     pub fn file_location(&self, ino: u64) -> Option<Location> {
         let inner = self.inner.lock();
         match inner.nodes.get(&ino) {
@@ -397,6 +416,27 @@ mod tests {
     /// The kernel forgets an inode while a new lookup of its name is being
     /// answered: the forget covers the old lookups only, so the inode the
     /// new answer names stays.
+    #[test]
+    fn only_a_body_with_several_paths_is_remembered_by_path() {
+        let nodes = NodeTable::default();
+        let Node::Dir(loc) = dir("a/f") else {
+            unreachable!()
+        };
+        let ino = (1 << 63) | 7;
+        assert!(is_blob_inode(ino));
+        nodes.blob_looked_up(ino, loc.clone(), false, false);
+        assert!(
+            nodes.file_location(ino).is_none(),
+            "the index has its one path"
+        );
+        assert_eq!(nodes.len(), 1);
+        nodes.blob_looked_up(ino, loc, false, true);
+        assert!(nodes.file_location(ino).is_some());
+        nodes.forget(ino, 2);
+        assert!(nodes.file_location(ino).is_none());
+        assert_eq!(nodes.len(), 0);
+    }
+
     #[test]
     fn a_forget_of_old_lookups_keeps_the_inode_a_new_lookup_answers() {
         let nodes = NodeTable::default();

@@ -207,6 +207,18 @@ impl Index {
         Ok(keys)
     }
 
+    /// One URL whose body is `hash` (the first in byte order), if any.
+    pub fn a_url_of_blob(&self, hash: &blake3::Hash) -> Result<Option<String>, IndexError> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_BY_BLOB));
+        iter.seek(hash.as_bytes());
+        let url = iter
+            .key()
+            .filter(|key| key.starts_with(hash.as_bytes()))
+            .map(|key| String::from_utf8_lossy(&key[HASH_BYTES..]).into_owned());
+        iter.status()?;
+        Ok(url)
+    }
+
     /// At open: builds the derived families if this index was written
     /// before them (or a build was cut short).
     pub(super) fn build_derived_if_missing(&self) -> Result<(), IndexError> {
