@@ -323,6 +323,9 @@ impl Drop for Store {
         }
         // The last round of fsyncs, then the mark that says none is missing.
         drop(self.syncer.take());
+        if let Err(error) = self.index.flush_memtables() {
+            tracing::warn!("writing the index's memtables at close: {error}");
+        }
         if self.durability.synced() >= self.index.last_seq()
             && let Err(error) = self
                 .index
@@ -672,6 +675,32 @@ mod tests {
             thread.join().unwrap();
         }
         assert_eq!(store.index.totals(), Totals::default());
+    }
+
+    /// A clean close leaves the index no log to replay at the next open.
+    #[test]
+    fn a_clean_close_leaves_no_log_to_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for i in 0..200 {
+                let mut partial = store.blobs.create_partial().unwrap();
+                partial.append(format!("body {i}").as_bytes()).unwrap();
+                let url = format!("http://h/{i}");
+                store
+                    .commit(partial, &url, 0, serde_json::json!({}))
+                    .unwrap();
+            }
+        }
+        let logged: u64 = fs::read_dir(dir.path().join("index"))
+            .unwrap()
+            .map(|entry| entry.unwrap())
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
+            .map(|entry| entry.metadata().unwrap().len())
+            .sum();
+        assert_eq!(logged, 0, "bytes of log left for the next open to replay");
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.index.totals().entries, 200);
     }
 
     /// Review finding 12, the power-loss level: blobs committed after the
