@@ -9,23 +9,15 @@
 //! reader, a stale lookup during an outage (first and later), and cached
 //! reads (p50/p99) while 16 fetches hang, against the same reads idle.
 
-// The integration tests' harness: the scriptable origin and the real mount.
-#[allow(dead_code)]
-#[path = "../tests/integration/common/check.rs"]
-mod check;
-#[allow(dead_code)]
-#[path = "../tests/integration/common/mount.rs"]
-mod mount;
-#[allow(dead_code)]
-#[path = "../tests/integration/common/origin.rs"]
-mod origin;
+#[path = "common/mod.rs"]
+mod harness;
 
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use check::{random_bytes, read, spawn_cat, timed};
-use mount::{Mount, OriginConfig};
-use origin::{Origin, Route};
+use harness::check::{random_bytes, read, spawn_cat, timed};
+use harness::mount::{Mount, OriginConfig};
+use harness::origin::{Origin, Route};
 
 const HUNG: Duration = Duration::from_secs(600);
 

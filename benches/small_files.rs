@@ -9,23 +9,15 @@
 //! files per second for each; the origin is the tests' in-process origin on
 //! 127.0.0.1, the same for every run, so compare runs, not absolute figures.
 
-// The integration tests' harness: the scriptable origin and the real mount.
-#[allow(dead_code)]
-#[path = "../tests/integration/common/check.rs"]
-mod check;
-#[allow(dead_code)]
-#[path = "../tests/integration/common/mount.rs"]
-mod mount;
-#[allow(dead_code)]
-#[path = "../tests/integration/common/origin.rs"]
-mod origin;
+#[path = "common/mod.rs"]
+mod harness;
 
 use std::process::Command;
 use std::time::Duration;
 
-use check::{random_bytes, timed};
-use mount::{Mount, OriginConfig};
-use origin::{Origin, Route};
+use harness::check::{random_bytes, timed};
+use harness::mount::{Mount, OriginConfig};
+use harness::origin::{Origin, Route};
 
 const FILES: usize = 2000;
 const FILE_BYTES: usize = 4096;
