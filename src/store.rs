@@ -136,6 +136,12 @@ impl Store {
         for (hash, record) in &suspects {
             if self.check_blob(hash, record.size)?.is_some() {
                 bad.insert(*hash);
+            } else {
+                // Whole, but not known to be on the platter: the syncer
+                // makes it so, and the next stop can be clean again. (Left
+                // out, a mount that commits nothing never got back to a
+                // clean stop, and each later mount checked them again.)
+                self.durability.committed(self.blobs.path(hash), record.seq);
             }
         }
         if !bad.is_empty() {
@@ -326,12 +332,17 @@ impl Drop for Store {
         if let Err(error) = self.index.flush_memtables() {
             tracing::warn!("writing the index's memtables at close: {error}");
         }
-        if self.durability.synced() >= self.index.last_seq()
-            && let Err(error) = self
-                .index
-                .sync_log()
-                .map_err(io::Error::other)
-                .and_then(|()| write_no_follow(&self.cache_dir.join(CLEAN_MARK), b""))
+        let (synced, last) = (self.durability.synced(), self.index.last_seq());
+        if synced < last {
+            tracing::info!(
+                "commits {}..={last} are not known to be durable: the next mount checks them",
+                synced + 1
+            );
+        } else if let Err(error) = self
+            .index
+            .sync_log()
+            .map_err(io::Error::other)
+            .and_then(|()| write_no_follow(&self.cache_dir.join(CLEAN_MARK), b""))
         {
             tracing::warn!("marking the cache dir as closed cleanly: {error}");
         }
@@ -747,6 +758,36 @@ mod tests {
         assert!(!path.exists());
         assert!(store.index.url("http://h/synced").unwrap().is_some());
         assert!(store.blobs.path(&synced_hash).exists());
+    }
+
+    /// Whole blobs found after an unclean stop are made durable by the
+    /// mount that checked them, so its stop is clean even if it commits
+    /// nothing, and the mount after it checks nothing.
+    #[test]
+    fn blobs_checked_after_an_unclean_stop_are_synced_and_the_next_stop_is_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut partial = store.blobs.create_partial().unwrap();
+            partial.append(b"whole but never synced").unwrap();
+            store
+                .commit(partial, "http://h/a", 0, serde_json::json!({}))
+                .unwrap();
+        }
+        {
+            // As if the stop had come before the syncer got to it.
+            let store = Store::open(dir.path()).unwrap();
+            store.index.record_synced(0).unwrap();
+        }
+        fs::remove_file(dir.path().join(CLEAN_MARK)).unwrap();
+
+        drop(Store::open(dir.path()).unwrap());
+        assert!(
+            dir.path().join(CLEAN_MARK).exists(),
+            "a mount that checked the blobs and committed nothing did not stop cleanly"
+        );
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.index.url("http://h/a").unwrap().is_some());
     }
 
     /// Format 1 had no `lru` and `by_blob` families: it is upgraded in place
