@@ -145,6 +145,9 @@ fn run(n: usize) -> Row {
     let (_, second_pass) = stat_all(&paths);
     latencies.sort_unstable();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] as f64 / 1e3;
+    if std::env::var_os("SCALE_KEEP").is_some() {
+        eprintln!("N = {n}: cache kept at {}", cache.keep().display());
+    }
     Row {
         prefetch_rate,
         ready,
