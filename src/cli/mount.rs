@@ -34,6 +34,9 @@ const MALLOC_ARENAS: libc::c_int = 2;
 const UNMOUNT_GRACE: Duration = Duration::from_secs(2);
 /// How long the session may take to end once its connection is aborted.
 const SESSION_END_WAIT: Duration = Duration::from_secs(1);
+/// How long the store may take to close (its last fsyncs) once the
+/// session ended.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(60);
 /// Where the FUSE control file system lists connections.
 const FUSECTL: &str = "/sys/fs/fuse/connections";
 
@@ -178,6 +181,7 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
         let _ = File::from(ready).write_all(b"ok\n");
     }
 
+    let mut session_ended = true;
     if let Ok(Event::Signal) = next_event.recv() {
         tracing::info!("unmounting {}", mountpoint.display());
         if let Err(error) = unmounter.unmount() {
@@ -187,12 +191,29 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
             );
             detach(mountpoint, device);
         }
-        if next_event.recv_timeout(UNMOUNT_GRACE).is_err() {
+        session_ended = matches!(
+            next_event.recv_timeout(UNMOUNT_GRACE),
+            Ok(Event::SessionEnded)
+        );
+        if !session_ended {
             abort_connection(device);
             // The aborted connection ends the session; its threads own the
             // cache, so wait for them before the index is closed.
-            let _ = next_event.recv_timeout(SESSION_END_WAIT);
+            session_ended = matches!(
+                next_event.recv_timeout(SESSION_END_WAIT),
+                Ok(Event::SessionEnded)
+            );
         }
+    }
+    // The session thread tells that the session ended, then drops the
+    // filesystem, and with it the store, whose last round of fsyncs after a
+    // burst of commits takes a while: the process must not end under it.
+    let closing_since = std::time::Instant::now();
+    while session_ended
+        && !session_thread.is_finished()
+        && closing_since.elapsed() < STORE_CLOSE_WAIT
+    {
+        std::thread::sleep(Duration::from_millis(10));
     }
     if session_thread.is_finished() {
         if let Ok(Err(error)) = session_thread.join() {

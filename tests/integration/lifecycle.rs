@@ -42,6 +42,47 @@ fn stop_and_check(signal: i32, how: &str) {
     );
     assert!(took < QUICK_EXIT, "fetchfs took {took:?} to exit on {how}");
     assert_clean_unmount(&mount, how);
+    // The store was closed before the process ended, quietly.
+    assert!(
+        mount.cache_dir().join("closed-cleanly").exists(),
+        "the cache was not closed cleanly on {how}; stderr:\n{}",
+        mount.stderr()
+    );
+    assert!(
+        !mount.stderr().contains("did not end in time"),
+        "a warning at an ordinary stop on {how}:\n{}",
+        mount.stderr()
+    );
+}
+
+/// A stop right after a burst of commits still closes the store (its last
+/// round of fsyncs takes a while) before the process ends.
+#[test]
+fn a_stop_right_after_many_commits_closes_the_cache_cleanly() {
+    let origin = Origin::start();
+    let lines: String = (0..3000)
+        .map(|i| {
+            origin.route(&format!("/base/d/f{i}"), Route::fresh(vec![b'x'; 100 + i]));
+            format!("/o/d/f{i}\n")
+        })
+        .collect();
+    let mut mount = Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")).listing("none"))
+        .mount();
+    mount.control("prefetch", &lines).unwrap();
+    while mount.stat("prefetch_queued") > 0 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        mount.stop_with(libc::SIGTERM).success(),
+        "{}",
+        mount.stderr()
+    );
+    assert!(
+        mount.cache_dir().join("closed-cleanly").exists(),
+        "the cache was not closed cleanly; stderr:\n{}",
+        mount.stderr()
+    );
 }
 
 #[test]
