@@ -147,6 +147,15 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
         MountOption::NoSuid,
         MountOption::NoAtime,
     ];
+    if nix::unistd::geteuid().is_root() {
+        // As root fuser calls mount(2) itself and makes Subtype only the
+        // source's name; the kernel's `subtype=` option is what shows the
+        // type as `fuse.fetchfs` in /proc/mounts (`findmnt -t`, `df -t`).
+        // fusermount3, for other users, turns Subtype into it alone.
+        options
+            .mount_options
+            .push(MountOption::CUSTOM("subtype=fetchfs".into()));
+    }
     if config.allow_other {
         options.acl = SessionACL::All;
     }

@@ -85,6 +85,20 @@ fn a_stop_right_after_many_commits_closes_the_cache_cleanly() {
     );
 }
 
+/// `mount`, `df -t` and `findmnt` tell a fetchfs mount from other FUSE
+/// mounts by its type.
+#[test]
+fn the_mount_shows_as_fuse_fetchfs() {
+    let origin = Origin::start();
+    let mount = Mount::single("o", origin.url("/base"));
+    assert_eq!(
+        mount::mount_fstype(mount.mountpoint()).as_deref(),
+        Some("fuse.fetchfs"),
+        "/proc/mounts:\n{}",
+        std::fs::read_to_string("/proc/mounts").unwrap_or_default()
+    );
+}
+
 #[test]
 fn sigterm_unmounts_cleanly() {
     stop_and_check(libc::SIGTERM, "SIGTERM");
