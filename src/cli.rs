@@ -2,6 +2,7 @@
 //! into one clear line and an exit code.
 
 mod control;
+mod helper;
 mod mount;
 mod stats;
 mod verify;
@@ -105,7 +106,19 @@ pub struct MountArgs {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match args.first() {
+        Some(argv0) if helper::invoked_as_helper(argv0) => match helper::translate(&args) {
+            Ok(helper::HelperRun::Mount(command)) => Cli::parse_from(command),
+            Ok(helper::HelperRun::Fake) => return 0,
+            Err(error) => {
+                eprintln!("mount.fetchfs: {error}");
+                // mount(8)'s code for a wrong invocation.
+                return 1;
+            }
+        },
+        _ => Cli::parse_from(args),
+    };
     let result = match cli.command {
         Command::Mount(args) => mount::run(args),
         Command::Stats { mountpoint } => stats::run(&mountpoint),

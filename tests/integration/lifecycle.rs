@@ -363,6 +363,107 @@ fn daemon_flag_returns_once_mounted() {
     );
 }
 
+/// Puts the binary at `/sbin/mount.fetchfs` for one test, and puts back
+/// whatever was there.
+struct MountHelper {
+    path: std::path::PathBuf,
+    saved: Option<std::path::PathBuf>,
+}
+
+impl MountHelper {
+    fn install() -> MountHelper {
+        let path = std::path::PathBuf::from("/sbin/mount.fetchfs");
+        let saved = path.symlink_metadata().is_ok().then(|| {
+            let saved = path.with_extension(format!("fetchfs-test-{}", std::process::id()));
+            std::fs::rename(&path, &saved).unwrap();
+            saved
+        });
+        std::os::unix::fs::symlink(mount::FETCHFS_BIN, &path).unwrap();
+        MountHelper { path, saved }
+    }
+}
+
+impl Drop for MountHelper {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(saved) = &self.saved {
+            let _ = std::fs::rename(saved, &self.path);
+        }
+    }
+}
+
+/// An fstab line mounts fetchfs: mount(8) finds `/sbin/mount.fetchfs`,
+/// which mounts with the line's options and returns once the mount is
+/// ready; `umount` ends the daemon.
+#[test]
+fn an_fstab_line_mounts_through_the_mount_helper() {
+    let origin = Origin::start();
+    origin.route("/base/f", Route::fresh(b"from fstab".to_vec()));
+    let scratch = tempfile::tempdir().unwrap();
+    let mountpoint = scratch.path().join("mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let config = scratch.path().join("artifacts.toml");
+    std::fs::write(
+        &config,
+        format!("[origins.o]\nurl = \"{}\"\n", origin.url("/base")),
+    )
+    .unwrap();
+    let fstab = scratch.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "fetchfs {} fetchfs config={},cache_dir={},allow_other,x-systemd.automount,_netdev,defaults 0 0\n",
+            mountpoint.display(),
+            config.display(),
+            scratch.path().join("cache").display()
+        ),
+    )
+    .unwrap();
+    let _helper = MountHelper::install();
+    let _cleanup = DetachedMount(mountpoint.clone());
+
+    let output = run_with_timeout(
+        std::process::Command::new("mount")
+            .arg("--fstab")
+            .arg(&fstab)
+            .arg(&mountpoint),
+        Duration::from_secs(20),
+    );
+    assert!(
+        output.status.success(),
+        "mount of the fstab line failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        mount::mount_fstype(&mountpoint).as_deref(),
+        Some("fuse.fetchfs")
+    );
+    assert_eq!(read(&mountpoint.join("o/f")), b"from fstab");
+    let status = std::process::Command::new("umount")
+        .arg(&mountpoint)
+        .status()
+        .unwrap();
+    assert!(status.success(), "umount failed");
+    assert!(
+        eventually(Duration::from_secs(10), || pids_serving(&mountpoint)
+            .is_empty()),
+        "the daemon is still running 10 s after umount"
+    );
+
+    // A line with an option fetchfs does not know fails with mount(8)'s
+    // code for a wrong invocation, and says which option.
+    let output = run_with_timeout(
+        std::process::Command::new("/sbin/mount.fetchfs")
+            .arg("fetchfs")
+            .arg(&mountpoint)
+            .args(["-o", "colour=blue"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("colour=blue"));
+    assert!(!is_fuse_mounted(&mountpoint));
+}
+
 /// Review finding 17: a cache dir's `lock`, `VERSION` and log are never
 /// followed through a symlink another user planted, and a cache dir that
 /// belongs to another user is refused with a clear message.
