@@ -114,7 +114,54 @@ fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
     if !meta.is_dir() {
         bail!("mountpoint {} is not a directory", path.display());
     }
-    Ok(path.canonicalize()?)
+    let path = path.canonicalize()?;
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if let Some((source, fstype)) = mounted_at(&mounts, &path) {
+        // A second mount would hide the first, and each unmount would then
+        // take the wrong one.
+        bail!(
+            "{} is already a mount point ({fstype} from {source}); unmount it first \
+             (fetchfs mounts end with `umount {}`)",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The source and type of what is mounted at `path`, per a `/proc/mounts`
+/// text (fields separated by spaces, with spaces in them written `\040`).
+fn mounted_at(mounts: &str, path: &Path) -> Option<(String, String)> {
+    let wanted = path.as_os_str().as_encoded_bytes();
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        let (source, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+        (unescape_octal(target) == wanted).then(|| (source.to_string(), fstype.to_string()))
+    })
+}
+
+/// `\NNN` octal escapes of a `/proc/mounts` field, decoded.
+fn unescape_octal(field: &str) -> Vec<u8> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|digits| bytes[i] == b'\\' && digits.iter().all(|d| (b'0'..=b'7').contains(d)))
+            .and_then(|digits| u8::from_str_radix(std::str::from_utf8(digits).ok()?, 8).ok());
+        match octal {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Mounts and serves until a signal or an external unmount. `ready` is told
@@ -367,4 +414,22 @@ fn init_logging(args: &MountArgs, log_file: Option<File>) {
             .try_init(),
         None => builder.with_writer(std::io::stderr).try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mount_point_is_found_in_proc_mounts_spaces_and_all() {
+        let mounts = "proc /proc proc rw 0 0\n\
+                      fetchfs /mnt/my\\040artifacts fuse.fetchfs rw,nosuid 0 0\n";
+        assert_eq!(
+            mounted_at(mounts, Path::new("/mnt/my artifacts")),
+            Some(("fetchfs".into(), "fuse.fetchfs".into()))
+        );
+        assert_eq!(mounted_at(mounts, Path::new("/mnt/my")), None);
+        assert_eq!(mounted_at(mounts, Path::new("/proc")).unwrap().1, "proc");
+        assert_eq!(unescape_octal("a\\011b\\\\c\\9"), b"a\tb\\\\c\\9");
+    }
 }

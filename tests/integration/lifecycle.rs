@@ -464,6 +464,38 @@ fn an_fstab_line_mounts_through_the_mount_helper() {
     assert!(!is_fuse_mounted(&mountpoint));
 }
 
+/// A second mount on a directory that is already a mount point would hide
+/// the first; it is refused, and the message says what is mounted there.
+#[test]
+fn mounting_on_a_mount_point_is_refused_with_what_is_there() {
+    let origin = Origin::start();
+    origin.route("/base/f", Route::fresh(b"first".to_vec()));
+    let mount = Mount::single("o", origin.url("/base"));
+    let cache = tempfile::tempdir().unwrap();
+    let output = run_fetchfs(
+        &[
+            "mount",
+            mount.mountpoint().to_str().unwrap(),
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+            "--origin",
+            &format!("o={}", origin.url("/base")),
+        ],
+        Duration::from_secs(10),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("already a mount point") && stderr.contains("fuse.fetchfs"),
+        "{stderr}"
+    );
+    assert_eq!(
+        read(&mount.path("o/f")),
+        b"first",
+        "the first mount is hidden"
+    );
+}
+
 /// Review finding 17: a cache dir's `lock`, `VERSION` and log are never
 /// followed through a symlink another user planted, and a cache dir that
 /// belongs to another user is refused with a clear message.
