@@ -59,7 +59,7 @@ enum Command {
     /// Fetch these files into the cache now, with a progress bar.
     Prefetch {
         mountpoint: PathBuf,
-        /// Paths inside the mount (relative to it, or absolute).
+        /// Files through the mount (mnt/o/x, /mnt/o/x) or inside it (o/x, /o/x).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },

@@ -87,13 +87,17 @@ pub fn prefetch(mountpoint: &Path, paths: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A path given relative to the mount, or absolute inside it.
+/// The file a PATH argument names: a path through the mount, from the
+/// current directory or absolute (`mnt/o/x`, `/mnt/o/x`), or a path inside
+/// the mount (`o/x`, `/o/x`). The mountpoint may be relative too.
 fn mount_path(mountpoint: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() && path.starts_with(mountpoint) {
-        return path.to_path_buf();
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mountpoint = absolute(mountpoint);
+    let through_mount = absolute(path);
+    if through_mount.starts_with(&mountpoint) {
+        return through_mount;
     }
-    let relative = path.strip_prefix("/").unwrap_or(path);
-    mountpoint.join(relative)
+    mountpoint.join(path.strip_prefix("/").unwrap_or(path))
 }
 
 /// Reads a file to its end (so it is stored), then fsyncs it: on fetchfs,
@@ -125,4 +129,37 @@ fn progress_bar(total: u64, files: usize) -> Option<indicatif::ProgressBar> {
     bar.set_style(style);
     bar.set_message(format!("0/{files} files"));
     Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_through_the_mount_or_inside_it_name_the_same_file() {
+        let cwd = std::env::current_dir().unwrap();
+        let file = cwd.join("mnt/o/x");
+        for (mountpoint, path) in [
+            ("mnt", "mnt/o/x"),
+            ("mnt", "o/x"),
+            ("mnt", "/o/x"),
+            ("./mnt", "mnt/o/x"),
+        ] {
+            assert_eq!(
+                mount_path(Path::new(mountpoint), Path::new(path)),
+                file,
+                "{mountpoint} {path}"
+            );
+        }
+        let file = cwd.join("mnt/o/x");
+        assert_eq!(mount_path(&cwd.join("mnt"), &file), file);
+        assert_eq!(
+            mount_path(Path::new("/m"), Path::new("/o/x")),
+            Path::new("/m/o/x")
+        );
+        assert_eq!(
+            mount_path(Path::new("/m"), Path::new("/m/o/x")),
+            Path::new("/m/o/x")
+        );
+    }
 }

@@ -470,3 +470,27 @@ fn the_command_files_are_writable_to_access_and_files_are_not() {
     assert_errno(writable(".fetchfs/stats"), libc::EROFS, "stats");
     assert_errno(writable("o/f"), libc::EROFS, "a file of the origin");
 }
+
+/// `fetchfs prefetch mnt mnt/o/f` from the mountpoint's parent: a relative
+/// mountpoint and a path through the mount from the current directory.
+#[test]
+fn prefetch_takes_paths_relative_to_the_current_directory() {
+    let origin = Origin::start();
+    origin.route("/base/f", Route::fresh(b"relative".to_vec()));
+    let mount = Mount::single("o", origin.url("/base"));
+    let parent = mount.mountpoint().parent().unwrap();
+    let name = mount.mountpoint().file_name().unwrap().to_str().unwrap();
+    let out = run_with_timeout(
+        std::process::Command::new(mount::FETCHFS_BIN)
+            .current_dir(parent)
+            .args(["prefetch", name, &format!("{name}/o/f")]),
+        Duration::from_secs(10),
+    );
+    assert!(
+        out.status.success(),
+        "prefetch: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    mount.wait_idle(Duration::from_secs(10));
+    assert_eq!(mount.stat("entries"), 1);
+}
