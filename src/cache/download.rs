@@ -308,7 +308,10 @@ impl Download {
     /// is not to bring.
     pub fn needs_part(&self, access: Access, offset: u64, len: u32) -> bool {
         let end = offset.saturating_add(u64::from(len));
-        self.fetched_in_parts() && self.front_limit_for(access, offset, end).is_none()
+        self.fetched_in_parts()
+            && self
+                .front_limit_for(access, offset, end, self.progress().written)
+                .is_none()
     }
 
     /// How far the front must run for a read it is to bring; `None` when a
@@ -317,8 +320,7 @@ impl Download {
     /// that reaches the end of the body (which waits for the commit), and a
     /// read out of order where it is going anyway or that starts just past
     /// it (a reader whose pages another reader has read skips ahead).
-    fn front_limit_for(&self, access: Access, offset: u64, end: u64) -> Option<u64> {
-        let written = self.progress().written;
+    fn front_limit_for(&self, access: Access, offset: u64, end: u64, written: u64) -> Option<u64> {
         if self.is_far(offset, written) {
             return None;
         }
@@ -481,10 +483,10 @@ impl Download {
         len: u32,
     ) -> Option<Result<Vec<u8>, DownloadError>> {
         let end = offset.saturating_add(u64::from(len));
-        if let Some(limit) = self.front_limit_for(access, offset, end) {
+        let progress = self.progress();
+        if let Some(limit) = self.front_limit_for(access, offset, end, progress.written) {
             self.want(limit);
         }
-        let progress = self.progress();
         self.readable(progress, offset, end)
             .then(|| self.read_now(progress, offset, len))
     }

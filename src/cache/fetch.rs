@@ -276,9 +276,7 @@ impl Cache {
             let chunk = tokio::select! {
                 chunk = stream.next_chunk() => chunk?,
                 () = download.unwanted(UNWANTED_GRACE) => {
-                    if self.stop_unwanted(download).await {
-                        return Err(CacheError::Abandoned { url: download.url.clone() });
-                    }
+                    self.stop_unwanted(download).await?;
                     continue;
                 }
             };
@@ -366,9 +364,7 @@ impl Cache {
             },
             () = &mut held => Ok(false),
             () = download.unwanted(UNWANTED_GRACE) => {
-                if self.stop_unwanted(download).await {
-                    return Err(CacheError::Abandoned { url: download.url.clone() });
-                }
+                self.stop_unwanted(download).await?;
                 Ok(true)
             }
         }
@@ -399,15 +395,17 @@ impl Cache {
         }
     }
 
-    /// Stops a download nobody reads any more, unless a reader joined while
-    /// the URL's lock was awaited: then it goes on.
-    async fn stop_unwanted(&self, download: &Arc<Download>) -> bool {
+    /// Stops a download nobody reads any more (`Abandoned`), unless a reader
+    /// joined while the URL's lock was awaited: then it goes on.
+    async fn stop_unwanted(&self, download: &Arc<Download>) -> Result<(), CacheError> {
         let _guard = self.flights.lock(&download.url).await;
         if download.readers() > 0 {
-            return false;
+            return Ok(());
         }
         self.flights.finish(download);
-        true
+        Err(CacheError::Abandoned {
+            url: download.url.clone(),
+        })
     }
 
     /// Appends a chunk; a full disk evicts bodies and tries once more.
