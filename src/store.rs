@@ -512,11 +512,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let mut hashes = Vec::new();
         for (i, body) in [b"aaaa", b"bbbb", b"cccc"].iter().enumerate() {
-            let mut partial = store.blobs.create_partial().unwrap();
-            partial.append(*body).unwrap();
-            let (hash, _) = store
-                .commit(partial, &format!("http://h/{i}"), 0, serde_json::json!({}))
-                .unwrap();
+            let (hash, _) = commit_body(&store, &format!("http://h/{i}"), *body);
             store.index.touch(&hash, 100 + i as u64).unwrap();
             hashes.push(hash);
         }
@@ -573,17 +569,18 @@ mod tests {
         assert_eq!(store.index.derived_mismatches().unwrap(), []);
     }
 
+    /// Stores `body` as the body of `url`.
+    fn commit_body(store: &Store, url: &str, body: &[u8]) -> (blake3::Hash, BlobRecord) {
+        let mut partial = store.blobs.create_partial().unwrap();
+        partial.append(body).unwrap();
+        store
+            .commit(partial, url, 0, serde_json::json!({}))
+            .unwrap()
+    }
+
     fn commit_bodies(store: &Store, count: u8) -> Vec<blake3::Hash> {
         (0..count)
-            .map(|i| {
-                let mut partial = store.blobs.create_partial().unwrap();
-                partial.append(&[i; 4]).unwrap();
-                let url = format!("http://h/{i}");
-                store
-                    .commit(partial, &url, 0, serde_json::json!({}))
-                    .unwrap()
-                    .0
-            })
+            .map(|i| commit_body(store, &format!("http://h/{i}"), &[i; 4]).0)
             .collect()
     }
 
@@ -657,21 +654,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
         let body = b"the same body under two URLs";
-        let commit = |store: &Store, url: &str| {
-            let mut partial = store.blobs.create_partial().unwrap();
-            partial.append(body).unwrap();
-            store
-                .commit(partial, url, 0, serde_json::json!({}))
-                .unwrap()
-                .0
-        };
         let threads: Vec<_> = ["http://h/a", "http://h/b"]
             .into_iter()
             .map(|url| {
                 let store = std::sync::Arc::clone(&store);
                 std::thread::spawn(move || {
                     for round in 0..2000 {
-                        let hash = commit(&store, url);
+                        let (hash, _) = commit_body(&store, url, body);
                         // This URL holds a reference: nobody may delete the file now.
                         assert!(
                             store.blobs.path(&hash).exists(),
@@ -695,12 +684,11 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             for i in 0..200 {
-                let mut partial = store.blobs.create_partial().unwrap();
-                partial.append(format!("body {i}").as_bytes()).unwrap();
-                let url = format!("http://h/{i}");
-                store
-                    .commit(partial, &url, 0, serde_json::json!({}))
-                    .unwrap();
+                commit_body(
+                    &store,
+                    &format!("http://h/{i}"),
+                    format!("body {i}").as_bytes(),
+                );
             }
         }
         let logged: u64 = fs::read_dir(dir.path().join("index"))
@@ -720,18 +708,11 @@ mod tests {
     #[test]
     fn after_an_unclean_stop_unsynced_blobs_are_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let commit = |store: &Store, url: &str, body: &[u8]| {
-            let mut partial = store.blobs.create_partial().unwrap();
-            partial.append(body).unwrap();
-            store
-                .commit(partial, url, 0, serde_json::json!({}))
-                .unwrap()
-        };
         let (synced_hash, synced_record) = {
             let store = Store::open(dir.path()).unwrap();
-            let (hash, record) = commit(&store, "http://h/synced", b"made durable");
+            let (hash, record) = commit_body(&store, "http://h/synced", b"made durable");
             store.wait_durable(&hash).unwrap();
-            commit(
+            commit_body(
                 &store,
                 "http://h/late",
                 b"committed just before the power went",
@@ -768,11 +749,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            let mut partial = store.blobs.create_partial().unwrap();
-            partial.append(b"whole but never synced").unwrap();
-            store
-                .commit(partial, "http://h/a", 0, serde_json::json!({}))
-                .unwrap();
+            commit_body(&store, "http://h/a", b"whole but never synced");
         }
         {
             // As if the stop had come before the syncer got to it.

@@ -313,6 +313,20 @@ impl Drop for DetachedMount {
     }
 }
 
+/// `umount` of a mount whose daemon detached; its daemon must then end.
+fn umount_detached(mountpoint: &std::path::Path) {
+    let status = std::process::Command::new("umount")
+        .arg(mountpoint)
+        .status()
+        .unwrap();
+    assert!(status.success(), "umount of the detached mount failed");
+    assert!(
+        eventually(Duration::from_secs(10), || pids_serving(mountpoint)
+            .is_empty()),
+        "the detached daemon is still running 10 s after umount"
+    );
+}
+
 #[test]
 fn daemon_flag_returns_once_mounted() {
     let origin = Origin::start();
@@ -351,16 +365,7 @@ fn daemon_flag_returns_once_mounted() {
         !pids_serving(&mountpoint).is_empty(),
         "no daemon process left serving the mount"
     );
-    let status = std::process::Command::new("umount")
-        .arg(&mountpoint)
-        .status()
-        .unwrap();
-    assert!(status.success(), "umount of the --daemon mount failed");
-    assert!(
-        eventually(Duration::from_secs(10), || pids_serving(&mountpoint)
-            .is_empty()),
-        "the detached daemon is still running 10 s after umount"
-    );
+    umount_detached(&mountpoint);
 }
 
 /// Puts the binary at `/sbin/mount.fetchfs` for one test, and puts back
@@ -439,16 +444,7 @@ fn an_fstab_line_mounts_through_the_mount_helper() {
         Some("fuse.fetchfs")
     );
     assert_eq!(read(&mountpoint.join("o/f")), b"from fstab");
-    let status = std::process::Command::new("umount")
-        .arg(&mountpoint)
-        .status()
-        .unwrap();
-    assert!(status.success(), "umount failed");
-    assert!(
-        eventually(Duration::from_secs(10), || pids_serving(&mountpoint)
-            .is_empty()),
-        "the daemon is still running 10 s after umount"
-    );
+    umount_detached(&mountpoint);
 
     // A line with an option fetchfs does not know fails with mount(8)'s
     // code for a wrong invocation, and says which option.

@@ -31,13 +31,27 @@ fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn ranged_mount(path: &str, body: &[u8]) -> (Origin, Mount) {
+/// Reads `len` bytes at each offset and checks them against `body`.
+fn assert_reads(file: &File, body: &[u8], offsets: impl IntoIterator<Item = u64>, len: usize) {
+    for offset in offsets {
+        let at = offset as usize;
+        let got = read_at(file, offset, len).unwrap();
+        assert!(got == body[at..at + len], "bytes at {offset}");
+    }
+}
+
+/// An origin serving `route` at `path`, mounted as `o`.
+fn mount_serving(path: &str, route: Route) -> (Origin, Mount) {
     let origin = Origin::start();
-    origin.route(path, Route::fresh(body.to_vec()).ranges());
+    origin.route(path, route);
     let mount = Mount::builder()
         .origin(OriginConfig::new("o", origin.url("/")).listing("none"))
         .mount();
     (origin, mount)
+}
+
+fn ranged_mount(path: &str, body: &[u8]) -> (Origin, Mount) {
+    mount_serving(path, Route::fresh(body.to_vec()).ranges())
 }
 
 #[test]
@@ -47,11 +61,7 @@ fn random_reads_of_an_uncached_file_fetch_a_few_times_what_they_read() {
     let file = File::open(mount.path("o/big.bin")).unwrap();
 
     let offsets = scattered_offsets(body.len(), 1000, 7);
-    for &offset in &offsets {
-        let got = read_at(&file, offset, 4096).unwrap();
-        let at = offset as usize;
-        assert!(got == body[at..at + 4096], "bytes at {offset}");
-    }
+    assert_reads(&file, &body, offsets.iter().copied(), 4096);
     drop(file);
 
     let read = offsets.len() as u64 * 4096;
@@ -83,16 +93,10 @@ fn a_body_read_in_parts_and_then_whole_is_right_and_stored() {
     let (origin, mount) = ranged_mount("/f.bin", &body);
     let path = mount.path("o/f.bin");
     let file = File::open(&path).unwrap();
-    for offset in scattered_offsets(body.len(), 50, 3) {
-        let at = offset as usize;
-        assert!(read_at(&file, offset, 8192).unwrap() == body[at..at + 8192]);
-    }
+    assert_reads(&file, &body, scattered_offsets(body.len(), 50, 3), 8192);
     // A reader that reads on where it is: its parts grow.
-    let start = 12 * MIB;
-    for step in 0..64 {
-        let at = start + step * 64 * 1024;
-        assert!(read_at(&file, at as u64, 64 * 1024).unwrap() == body[at..at + 64 * 1024]);
-    }
+    let run = (0..64).map(|step| (12 * MIB + step * 64 * 1024) as u64);
+    assert_reads(&file, &body, run, 64 * 1024);
 
     let whole = std::fs::read(&path).unwrap();
     assert!(whole == body, "the whole body read after its parts");
@@ -167,16 +171,9 @@ fn a_body_that_changes_while_read_in_parts_is_never_spliced() {
 #[test]
 fn an_origin_that_ignores_ranges_still_serves_random_reads() {
     let body = random_bytes(32 * MIB, 36);
-    let origin = Origin::start();
-    origin.route("/n.bin", Route::fresh(body.clone()));
-    let mount = Mount::builder()
-        .origin(OriginConfig::new("o", origin.url("/")).listing("none"))
-        .mount();
+    let (origin, mount) = mount_serving("/n.bin", Route::fresh(body.clone()));
     let file = File::open(mount.path("o/n.bin")).unwrap();
-    for offset in scattered_offsets(body.len(), 100, 5) {
-        let at = offset as usize;
-        assert!(read_at(&file, offset, 4096).unwrap() == body[at..at + 4096]);
-    }
+    assert_reads(&file, &body, scattered_offsets(body.len(), 100, 5), 4096);
     drop(file);
     mount.wait_idle(Duration::from_secs(10));
     assert!(
