@@ -113,6 +113,18 @@ pub fn is_blob_inode(ino: u64) -> bool {
     ino & crate::store::BLOB_INO_BIT != 0
 }
 
+/// A download under way, as the `status` control file shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    pub url: String,
+    /// Bytes on disk from the start without a gap.
+    pub written: u64,
+    /// The size the origin announced, if it did.
+    pub size: Option<u64>,
+    /// Open files reading it (0 for a prefetch).
+    pub readers: usize,
+}
+
 pub struct Cache {
     store: Arc<Store>,
     origin: OriginClient,
@@ -191,6 +203,20 @@ impl Cache {
     /// The counters and events every layer reports into.
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
+    }
+
+    /// The downloads under way, in URL order.
+    pub fn in_flight(&self) -> Vec<InFlight> {
+        self.flights
+            .downloads_below("")
+            .iter()
+            .map(|download| InFlight {
+                url: download.url.clone(),
+                written: download.progress().written,
+                size: download.size,
+                readers: download.readers(),
+            })
+            .collect()
     }
 
     /// Sizes of what is stored now.

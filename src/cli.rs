@@ -4,7 +4,11 @@
 mod control;
 mod helper;
 mod mount;
+mod mounts;
 mod stats;
+mod status;
+mod top;
+mod umount;
 mod verify;
 
 use std::path::PathBuf;
@@ -28,10 +32,35 @@ struct Cli {
 enum Command {
     /// Mount origins at MOUNTPOINT; stays in the foreground until unmounted, Ctrl-C or SIGTERM.
     Mount(MountArgs),
+    /// Unmount a fetchfs mount and wait until its daemon has exited.
+    #[command(alias = "unmount")]
+    Umount {
+        /// A mounted fetchfs.
+        mountpoint: PathBuf,
+    },
+    /// List the fetchfs mounts on this machine: mountpoint, pid, cache dir, size, hit rate, origins.
+    Status {
+        /// Only these mounts [default: all fetchfs mounts].
+        mountpoints: Vec<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the mount's cache figures as a table.
     Stats {
         /// A mounted fetchfs.
         mountpoint: PathBuf,
+    },
+    /// A live view of a mount: hits, misses, throughput and the downloads in flight; q quits.
+    Top {
+        /// A mounted fetchfs.
+        mountpoint: PathBuf,
+        /// Seconds between frames.
+        #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after N frames (where stdout is not a terminal, frames follow one another).
+        #[arg(short = 'n', long, value_name = "N")]
+        frames: Option<u64>,
     },
     /// Make matching entries stale: their next lookup revalidates with the origin.
     Invalidate {
@@ -104,6 +133,13 @@ pub struct MountArgs {
     pub quiet: bool,
 }
 
+/// `--interval` as a duration: at least 0.1 s, and a garbage value (NaN,
+/// infinite) is the default second.
+fn interval_of(seconds: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(seconds.max(0.1))
+        .unwrap_or(std::time::Duration::from_secs(1))
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -121,7 +157,14 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Mount(args) => mount::run(args),
+        Command::Umount { mountpoint } => umount::run(&mountpoint),
+        Command::Status { mountpoints, json } => status::run(&mountpoints, json),
         Command::Stats { mountpoint } => stats::run(&mountpoint),
+        Command::Top {
+            mountpoint,
+            interval,
+            frames,
+        } => top::run(&mountpoint, interval_of(interval), frames),
         Command::Invalidate {
             mountpoint,
             patterns,

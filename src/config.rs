@@ -228,6 +228,11 @@ impl Config {
             .clone()
             .or(file.cache_dir)
             .unwrap_or_else(default_cache_dir);
+        // Absolute, so the daemon's log, `fetchfs status` and the lock all
+        // name it the same way whatever directory they run in.
+        let cache_dir = std::path::absolute(&cache_dir).map_err(|error| {
+            ConfigError::Invalid(format!("cache dir {}: {error}", cache_dir.display()))
+        })?;
         Ok(Config {
             cache_dir,
             origins,

@@ -3,6 +3,11 @@
 pub mod commands;
 pub mod pattern;
 pub mod stats;
+pub mod status;
+
+use crate::cache::Cache;
+use stats::Stats;
+use status::Status;
 
 /// The control folder's name at the mount root.
 pub const CONTROL_DIR: &str = ".fetchfs";
@@ -12,6 +17,8 @@ pub const CONTROL_DIR: &str = ".fetchfs";
 pub enum ControlFile {
     Stats,
     Metrics,
+    /// What the mount is, and its downloads under way.
+    Status,
     /// A stream: each read waits for the next events.
     Events,
     /// Written: matching entries become stale.
@@ -23,9 +30,10 @@ pub enum ControlFile {
 }
 
 impl ControlFile {
-    pub const ALL: [ControlFile; 6] = [
+    pub const ALL: [ControlFile; 7] = [
         ControlFile::Stats,
         ControlFile::Metrics,
+        ControlFile::Status,
         ControlFile::Events,
         ControlFile::Invalidate,
         ControlFile::Evict,
@@ -36,6 +44,7 @@ impl ControlFile {
         match self {
             ControlFile::Stats => "stats",
             ControlFile::Metrics => "metrics",
+            ControlFile::Status => "status",
             ControlFile::Events => "events",
             ControlFile::Invalidate => "invalidate",
             ControlFile::Evict => "evict",
@@ -57,11 +66,13 @@ impl ControlFile {
         )
     }
 
-    /// What a reader of this file gets now; `None` for a stream or a command file.
-    pub fn snapshot(self, stats: &stats::Stats) -> Option<Vec<u8>> {
+    /// What a reader of this file gets now, from the cache and what the
+    /// mount is; `None` for a stream or a command file.
+    pub fn snapshot(self, cache: &Cache, mount: &Status) -> Option<Vec<u8>> {
         match self {
-            ControlFile::Stats => Some(stats.to_json().into_bytes()),
-            ControlFile::Metrics => Some(stats.to_prometheus().into_bytes()),
+            ControlFile::Stats => Some(Stats::of(cache).to_json().into_bytes()),
+            ControlFile::Metrics => Some(Stats::of(cache).to_prometheus().into_bytes()),
+            ControlFile::Status => Some(mount.now(cache).to_json().into_bytes()),
             ControlFile::Events
             | ControlFile::Invalidate
             | ControlFile::Evict

@@ -39,7 +39,7 @@ use crate::cache::{
 use crate::config::{Config, Origin};
 use crate::control::commands::{CommandError, Origins};
 use crate::control::pattern::{MAX_LINE_BYTES, PatternError};
-use crate::control::stats::Stats;
+use crate::control::status::Status;
 use crate::control::{CONTROL_DIR, ControlFile};
 use crate::namespace::{self, MountPath};
 use crate::telemetry::EventKind;
@@ -82,12 +82,20 @@ pub struct FetchFs {
     allow_other: bool,
     owner: (u32, u32),
     mounted_at: SystemTime,
+    /// What the mount is, for the `status` control file.
+    status: Status,
     /// Set once the session exists; kernel notifications go through it.
     notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 impl FetchFs {
-    pub fn new(config: &Config, cache: Arc<Cache>, runtime: tokio::runtime::Handle) -> FetchFs {
+    /// `status` says what the mount is (see [`Status::of_mount`]).
+    pub fn new(
+        config: &Config,
+        status: Status,
+        cache: Arc<Cache>,
+        runtime: tokio::runtime::Handle,
+    ) -> FetchFs {
         let nodes = NodeTable::with_counters(Arc::clone(&cache.telemetry().counters));
         let notifier: Arc<OnceLock<fuser::Notifier>> = Arc::default();
         let links_notifier = Arc::clone(&notifier);
@@ -116,6 +124,7 @@ impl FetchFs {
                 nix::unistd::getgid().as_raw(),
             ),
             mounted_at: SystemTime::now(),
+            status,
             notifier,
         }
     }
@@ -232,7 +241,7 @@ impl FetchFs {
     }
 
     fn static_entry(&self, ino: u64, node: &Node, reply: ReplyEntry) {
-        let attr = self.attrs().of_node(ino, node, &self.cache);
+        let attr = self.attrs().of_node(ino, node, &self.cache, &self.status);
         reply.entry_with_ttls(&attr_ttl(node), &STATIC_TTL, &attr, Generation(0));
     }
 
@@ -291,7 +300,7 @@ impl FetchFs {
     }
 
     fn open_control(&self, file: ControlFile, reply: ReplyOpen) {
-        let handle = match file.snapshot(&Stats::of(&self.cache)) {
+        let handle = match file.snapshot(&self.cache, &self.status) {
             Some(content) => Handle::Control(Arc::new(content)),
             None => Handle::Events,
         };
@@ -605,7 +614,10 @@ impl Filesystem for FetchFs {
                 match self.nodes.get(ino.0) {
                     Some(node) => {
                         let ttl = attr_ttl(&node);
-                        reply.attr(&ttl, &attrs.of_node(ino.0, &node, &self.cache));
+                        reply.attr(
+                            &ttl,
+                            &attrs.of_node(ino.0, &node, &self.cache, &self.status),
+                        );
                     }
                     None => reply.error(Errno::ENOENT),
                 }
@@ -1044,7 +1056,9 @@ impl Filesystem for FetchFs {
             Some(node @ Node::Control(file)) if file.is_command() => {
                 reply.attr(
                     &STATIC_TTL,
-                    &self.attrs().of_node(ino.0, &node, &self.cache),
+                    &self
+                        .attrs()
+                        .of_node(ino.0, &node, &self.cache, &self.status),
                 );
             }
             _ => reply.error(Errno::EROFS),
@@ -1288,7 +1302,8 @@ impl Attrs {
         self.file(stored.ino, stored.size, stored.mtime, links)
     }
 
-    fn of_node(&self, ino: u64, node: &Node, cache: &Cache) -> FileAttr {
+    /// `status` is what the mount is: the `status` file's size is its length.
+    fn of_node(&self, ino: u64, node: &Node, cache: &Cache, status: &Status) -> FileAttr {
         match node {
             Node::Remote { file, .. } => self.of_remote(ino, file),
             Node::Control(file) if file.is_command() => {
@@ -1299,7 +1314,7 @@ impl Attrs {
             }
             Node::Control(file) => {
                 let size = file
-                    .snapshot(&Stats::of(cache))
+                    .snapshot(cache, status)
                     .map_or(0, |content| content.len() as u64);
                 self.file(ino, size, SystemTime::now(), 1)
             }

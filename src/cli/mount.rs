@@ -18,8 +18,10 @@ use anyhow::{Context, bail};
 use fuser::{MountOption, SessionACL};
 
 use super::MountArgs;
+use super::mounts::{self, MountEntry};
 use crate::cache::Cache;
 use crate::config::{Config, Overrides};
+use crate::control::status::Status;
 use crate::fs::FetchFs;
 use crate::store::Store;
 
@@ -64,13 +66,18 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
     })?;
     if args.daemon {
         return daemonize(|ready| {
-            let log = daemon_log(&config.cache_dir)?;
+            let (log, path) = daemon_log(&config.cache_dir)?;
             init_logging(&args, Some(log));
-            serve(&config, &mountpoint, Some(ready))
+            let status = Status::of_mount(&config, &mountpoint, path.display().to_string());
+            serve(&config, status, Some(ready))
         });
     }
     init_logging(&args, None);
-    serve(&config, &mountpoint, None)
+    serve(
+        &config,
+        Status::of_mount(&config, &mountpoint, "stderr".into()),
+        None,
+    )
 }
 
 /// Every open file, download and socket holds a descriptor (and the index
@@ -115,8 +122,7 @@ fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
         bail!("mountpoint {} is not a directory", path.display());
     }
     let path = path.canonicalize()?;
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    if let Some((source, fstype)) = mounted_at(&mounts, &path) {
+    if let Some(MountEntry { source, fstype, .. }) = mounts::at(&mounts::current(), &path) {
         // A second mount would hide the first, and each unmount would then
         // take the wrong one.
         bail!(
@@ -129,45 +135,11 @@ fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// The source and type of what is mounted at `path`, per a `/proc/mounts`
-/// text (fields separated by spaces, with spaces in them written `\040`).
-fn mounted_at(mounts: &str, path: &Path) -> Option<(String, String)> {
-    let wanted = path.as_os_str().as_encoded_bytes();
-    mounts.lines().find_map(|line| {
-        let mut fields = line.split(' ');
-        let (source, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-        (unescape_octal(target) == wanted).then(|| (source.to_string(), fstype.to_string()))
-    })
-}
-
-/// `\NNN` octal escapes of a `/proc/mounts` field, decoded.
-fn unescape_octal(field: &str) -> Vec<u8> {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|digits| bytes[i] == b'\\' && digits.iter().all(|d| (b'0'..=b'7').contains(d)))
-            .and_then(|digits| u8::from_str_radix(std::str::from_utf8(digits).ok()?, 8).ok());
-        match octal {
-            Some(byte) => {
-                out.push(byte);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
 /// Mounts and serves until a signal or an external unmount. `ready` is told
 /// once the mount answers requests (daemon mode).
-fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::Result<()> {
+fn serve(config: &Config, status: Status, ready: Option<OwnedFd>) -> anyhow::Result<()> {
     log_panics();
+    let mountpoint = status.mountpoint.clone();
     let store = Store::open(&config.cache_dir)?;
     let secrets = credential_header_names(config);
     match store.index.scrub_request_headers(&secrets) {
@@ -183,7 +155,7 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
     let cache = Cache::new(store, config.offline, config.max_cache_size);
     cache.set_other_users(config.allow_other);
     let strays = cache.remove_strays_in_background();
-    let fs = FetchFs::new(config, cache, runtime.handle().clone());
+    let fs = FetchFs::new(config, status, cache, runtime.handle().clone());
     let notifier_slot = fs.notifier_slot();
 
     let mut options = fuser::Config::default();
@@ -208,7 +180,7 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
     }
     options.n_threads = Some(DISPATCH_THREADS);
     options.clone_fd = true;
-    let mut session = fuser::Session::new(fs, mountpoint, &options)
+    let mut session = fuser::Session::new(fs, &mountpoint, &options)
         .with_context(|| format!("mounting on {}", mountpoint.display()))?;
     let (events, next_event) = mpsc::channel();
     let signal_events = events.clone();
@@ -226,7 +198,7 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
             result
         })?;
     // Only now: a stat of the mountpoint is answered by the session just started.
-    let device = fs::metadata(mountpoint).map(|m| m.dev()).unwrap_or(0);
+    let device = fs::metadata(&mountpoint).map(|m| m.dev()).unwrap_or(0);
     raise_read_ahead(device);
     tracing::info!(
         "mounted {} (cache {})",
@@ -245,7 +217,7 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
                 "unmount of {} failed ({error}); detaching it",
                 mountpoint.display()
             );
-            detach(mountpoint, device);
+            detach(&mountpoint, device);
         }
         session_ended = matches!(
             next_event.recv_timeout(UNMOUNT_GRACE),
@@ -379,7 +351,7 @@ fn daemonize(serve: impl FnOnce(OwnedFd) -> anyhow::Result<()>) -> anyhow::Resul
 }
 
 /// The daemon's log, `CACHE_DIR/fetchfs.log`; stdio goes to /dev/null.
-fn daemon_log(cache_dir: &Path) -> anyhow::Result<File> {
+fn daemon_log(cache_dir: &Path) -> anyhow::Result<(File, PathBuf)> {
     fs::create_dir_all(cache_dir).with_context(|| format!("cache dir {}", cache_dir.display()))?;
     let path = cache_dir.join("fetchfs.log");
     let log = fs::OpenOptions::new()
@@ -394,7 +366,7 @@ fn daemon_log(cache_dir: &Path) -> anyhow::Result<File> {
         // single-threaded child; both descriptors are valid.
         unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), target) };
     }
-    Ok(log)
+    Ok((log, path))
 }
 
 fn init_logging(args: &MountArgs, log_file: Option<File>) {
@@ -414,22 +386,4 @@ fn init_logging(args: &MountArgs, log_file: Option<File>) {
             .try_init(),
         None => builder.with_writer(std::io::stderr).try_init(),
     };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_mount_point_is_found_in_proc_mounts_spaces_and_all() {
-        let mounts = "proc /proc proc rw 0 0\n\
-                      fetchfs /mnt/my\\040artifacts fuse.fetchfs rw,nosuid 0 0\n";
-        assert_eq!(
-            mounted_at(mounts, Path::new("/mnt/my artifacts")),
-            Some(("fetchfs".into(), "fuse.fetchfs".into()))
-        );
-        assert_eq!(mounted_at(mounts, Path::new("/mnt/my")), None);
-        assert_eq!(mounted_at(mounts, Path::new("/proc")).unwrap().1, "proc");
-        assert_eq!(unescape_octal("a\\011b\\\\c\\9"), b"a\tb\\\\c\\9");
-    }
 }
