@@ -2,6 +2,7 @@
 //! into one clear line and an exit code.
 
 mod control;
+mod docs;
 mod helper;
 mod mount;
 mod mounts;
@@ -21,7 +22,16 @@ use crate::control::ControlFile;
 #[command(
     name = "fetchfs",
     version,
-    about = "Mount URLs as files, backed by a persistent content-addressed cache"
+    about = "Mount URLs as files, backed by a persistent content-addressed cache",
+    long_about = "Mount URLs as files, backed by a persistent content-addressed cache.\n\n\
+        MOUNTPOINT/NAME/a/b is the origin NAME's URL/a/b. The first read of a path fetches \
+        the body into the cache; later reads come from local disk, revalidated with the \
+        origin as RFC 9111 says. MOUNTPOINT/.fetchfs/ holds stats, metrics, status, events \
+        and the invalidate, evict and prefetch command files.",
+    after_long_help = "Files: /etc/fetchfs/*.toml (configs), /var/cache/fetchfs (cache dirs of \
+        the system units), ~/.cache/fetchfs (the default cache dir). \
+        Documentation: /usr/share/doc/fetchfs/ (README.md, CONFIGURATION.md, CONTROL.md, \
+        SEMANTICS.md). See also mount.fetchfs(8), fusermount3(1)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -92,6 +102,14 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Print a shell completion script: `fetchfs completions bash > /etc/bash_completion.d/fetchfs`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (fetchfs.1, fetchfs-COMMAND.1, mount.fetchfs.8) into DIR.
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +192,8 @@ pub fn main() -> i32 {
             patterns,
         } => control::write_patterns(&mountpoint, ControlFile::Evict, &patterns),
         Command::Prefetch { mountpoint, paths } => control::prefetch(&mountpoint, &paths),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Manpages { dir } => docs::manpages(&dir),
         Command::Verify { cache_dir, repair } => {
             let cache_dir = cache_dir.unwrap_or_else(crate::config::default_cache_dir);
             verify::run(&cache_dir, repair)

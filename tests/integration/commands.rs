@@ -256,3 +256,34 @@ os.kill(pid, 9)
 print("still running 3 s after the key")
 sys.exit(2)
 "#;
+
+/// The completion scripts load in real shells and complete commands: bash
+/// and fish are asked for the completions of `fetchfs st`; zsh registers
+/// the completion function for `fetchfs`.
+#[test]
+fn completions_work_in_bash_zsh_and_fish() {
+    let bash = format!(
+        "source <({FETCHFS_BIN} completions bash) && COMP_WORDS=(fetchfs st) COMP_CWORD=1 \
+         && _fetchfs fetchfs st fetchfs && echo \"${{COMPREPLY[@]}}\""
+    );
+    let fish = format!("{FETCHFS_BIN} completions fish | source; complete -C 'fetchfs st'");
+    let scratch = tempfile::tempdir().unwrap();
+    let zsh = format!(
+        "{FETCHFS_BIN} completions zsh > {dir}/_fetchfs && fpath=({dir} $fpath) \
+         && autoload -U compinit && compinit -u -d {dir}/zcompdump && print $_comps[fetchfs]",
+        dir = scratch.path().display()
+    );
+    for (shell, script, expected) in [
+        ("bash", bash.as_str(), "status stats"),
+        ("fish", fish.as_str(), "status\tList the fetchfs mounts"),
+        ("zsh", zsh.as_str(), "_fetchfs"),
+    ] {
+        let output = run_with_timeout(Command::new(shell).arg("-c").arg(script), COMMAND_WAIT);
+        let said = text(&output.stdout);
+        assert!(
+            output.status.success() && said.contains(expected),
+            "{shell}: {said}{}",
+            text(&output.stderr)
+        );
+    }
+}
