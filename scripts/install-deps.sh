@@ -5,8 +5,11 @@
 #
 # Groups:
 #   build   libclang-dev and g++ (RocksDB is compiled from source; bindgen needs libclang)
-#   test    fuse3 (fusermount3, /etc/fuse.conf), curl, tar, attr (getfattr),
-#           python3 (a pseudo-terminal for `fetchfs top`), zsh and fish (completions)
+#   test    fuse3 (fusermount3, /etc/fuse.conf), curl, tar, attr (getfattr);
+#           the clients tests/integration/clients.rs runs on a mount: git,
+#           python3 with pip, sqlite3, rsync, dpkg-dev (dpkg-scanpackages);
+#           zsh and fish (completions); python3 also drives `fetchfs top` on
+#           a pseudo-terminal
 #   demo    fuse3, python3 (the demo origin is `python3 -m http.server`)
 #   bench   fuse3, curl, nginx, httpdirfs, rclone
 #   lint    shellcheck
@@ -22,16 +25,32 @@ usage() {
 packages_of_group() {
     case "$1" in
     build) echo libclang-dev g++ ;;
-    test) echo fuse3 curl tar attr python3 zsh fish ;;
+    test)
+        echo fuse3 curl tar attr sqlite3 rsync dpkg-dev zsh fish
+        # Any git on PATH will do (a newer build); Debian's is the fallback.
+        command -v git >/dev/null 2>&1 || echo git
+        python_packages pip
+        ;;
     demo)
         echo fuse3
-        # Any python3 on PATH will do (pyenv, a venv); Debian's is the fallback.
-        command -v python3 >/dev/null 2>&1 || echo python3
+        python_packages
         ;;
     bench) echo fuse3 curl nginx httpdirfs rclone ;;
     lint) echo shellcheck ;;
     *) return 1 ;;
     esac
+}
+
+# Any python3 on PATH will do (pyenv, a venv); Debian's is the fallback.
+# `python_packages pip` also wants its pip (`python3 -m pip`).
+python_packages() {
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo python3
+        [[ "${1:-}" == pip ]] && echo python3-pip
+    elif [[ "${1:-}" == pip ]] && ! python3 -m pip --version >/dev/null 2>&1; then
+        echo python3-pip
+    fi
+    return 0
 }
 
 is_installed() {

@@ -51,63 +51,20 @@ fn dirs_of(files: &BTreeMap<String, Vec<u8>>) -> BTreeSet<String> {
     dirs
 }
 
-/// `ls -R`: (directories, files with contents) under `root`, relative paths.
-fn walk(root: &Path) -> (BTreeSet<String>, BTreeMap<String, Vec<u8>>) {
-    let mut dirs = BTreeSet::new();
-    let mut files = BTreeMap::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let entries =
-            std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()));
-        for entry in entries {
-            let entry =
-                entry.unwrap_or_else(|e| panic!("read_dir entry in {}: {e}", dir.display()));
-            let path = entry.path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let file_type = entry
-                .file_type()
-                .unwrap_or_else(|e| panic!("file type of {rel}: {e}"));
-            if file_type.is_dir() {
-                assert!(dirs.insert(rel.clone()), "{rel} listed twice");
-                pending.push(path);
-            } else {
-                assert!(
-                    file_type.is_file(),
-                    "{rel} is neither a file nor a directory"
-                );
-                assert!(!files.contains_key(&rel), "{rel} listed twice");
-                files.insert(rel, read(&path));
-            }
-        }
-    }
-    (dirs, files)
-}
-
 fn check_walk_matches(listing: Listing) {
     let files = sample_tree();
     let origin = Origin::start();
     origin.serve_tree("/base", &files, listing);
     let mount = Mount::single("o", origin.url("/base"));
 
-    let (got_dirs, got_files) = walk(&mount.path("o"));
+    let (got_dirs, got_files) = read_tree(&mount.path("o"));
 
     assert_eq!(
         got_dirs,
         dirs_of(&files),
         "directories from the {listing:?} listing"
     );
-    assert_eq!(
-        got_files.keys().collect::<Vec<_>>(),
-        files.keys().collect::<Vec<_>>(),
-        "files from the {listing:?} listing"
-    );
-    for (rel, data) in &files {
-        assert_same_bytes(&got_files[rel], data, rel);
-    }
+    assert_same_files(&got_files, &files, &format!("the {listing:?} listing"));
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod common;
 
 mod bounded_time;
 mod caching_rules;
+mod clients;
 mod commands;
 mod concurrency;
 mod control;

@@ -1,6 +1,6 @@
 //! Reading files through the mount: cold reads are byte-exact whatever the
-//! size, ordinary tools (`cp`, `tar`, `sha256sum`) work, and a cached fresh
-//! file is served without asking the origin again.
+//! size, `cp` and `sha256sum` work (`clients` runs more programs), and a
+//! cached fresh file is served without asking the origin again.
 
 use std::process::Command;
 use std::time::Duration;
@@ -78,66 +78,6 @@ fn cp_copies_the_exact_body() {
 
     assert!(status.success(), "cp failed: {status}");
     assert_same_bytes(&read(&dest), &body, "cp'd file");
-}
-
-#[test]
-fn tar_extracts_an_archive_served_by_the_origin() {
-    let src = tempfile::tempdir().unwrap();
-    let mut files = Vec::new();
-    for (i, rel) in [
-        "README",
-        "bin/tool",
-        "lib/a/b/libx.so",
-        "share/empty",
-        "share/data.bin",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let len = if rel.ends_with("empty") {
-            0
-        } else {
-            1000 + i * 70_001
-        };
-        let data = random_bytes(len, 100 + i as u64);
-        let path = src.path().join("pkg").join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &data).unwrap();
-        files.push((rel.to_string(), data));
-    }
-    let tar_dir = tempfile::tempdir().unwrap();
-    let tar_path = tar_dir.path().join("pkg.tar");
-    let status = Command::new("tar")
-        .arg("cf")
-        .arg(&tar_path)
-        .arg("-C")
-        .arg(src.path())
-        .arg("pkg")
-        .status()
-        .expect("run tar cf");
-    assert!(status.success());
-    let origin = Origin::start();
-    origin.route("/base/pkg.tar", Route::fresh(read(&tar_path)));
-    let mount = Mount::single("o", origin.url("/base"));
-    let out = tempfile::tempdir().unwrap();
-
-    let output = run_with_timeout(
-        Command::new("tar")
-            .arg("xf")
-            .arg(mount.path("o/pkg.tar"))
-            .arg("-C")
-            .arg(out.path()),
-        Duration::from_secs(60),
-    );
-
-    assert!(
-        output.status.success(),
-        "tar xf through the mount failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    for (rel, data) in &files {
-        assert_same_bytes(&read(&out.path().join("pkg").join(rel)), data, rel);
-    }
 }
 
 #[test]

@@ -116,22 +116,12 @@ fn other_users_read_neither_the_control_folder_nor_private_bodies() {
     );
     let creds = Origin::start();
     creds.route("/base/token-gated", Route::fresh(random_bytes(1000, 804)));
-    let scratch = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mount = Mount::builder()
         .origin(OriginConfig::new("o", origin.url("/base")))
         .origin(OriginConfig::new("c", creds.url("/base")).header("Authorization", SECRET))
         .arg("--allow-other")
         .mount();
-    // The mount's parents must be searchable by `nobody`.
-    let mut dir = mount.mountpoint().parent();
-    while let Some(d) = dir {
-        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
-        if d == Path::new("/tmp") {
-            break;
-        }
-        dir = d.parent();
-    }
+    mount.let_other_users_in();
     for path in ["o/first", "o/unsized"] {
         assert!(
             !nobody_can_read(&mount.path(path)),
@@ -182,7 +172,6 @@ fn other_users_read_neither_the_control_folder_nor_private_bodies() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o400, "a private body's mode: {mode:o}");
-    drop(scratch);
 }
 
 /// Whether `nobody` may open `path` for reading (reading nothing).

@@ -1,5 +1,6 @@
 //! Bodies, hashes, polling and errno assertions.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -42,6 +43,62 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `ls -R`, with every file read: (directories, files with contents) under
+/// `root`, as paths relative to it. Panics on anything that is neither a
+/// file nor a directory, and on a name listed twice.
+pub fn read_tree(root: &Path) -> (BTreeSet<String>, BTreeMap<String, Vec<u8>>) {
+    let mut dirs = BTreeSet::new();
+    let mut files = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()));
+        for entry in entries {
+            let entry =
+                entry.unwrap_or_else(|e| panic!("read_dir entry in {}: {e}", dir.display()));
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let file_type = entry
+                .file_type()
+                .unwrap_or_else(|e| panic!("file type of {rel}: {e}"));
+            if file_type.is_dir() {
+                assert!(dirs.insert(rel.clone()), "{rel} listed twice");
+                pending.push(path);
+            } else {
+                assert!(
+                    file_type.is_file(),
+                    "{rel} is neither a file nor a directory"
+                );
+                assert!(!files.contains_key(&rel), "{rel} listed twice");
+                files.insert(rel, read(&path));
+            }
+        }
+    }
+    (dirs, files)
+}
+
+/// Asserts that `got` and `expected` (relative path -> bytes, as from
+/// [`read_tree`]) name the same files with the same bytes; `what` says where.
+#[track_caller]
+pub fn assert_same_files(
+    got: &BTreeMap<String, Vec<u8>>,
+    expected: &BTreeMap<String, Vec<u8>>,
+    what: &str,
+) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "files of {what}"
+    );
+    for (rel, bytes) in expected {
+        assert_same_bytes(&got[rel], bytes, &format!("{what}: {rel}"));
+    }
 }
 
 /// Reads a whole file, panicking with the path and error.

@@ -289,6 +289,16 @@ impl Mount {
         &self.mountpoint
     }
 
+    /// Lets other users reach the mountpoint, whose parent, the harness's
+    /// scratch dir, was made under the umask, which may keep them out. What
+    /// they may do there is still up to `--allow-other` and the daemon.
+    pub fn let_other_users_in(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let scratch = self._scratch.path();
+        std::fs::set_permissions(scratch, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("chmod 755 {}: {e}", scratch.display()));
+    }
+
     /// `MNT/rel`.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mountpoint.join(rel.trim_start_matches('/'))

@@ -447,35 +447,41 @@ impl Origin {
     /// would with `autoindex on`: each file fresh for an hour, each directory
     /// `d/` as a listing and `d` as a 301 to `d/`. `base` is `""` or `/x/y`.
     pub fn serve_tree(&self, base: &str, files: &BTreeMap<String, Vec<u8>>, listing: Listing) {
+        self.serve_listed(base, &BTreeSet::new(), files, listing);
+    }
+
+    /// Serves the directory `root` of the local disk as [`Origin::serve_tree`]
+    /// does, empty directories included (a bare git repository has some).
+    pub fn serve_dir(&self, base: &str, root: &std::path::Path, listing: Listing) {
+        let (dirs, files) = super::check::read_tree(root);
+        self.serve_listed(base, &dirs, &files, listing);
+    }
+
+    /// `files`, the directories they imply and `dirs`, which may be empty,
+    /// all relative to `base`.
+    fn serve_listed(
+        &self,
+        base: &str,
+        dirs: &BTreeSet<String>,
+        files: &BTreeMap<String, Vec<u8>>,
+        listing: Listing,
+    ) {
         let base = base.trim_end_matches('/');
-        // dir (relative, "" for base) -> (subdirectories, files with sizes)
-        let mut dirs: BTreeMap<String, (BTreeSet<String>, BTreeMap<String, usize>)> =
-            BTreeMap::new();
-        dirs.entry(String::new()).or_default();
+        let mut index = DirIndex::new();
+        for rel in std::iter::once("").chain(dirs.iter().map(String::as_str)) {
+            add_dir(&mut index, rel);
+        }
         for (rel, body) in files {
-            let parts: Vec<&str> = rel.split('/').collect();
-            let (file_name, parents) = parts.split_last().expect("non-empty path");
-            let mut dir = String::new();
-            for part in parents {
-                let child = if dir.is_empty() {
-                    part.to_string()
-                } else {
-                    format!("{dir}/{part}")
-                };
-                dirs.entry(dir.clone())
-                    .or_default()
-                    .0
-                    .insert(part.to_string());
-                dirs.entry(child.clone()).or_default();
-                dir = child;
-            }
-            dirs.entry(dir.clone())
+            let (parent, file_name) = rel.rsplit_once('/').unwrap_or(("", rel));
+            let dir = add_dir(&mut index, parent);
+            index
+                .entry(dir)
                 .or_default()
                 .1
                 .insert(file_name.to_string(), body.len());
             self.route(&format!("{base}/{rel}"), Route::fresh(body.clone()));
         }
-        for (dir, (subdirs, dir_files)) in &dirs {
+        for (dir, (subdirs, dir_files)) in &index {
             let dir_path = if dir.is_empty() {
                 base.to_string()
             } else {
@@ -502,6 +508,27 @@ impl Origin {
             }
         }
     }
+}
+
+/// Directory (relative, `""` for the base) -> (its subdirectories, its
+/// files with their sizes).
+type DirIndex = BTreeMap<String, (BTreeSet<String>, BTreeMap<String, usize>)>;
+
+/// Registers the directory `rel` and its ancestors in `dirs`; returns its key.
+fn add_dir(dirs: &mut DirIndex, rel: &str) -> String {
+    let mut dir = String::new();
+    dirs.entry(String::new()).or_default();
+    for part in rel.split('/').filter(|part| !part.is_empty()) {
+        let child = if dir.is_empty() {
+            part.to_string()
+        } else {
+            format!("{dir}/{part}")
+        };
+        dirs.entry(dir).or_default().0.insert(part.to_string());
+        dirs.entry(child.clone()).or_default();
+        dir = child;
+    }
+    dir
 }
 
 impl Drop for Origin {
