@@ -108,6 +108,21 @@ impl CacheError {
     }
 }
 
+impl CacheError {
+    /// What went wrong, without the URL the message starts with, for a
+    /// line that names the URL already.
+    pub fn cause(&self, url: &str) -> String {
+        let text = self.to_string();
+        match text
+            .strip_prefix(url)
+            .and_then(|rest| rest.strip_prefix(": "))
+        {
+            Some(cause) => cause.to_string(),
+            None => text,
+        }
+    }
+}
+
 /// Whether `ino` is a stored body's inode number.
 pub fn is_blob_inode(ino: u64) -> bool {
     ino & crate::store::BLOB_INO_BIT != 0

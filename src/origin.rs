@@ -54,11 +54,13 @@ pub enum OriginError {
     Transport { url: String, message: String },
     #[error("{url}: more than {MAX_REDIRECTS} redirects")]
     TooManyRedirects { url: String },
-    #[error("{url}: body cut short after {received} of {expected:?} bytes")]
+    #[error("{url}: body cut short after {received} {}{}", of_expected(.expected), because(.cause))]
     CutShort {
         url: String,
         received: u64,
         expected: Option<u64>,
+        /// What ended the connection, when it did not close cleanly.
+        cause: Option<String>,
     },
     #[error(
         "{url}: the body came at {rate} bytes/s, below the origin's min_rate of {min_rate} bytes/s"
@@ -83,6 +85,22 @@ pub enum OriginError {
          rather than shown in part (listing = \"none\" in the origin's config stops asking for it)"
     )]
     ListingTooLarge { url: String, error: ListingError },
+}
+
+/// "of N bytes" for a body cut short, or "bytes" when its size is unknown.
+fn of_expected(expected: &Option<u64>) -> String {
+    match expected {
+        Some(expected) => format!("of {expected} bytes"),
+        None => "bytes".to_string(),
+    }
+}
+
+/// " (CAUSE)", or nothing.
+fn because(cause: &Option<String>) -> String {
+    cause
+        .as_ref()
+        .map(|cause| format!(" ({cause})"))
+        .unwrap_or_default()
 }
 
 /// One redirect on the way to the answer.
@@ -146,9 +164,10 @@ impl BodyStream {
                 Err(_) => self.pacing.check(url)?,
                 Ok(Err(e)) => {
                     return Err(OriginError::CutShort {
-                        url: format!("{url} ({})", error_chain(&e)),
+                        url: url.to_string(),
                         received: self.received,
                         expected: self.head.content_length(),
+                        cause: Some(error_chain(&e)),
                     });
                 }
                 Ok(Ok(chunk)) => break chunk,
@@ -173,6 +192,7 @@ impl BodyStream {
                         url: url.to_string(),
                         received: self.received,
                         expected: expected.or(Some(self.at_least)),
+                        cause: None,
                     });
                 }
                 Ok(None)
@@ -493,16 +513,30 @@ fn without_credentials(origin: &Origin, mut headers: HeaderMap) -> HeaderMap {
     headers
 }
 
-/// An error with its causes, one line ("connection refused" is often three levels down).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+/// What went wrong with a request, in one short line without the URL
+/// (the error names it once): the step that failed and the root cause,
+/// which is often three levels down ("cannot connect: Connection refused").
+fn error_chain(error: &reqwest::Error) -> String {
+    let step = if error.is_connect() {
+        "cannot connect"
+    } else if error.is_timeout() {
+        "timed out"
+    } else if error.is_body() || error.is_decode() {
+        "reading the response"
+    } else if error.is_builder() {
+        "cannot build the request"
+    } else {
+        "the request failed"
+    };
+    // reqwest's own text repeats the URL; its causes do not.
+    let mut root = std::error::Error::source(error);
+    while let Some(cause) = root.and_then(|cause| cause.source()) {
+        root = Some(cause);
     }
-    text
+    match root {
+        Some(root) => format!("{step}: {root}"),
+        None => step.to_string(),
+    }
 }
 
 #[cfg(test)]

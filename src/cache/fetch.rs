@@ -209,12 +209,13 @@ impl Cache {
                 }
                 Err(error) => {
                     let url = &writer.download().url;
-                    tracing::warn!("download of {url} failed: {error}");
+                    let cause = error.cause(url);
+                    tracing::warn!("download of {url} failed: {cause}");
                     cache.telemetry.events.emit(
                         EventKind::Error,
                         json!({ "url": url, "message": error.to_string() }),
                     );
-                    writer.fail(error.to_string());
+                    writer.fail(cause);
                 }
             }
         });

@@ -66,16 +66,16 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
     })?;
     if args.daemon {
         return daemonize(|ready| {
-            let (log, path) = daemon_log(&config.cache_dir)?;
-            init_logging(&args, Some(log));
-            let status = Status::of_mount(&config, &mountpoint, path.display().to_string());
+            let log = LogTarget::detached(&config.cache_dir)?;
+            let status = Status::of_mount(&config, &mountpoint, log.describe());
+            init_logging(&args, log);
             serve(&config, status, Some(ready))
         });
     }
-    init_logging(&args, None);
+    init_logging(&args, LogTarget::Stderr);
     serve(
         &config,
-        Status::of_mount(&config, &mountpoint, "stderr".into()),
+        Status::of_mount(&config, &mountpoint, LogTarget::Stderr.describe()),
         None,
     )
 }
@@ -350,26 +350,66 @@ fn daemonize(serve: impl FnOnce(OwnedFd) -> anyhow::Result<()>) -> anyhow::Resul
     }
 }
 
-/// The daemon's log, `CACHE_DIR/fetchfs.log`; stdio goes to /dev/null.
-fn daemon_log(cache_dir: &Path) -> anyhow::Result<(File, PathBuf)> {
-    fs::create_dir_all(cache_dir).with_context(|| format!("cache dir {}", cache_dir.display()))?;
-    let path = cache_dir.join("fetchfs.log");
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .with_context(|| format!("opening the log {}", path.display()))?;
-    let null = File::options().read(true).write(true).open("/dev/null")?;
-    for target in [0, 1, 2] {
-        // SAFETY: dup2 onto the standard descriptors of this freshly forked,
-        // single-threaded child; both descriptors are valid.
-        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), target) };
-    }
-    Ok((log, path))
+/// Where the log goes.
+enum LogTarget {
+    /// In the foreground: stderr (which systemd puts in the journal).
+    Stderr,
+    /// Detached, under systemd: the journal, directly.
+    Journal(tracing_journald::Layer),
+    /// Detached elsewhere: `CACHE_DIR/fetchfs.log`.
+    File(File, PathBuf),
 }
 
-fn init_logging(args: &MountArgs, log_file: Option<File>) {
+impl LogTarget {
+    /// The log of a daemon that detached: the journal when systemd started
+    /// it (a mount unit or a service, which set `INVOCATION_ID` or
+    /// `JOURNAL_STREAM`) and journald listens, else `CACHE_DIR/fetchfs.log`.
+    /// Stdio goes to /dev/null.
+    fn detached(cache_dir: &Path) -> anyhow::Result<LogTarget> {
+        let under_systemd = ["INVOCATION_ID", "JOURNAL_STREAM"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some());
+        let target = match under_systemd.then(tracing_journald::layer) {
+            Some(Ok(journal)) => {
+                LogTarget::Journal(journal.with_syslog_identifier("fetchfs".into()))
+            }
+            _ => {
+                fs::create_dir_all(cache_dir)
+                    .with_context(|| format!("cache dir {}", cache_dir.display()))?;
+                let path = cache_dir.join("fetchfs.log");
+                let file = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)
+                    .with_context(|| format!("opening the log {}", path.display()))?;
+                LogTarget::File(file, path)
+            }
+        };
+        let null = File::options().read(true).write(true).open("/dev/null")?;
+        for target in [0, 1, 2] {
+            // SAFETY: dup2 onto the standard descriptors of this freshly forked,
+            // single-threaded child; both descriptors are valid.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), target) };
+        }
+        Ok(target)
+    }
+
+    /// For the `status` control file.
+    fn describe(&self) -> String {
+        match self {
+            LogTarget::Stderr => "stderr".into(),
+            LogTarget::Journal(_) => "journal".into(),
+            LogTarget::File(_, path) => path.display().to_string(),
+        }
+    }
+}
+
+fn init_logging(args: &MountArgs, target: LogTarget) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let default = match (args.quiet, args.verbose) {
         (true, _) => "warn",
         (false, 0) => "info",
@@ -378,12 +418,22 @@ fn init_logging(args: &MountArgs, log_file: Option<File>) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match log_file {
-        Some(file) => builder
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(file))
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match target {
+        LogTarget::Stderr => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
+        LogTarget::Journal(journal) => registry.with(journal).try_init(),
+        LogTarget::File(file, _) => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(file)),
+            )
+            .try_init(),
     };
 }

@@ -11,7 +11,7 @@
 
 use fuser::Errno;
 
-use crate::cache::CacheError;
+use crate::cache::{CacheError, DownloadError};
 use crate::control::commands::CommandError;
 
 /// What a reader sees for a cache error.
@@ -24,6 +24,11 @@ pub fn errno(error: &CacheError) -> Errno {
         error if error.is_disk_full() => {
             tracing::warn!("{error}");
             Errno::ENOSPC
+        }
+        // Logged once where the download failed, not again by each read.
+        CacheError::Download(DownloadError::Failed { .. }) => {
+            tracing::debug!("{error}");
+            Errno::EIO
         }
         CacheError::Status { .. }
         | CacheError::SharedFailure { .. }

@@ -9,7 +9,7 @@
 //! [`RETAINED_BYTES`] stay in memory; a reader left behind gets one `lost`
 //! line in place of what it missed, exactly as long, so its offsets still match.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -47,6 +47,33 @@ pub struct Events {
     log: parking_lot::Mutex<EventLog>,
     /// The log's end offset, for readers waiting at the end.
     end: watch::Sender<u64>,
+    /// The last error event of each URL, for `user.fetchfs.error`.
+    last_errors: parking_lot::Mutex<LastErrors>,
+}
+
+/// How many URLs' last errors are kept (the oldest go first).
+const LAST_ERRORS_KEPT: usize = 4096;
+
+/// The last error of each of the URLs that failed most recently.
+#[derive(Debug, Default)]
+struct LastErrors {
+    by_url: HashMap<String, String>,
+    /// URLs in the order their last error came, oldest first.
+    order: VecDeque<String>,
+}
+
+impl LastErrors {
+    fn note(&mut self, url: &str, text: String) {
+        if self.by_url.insert(url.to_string(), text).is_some() {
+            self.order.retain(|known| known != url);
+        }
+        self.order.push_back(url.to_string());
+        while self.order.len() > LAST_ERRORS_KEPT {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_url.remove(&oldest);
+            }
+        }
+    }
 }
 
 /// The retained tail of the log: `bytes` start at offset `start`.
@@ -61,23 +88,40 @@ impl Default for Events {
         Events {
             log: parking_lot::Mutex::new(EventLog::default()),
             end: watch::channel(0).0,
+            last_errors: Default::default(),
         }
     }
 }
 
 impl Events {
-    /// Appends one event: `{"ts_ms": …, "event": kind, …fields}`.
+    /// Appends one event: `{"ts_ms": …, "event": kind, …fields}`. An
+    /// error with a `url` and a `message` also becomes that URL's last error.
     pub fn emit(&self, kind: EventKind, fields: Value) {
-        let ts_ms = SystemTime::now()
+        let now = SystemTime::now();
+        let ts_ms = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        if kind == EventKind::Error
+            && let (Some(url), Some(message)) = (fields["url"].as_str(), fields["message"].as_str())
+        {
+            let when = humantime::format_rfc3339_seconds(now);
+            self.last_errors
+                .lock()
+                .note(url, format!("{when} {message}"));
+        }
         let mut line = json!({ "ts_ms": ts_ms, "event": kind.as_str() });
         if let (Some(line), Value::Object(fields)) = (line.as_object_mut(), fields) {
             line.extend(fields);
         }
         let end = self.log.lock().append(format!("{line}\n").as_bytes());
         self.end.send_replace(end);
+    }
+
+    /// The last error of `url` since the mount started, with its time
+    /// (`2026-12-03T15:47:05Z http://…: cannot connect: …`).
+    pub fn last_error(&self, url: &str) -> Option<String> {
+        self.last_errors.lock().by_url.get(url).cloned()
     }
 
     /// The number of bytes ever written: the file's size.
@@ -185,6 +229,36 @@ mod tests {
             waiting.await.unwrap().len(),
             10,
             "a long line is split across reads"
+        );
+    }
+
+    #[test]
+    fn an_error_event_is_its_urls_last_error() {
+        let events = Events::default();
+        events.emit(EventKind::Hit, json!({ "url": "http://h/a" }));
+        assert_eq!(events.last_error("http://h/a"), None);
+        events.emit(
+            EventKind::Error,
+            json!({ "url": "http://h/a", "message": "http://h/a: body cut short" }),
+        );
+        events.emit(
+            EventKind::Error,
+            json!({ "url": "http://h/a", "message": "http://h/a: origin answered 503" }),
+        );
+        let last = events.last_error("http://h/a").unwrap();
+        assert!(
+            last.ends_with("Z http://h/a: origin answered 503"),
+            "{last}"
+        );
+
+        let mut kept = LastErrors::default();
+        for n in 0..LAST_ERRORS_KEPT + 10 {
+            kept.note(&format!("http://h/{n}"), "e".into());
+        }
+        assert_eq!(kept.by_url.len(), LAST_ERRORS_KEPT);
+        assert!(
+            !kept.by_url.contains_key("http://h/0"),
+            "the oldest go first"
         );
     }
 

@@ -25,6 +25,7 @@ mod faults;
 mod full_disk;
 mod lifecycle;
 mod listing;
+mod logs;
 mod namespace;
 mod parts;
 mod passthrough;

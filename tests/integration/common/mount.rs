@@ -198,6 +198,8 @@ impl MountBuilder {
             .args(&self.args)
             .env("XDG_CACHE_HOME", &xdg_cache)
             .env("RUST_BACKTRACE", "1")
+            .env_remove("INVOCATION_ID")
+            .env_remove("JOURNAL_STREAM")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(File::create(&stdout_path).expect("stdout log"))
@@ -569,9 +571,16 @@ pub fn is_fuse_mounted(mountpoint: &Path) -> bool {
     mount_fstype(mountpoint).is_some_and(|fstype| fstype == "fuse" || fstype.starts_with("fuse."))
 }
 
-/// Runs `fetchfs ARGS...`, killing it after `timeout`.
+/// Runs `fetchfs ARGS...`, killing it after `timeout`. A daemon it starts
+/// logs to its cache dir even when the tests run under systemd.
 pub fn run_fetchfs(args: &[&str], timeout: Duration) -> std::process::Output {
-    run_with_timeout(Command::new(FETCHFS_BIN).args(args), timeout)
+    run_with_timeout(
+        Command::new(FETCHFS_BIN)
+            .args(args)
+            .env_remove("INVOCATION_ID")
+            .env_remove("JOURNAL_STREAM"),
+        timeout,
+    )
 }
 
 /// Runs a command to completion with captured output; kills it after `timeout`.

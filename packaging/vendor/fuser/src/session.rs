@@ -115,8 +115,14 @@ impl UmountOnDrop {
 
 impl Drop for UmountOnDrop {
     fn drop(&mut self) {
-        if let Err(e) = self.umount() {
-            warn!("Failed to umount filesystem: {}", e);
+        match self.umount() {
+            Ok(()) => {}
+            // Unmounted from outside (`umount MNT`), which is how the session
+            // ended: there is nothing left to unmount, and nothing wrong.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                debug!("filesystem already unmounted: {}", e);
+            }
+            Err(e) => warn!("Failed to umount filesystem: {}", e),
         }
     }
 }
