@@ -8,9 +8,11 @@
 #   test    fuse3 (fusermount3, /etc/fuse.conf), curl, tar, attr (getfattr);
 #           the clients tests/integration/clients.rs runs on a mount: git,
 #           python3 with pip, sqlite3, rsync, dpkg-dev (dpkg-scanpackages);
-#           zsh and fish (completions); python3 also drives `fetchfs top` on
+#           zsh and fish (completions); systemd (its fstab generator and
+#           systemd-analyze); python3 also drives `fetchfs top` on
 #           a pseudo-terminal
 #   demo    fuse3, python3 (the demo origin is `python3 -m http.server`)
+#   package binutils (cargo-deb strips the binary), gzip, man-db (the package test reads its pages)
 #   bench   fuse3, curl, nginx, httpdirfs, rclone
 #   lint    shellcheck
 #
@@ -26,7 +28,9 @@ packages_of_group() {
     case "$1" in
     build) echo libclang-dev g++ ;;
     test)
-        echo fuse3 curl tar attr sqlite3 rsync dpkg-dev zsh fish
+        # python3 is Debian's: a test runs it as another user, who may not
+        # reach a python3 under root's home (pyenv).
+        echo fuse3 curl tar attr sqlite3 rsync dpkg-dev zsh fish python3 systemd
         # Any git on PATH will do (a newer build); Debian's is the fallback.
         command -v git >/dev/null 2>&1 || echo git
         python_packages pip
@@ -35,6 +39,7 @@ packages_of_group() {
         echo fuse3
         python_packages
         ;;
+    package) echo binutils gzip man-db ;;
     bench) echo fuse3 curl nginx httpdirfs rclone ;;
     lint) echo shellcheck ;;
     *) return 1 ;;
@@ -92,7 +97,7 @@ main() {
     local group package wanted=() missing=()
     for group in "${groups[@]}"; do
         if ! packages_of_group "$group" >/dev/null; then
-            echo "install-deps: unknown group '$group' (known: build test demo bench lint)" >&2
+            echo "install-deps: unknown group '$group' (known: build test demo package bench lint)" >&2
             return 2
         fi
         # Word splitting is wanted: each group is a space-separated list.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The full check, as CI runs it: install what is missing, then
-# `cargo fmt --check`, `cargo clippy --all-targets -- -D warnings`, `cargo test`.
+# `cargo fmt --check`, `cargo clippy --all-targets -- -D warnings`, `cargo test`,
+# then the Debian package: built, installed, mounted from an fstab line, read,
+# unmounted and removed (scripts/test-package.sh).
 #
 # The integration tests mount real FUSE filesystems, so run this as root (or
 # with /dev/fuse usable and fusermount3 installed). Build artifacts go to
@@ -25,3 +27,4 @@ step() {
 step cargo fmt --check
 step cargo clippy --all-targets -- -D warnings
 step cargo test
+step scripts/test-package.sh

@@ -140,6 +140,10 @@ pub struct MountArgs {
     /// Read stored bodies through the daemon, not by kernel passthrough.
     #[arg(long)]
     pub no_passthrough: bool,
+    /// Mount read-only (`ro` in /proc/mounts): the control folder's command
+    /// files cannot be written; `fetchfs invalidate|evict` use the control socket.
+    #[arg(long)]
+    pub read_only: bool,
     /// Detach once the mount is ready.
     #[arg(long)]
     pub daemon: bool,

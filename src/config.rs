@@ -129,6 +129,8 @@ pub struct Config {
     pub allow_other: bool,
     /// Let the kernel read stored bodies from their blob files itself.
     pub passthrough: bool,
+    /// Mount read-only (`ro`): commands come through the control socket.
+    pub read_only: bool,
 }
 
 /// What the command line says, before it is merged with the file.
@@ -143,6 +145,7 @@ pub struct Overrides {
     pub offline: bool,
     pub allow_other: bool,
     pub no_passthrough: bool,
+    pub read_only: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -157,6 +160,8 @@ struct FileConfig {
     #[serde(default)]
     allow_other: bool,
     passthrough: Option<bool>,
+    #[serde(default)]
+    read_only: bool,
     #[serde(default)]
     origins: BTreeMap<String, FileOrigin>,
 }
@@ -241,6 +246,7 @@ impl Config {
             offline: overrides.offline || file.offline,
             allow_other: overrides.allow_other || file.allow_other,
             passthrough: !overrides.no_passthrough && file.passthrough.unwrap_or(true),
+            read_only: overrides.read_only || file.read_only,
         })
     }
 }

@@ -11,11 +11,13 @@
 //! revalidates. A file not stored yet has an entry timeout of zero, so the
 //! first lookup after its download is committed answers with the blob inode.
 
+mod commands;
 mod errno;
 mod handles;
 mod interrupts;
 mod nodes;
 mod passthrough;
+pub mod socket;
 
 use std::any::Any;
 use std::ffi::OsStr;
@@ -41,8 +43,9 @@ use crate::control::commands::{CommandError, Origins};
 use crate::control::pattern::{MAX_LINE_BYTES, PatternError};
 use crate::control::status::Status;
 use crate::control::{CONTROL_DIR, ControlFile};
-use crate::namespace::{self, MountPath};
+use crate::namespace;
 use crate::telemetry::EventKind;
+pub use commands::CommandRunner;
 use errno::errno;
 use futures_util::FutureExt;
 use handles::{CommandWriter, Handle, HandleTable, LineTooLong};
@@ -79,6 +82,8 @@ pub struct FetchFs {
     /// cache dir is stacked (see [`Passthrough::stack_depth`]).
     passthrough_depth: Option<u32>,
     origins: Arc<Origins>,
+    /// Applies writes to the command files (and the control socket's).
+    commands: CommandRunner,
     allow_other: bool,
     owner: (u32, u32),
     mounted_at: SystemTime,
@@ -104,10 +109,23 @@ impl FetchFs {
                 forget_attributes(notifier, inos);
             }
         });
+        let nodes = Arc::new(nodes);
+        let origins = Arc::new(Origins {
+            configured: config.origins.iter().cloned().map(Arc::new).collect(),
+            any_host: config.any_host,
+        });
+        let commands = CommandRunner {
+            origins: Arc::clone(&origins),
+            cache: Arc::clone(&cache),
+            notifier: Arc::clone(&notifier),
+            nodes: Arc::clone(&nodes),
+            runtime: runtime.clone(),
+        };
         FetchFs {
             cache,
             runtime,
-            nodes: Arc::new(nodes),
+            nodes,
+            commands,
             handles: Arc::new(HandleTable::default()),
             interrupts: Arc::default(),
             passthrough: Passthrough::default(),
@@ -115,10 +133,7 @@ impl FetchFs {
                 .passthrough
                 .then(|| Passthrough::stack_depth(&config.cache_dir)),
             allow_other: config.allow_other,
-            origins: Arc::new(Origins {
-                configured: config.origins.iter().cloned().map(Arc::new).collect(),
-                any_host: config.any_host,
-            }),
+            origins,
             owner: (
                 nix::unistd::getuid().as_raw(),
                 nix::unistd::getgid().as_raw(),
@@ -144,29 +159,18 @@ impl FetchFs {
         lines: Vec<u8>,
         done: impl FnOnce(Result<(), Errno>) + Send + 'static,
     ) {
-        let (origins, cache) = (Arc::clone(&self.origins), Arc::clone(&self.cache));
-        let (notifier, nodes) = (self.notifier.get().cloned(), Arc::clone(&self.nodes));
-        self.runtime
-            .spawn_blocking(move || match origins.apply(file, &lines, &cache) {
-                Ok(applied) => {
-                    for loc in applied.prefetch {
-                        // Waits while the origin's queue is full.
-                        if let Err(error) = cache.queue_prefetch(loc) {
-                            tracing::warn!("queueing a prefetch: {error}");
-                        }
-                    }
-                    forget_entries(notifier.as_ref(), &nodes, &applied.changed_paths);
-                    done(Ok(()));
-                }
-                Err(error) => {
-                    report_command_error(&cache, file, &error);
-                    done(Err(errno::of_command(&error)));
-                }
-            });
+        self.commands.apply(file, lines, |result| {
+            done(result.map_err(|failed| failed.errno))
+        });
     }
 
     fn report_command_error(&self, file: ControlFile, error: &CommandError) {
-        report_command_error(&self.cache, file, error);
+        commands::report_error(&self.cache, file, error);
+    }
+
+    /// The command files' writes, for the control socket.
+    pub fn command_runner(&self) -> CommandRunner {
+        self.commands.clone()
     }
 
     /// Whether user `uid` may open inode `ino`. Only matters with
@@ -1247,23 +1251,6 @@ impl Filesystem for FetchFs {
     }
 }
 
-/// Makes the kernel forget the entries of these mount paths, so their next
-/// lookup comes to the daemon. Never call it from a request handler or under
-/// a lock handlers take: the kernel may need a dispatch thread to finish it.
-fn forget_entries(notifier: Option<&fuser::Notifier>, nodes: &NodeTable, paths: &[MountPath]) {
-    let Some(notifier) = notifier else {
-        return;
-    };
-    for (parent, name) in paths.iter().filter_map(|path| nodes.entry_of(path)) {
-        if let Err(error) = notifier.inval_entry(INodeNo(parent), OsStr::from_bytes(&name)) {
-            tracing::debug!(
-                "forgetting entry {:?}: {error}",
-                String::from_utf8_lossy(&name)
-            );
-        }
-    }
-}
-
 /// A reply that can carry an errno: what [`FetchFs::spawn_request`] answers
 /// an interrupted or failed request with.
 trait ErrorReply {
@@ -1281,19 +1268,6 @@ macro_rules! error_reply {
 }
 
 error_reply!(ReplyEntry, ReplyOpen, ReplyData, ReplyEmpty);
-
-/// A failed control write: the log and the events say what failed.
-fn report_command_error(cache: &Cache, file: ControlFile, error: &CommandError) {
-    if error.is_bad_input() {
-        tracing::warn!(".fetchfs/{}: {error}", file.name());
-    } else {
-        tracing::error!(".fetchfs/{}: {error}", file.name());
-    }
-    cache.telemetry().events.emit(
-        EventKind::Error,
-        serde_json::json!({ "control": file.name(), "message": error.to_string() }),
-    );
-}
 
 /// A panic below a handler: the log and the events say where, and what.
 fn report_panic(cache: &Cache, what: &str, panic: &(dyn Any + Send)) {

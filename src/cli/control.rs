@@ -8,35 +8,79 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
+use super::mounts::read_control;
+use crate::control::status::Status;
 use crate::control::{CONTROL_DIR, ControlFile};
 
-/// Writes all patterns to one command file in one write, so they apply together or not at all.
+/// Writes all patterns to one command file in one write, so they apply
+/// together or not at all. On a read-only mount, whose command files the
+/// kernel will not let anyone write, they go through the control socket.
 pub fn write_patterns(
     mountpoint: &Path,
     file: ControlFile,
     patterns: &[String],
 ) -> anyhow::Result<()> {
     let path = mountpoint.join(CONTROL_DIR).join(file.name());
-    let mut control = OpenOptions::new()
+    let text: String = patterns.iter().map(|p| format!("{p}\n")).collect();
+    let written = OpenOptions::new()
         .write(true)
         .open(&path)
-        .with_context(|| {
-            format!(
-                "{} is not a fetchfs mount (cannot open {})",
-                mountpoint.display(),
-                path.display()
-            )
-        })?;
-    let text: String = patterns.iter().map(|p| format!("{p}\n")).collect();
-    match control.write_all(text.as_bytes()) {
+        .and_then(|mut control| control.write_all(text.as_bytes()));
+    match written {
         Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => send(mountpoint, file, &text),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => bail!(
             "{} rejected the patterns (a malformed line, an unknown origin, or over 8 KiB); \
              nothing was changed; the reason is in the daemon's log and in {}/events",
             path.display(),
             mountpoint.join(CONTROL_DIR).display()
         ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
+            "{} is not a fetchfs mount (cannot open {})",
+            mountpoint.display(),
+            path.display()
+        ),
         Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
+    }
+}
+
+/// Sends one command through the mount's control socket (see
+/// `fs/socket.rs`) and waits for its answer.
+fn send(mountpoint: &Path, file: ControlFile, lines: &str) -> anyhow::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+
+    let status: Status = read_control(mountpoint, ControlFile::Status)?;
+    let name = status
+        .control_socket
+        .strip_prefix('@')
+        .with_context(|| format!("{} names no control socket", mountpoint.display()))?;
+    let talk = || -> io::Result<String> {
+        let mut stream = UnixStream::connect_addr(&SocketAddr::from_abstract_name(name)?)?;
+        stream.write_all(format!("{}\n{lines}", file.name()).as_bytes())?;
+        stream.shutdown(std::net::Shutdown::Write)?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    let answer =
+        talk().with_context(|| format!("talking to the daemon of {}", mountpoint.display()))?;
+    match answer.trim_end().split_once(' ') {
+        None if answer.trim_end() == "ok" => Ok(()),
+        Some(("error", reason)) => {
+            let (errno, message) = reason.split_once(' ').unwrap_or(("EIO", reason));
+            if errno == "EINVAL" {
+                bail!(
+                    "{} rejected the patterns: {message}; nothing was changed",
+                    mountpoint.display()
+                )
+            }
+            bail!("{}: {message}", mountpoint.display())
+        }
+        _ => bail!(
+            "{}: the daemon gave an answer this fetchfs does not know: {answer:?}",
+            mountpoint.display()
+        ),
     }
 }
 

@@ -47,8 +47,9 @@ fn helper_command() -> clap::Command {
              fetchfs /mnt/artifacts fetchfs config=/etc/fetchfs/artifacts.toml,allow_other,x-systemd.automount 0 0\n\n\
              It runs `fetchfs mount MOUNTPOINT --daemon` with the line's options and returns once \
              the mount is ready; the daemon stays until the mount is unmounted. The mount is \
-             read-only (`ro` in /proc/mounts); `fetchfs invalidate`, `evict` and `prefetch` \
-             steer it.",
+             read-only (`ro` in /proc/mounts): the command files in .fetchfs/ cannot be \
+             written, and `fetchfs invalidate` and `fetchfs evict` steer it through its control \
+             socket. The option writable_control mounts it read-write instead.",
         )
         .version(env!("CARGO_PKG_VERSION"))
         .disable_help_flag(true)
@@ -73,7 +74,8 @@ fn helper_command() -> clap::Command {
                 .long_help(
                     "Comma-separated mount options: config=FILE, cache_dir=DIR, \
                      max_cache_size=SIZE, metrics_addr=ADDR:PORT, allow_other, any_host, \
-                     offline, no_passthrough, as the fetchfs mount flags of the same names. \
+                     offline, no_passthrough, as the fetchfs mount flags of the same names; \
+                     writable_control keeps the command files writable (no `ro`). \
                      Options that mount(8) and systemd handle (defaults, auto, noauto, nofail, \
                      _netdev, x-*, comment=) and the mount flags (ro, rw, nodev, nosuid, \
                      noatime, ...) are passed over; any other option is an error.",

@@ -10,7 +10,9 @@
 //! --daemon`: it returns once the mount is ready, the daemon stays. The
 //! source names nothing (write `fetchfs`); the options name what the
 //! command line would: `config=`, `cache_dir=`, `max_cache_size=`,
-//! `allow_other`, `any_host`, `offline`, `no_passthrough`. The options
+//! `allow_other`, `any_host`, `offline`, `no_passthrough`. The mount is
+//! read-only (`ro` in /proc/mounts; commands come through the control
+//! socket) unless `writable_control` keeps the command files writable. The options
 //! mount(8) and systemd handle themselves (`defaults`, `auto`, `nofail`,
 //! `_netdev`, `x-*`, ...) are passed over, and so are the mount flags fetchfs
 //! sets on its own (`nodev`, `nosuid`, `noatime`, `ro`, `rw`). Any other
@@ -31,7 +33,7 @@ pub enum HelperError {
     #[error("usage: mount.fetchfs SOURCE MOUNTPOINT [-sfnv] [-o OPTIONS]")]
     Usage,
     #[error(
-        "unknown mount option \"{0}\" (known: config=, cache_dir=, max_cache_size=, allow_other, any_host, offline, no_passthrough)"
+        "unknown mount option \"{0}\" (known: config=, cache_dir=, max_cache_size=, allow_other, any_host, offline, no_passthrough, writable_control)"
     )]
     UnknownOption(String),
     #[error("mount option \"{0}\" needs a value")]
@@ -79,6 +81,10 @@ pub fn translate(args: &[OsString]) -> Result<HelperRun, HelperError> {
     let mut positional = Vec::new();
     let mut options = Vec::new();
     let (mut sloppy, mut fake) = (false, false);
+    // mount(8) passes `rw` for every line that does not say `ro`, so it
+    // cannot ask for the command files to stay writable: that takes
+    // `writable_control`.
+    let mut read_only = true;
     let mut rest = args.iter().skip(1);
     while let Some(arg) = rest.next() {
         let text = arg.to_string_lossy();
@@ -123,6 +129,7 @@ pub fn translate(args: &[OsString]) -> Result<HelperRun, HelperError> {
                 "any_host" => command.push("--any-host".into()),
                 "offline" => command.push("--offline".into()),
                 "no_passthrough" => command.push("--no-passthrough".into()),
+                "writable_control" => read_only = false,
                 known if PASSED_OVER.contains(&known) || name.starts_with("x-") => {}
                 "comment" => {}
                 _ if sloppy => {}
@@ -132,6 +139,9 @@ pub fn translate(args: &[OsString]) -> Result<HelperRun, HelperError> {
     }
     if fake {
         return Ok(HelperRun::Fake);
+    }
+    if read_only {
+        command.push("--read-only".into());
     }
     command.push("--daemon".into());
     Ok(HelperRun::Mount(command))
@@ -176,6 +186,7 @@ mod tests {
                 "--config",
                 "/etc/fetchfs/a.toml",
                 "--allow-other",
+                "--read-only",
                 "--daemon"
             ]
         );
@@ -199,11 +210,22 @@ mod tests {
                 "--offline",
                 "--no-passthrough",
                 "--any-host",
+                "--read-only",
                 "--daemon"
             ]
         );
         assert_eq!(
             mount(&["mount.fetchfs", "fetchfs", "/mnt/a"]),
+            ["fetchfs", "mount", "/mnt/a", "--read-only", "--daemon"]
+        );
+        assert_eq!(
+            mount(&[
+                "mount.fetchfs",
+                "fetchfs",
+                "/mnt/a",
+                "-o",
+                "rw,writable_control"
+            ]),
             ["fetchfs", "mount", "/mnt/a", "--daemon"]
         );
     }
@@ -232,7 +254,7 @@ mod tests {
                 "-o",
                 "colour=blue"
             ]),
-            ["fetchfs", "mount", "/mnt/a", "--daemon"]
+            ["fetchfs", "mount", "/mnt/a", "--read-only", "--daemon"]
         );
         assert_eq!(
             run(&[

@@ -63,6 +63,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
         offline: args.offline,
         allow_other: args.allow_other,
         no_passthrough: args.no_passthrough,
+        read_only: args.read_only,
     })?;
     if args.daemon {
         return daemonize(|ready| {
@@ -155,7 +156,14 @@ fn serve(config: &Config, status: Status, ready: Option<OwnedFd>) -> anyhow::Res
     let cache = Cache::new(store, config.offline, config.max_cache_size);
     cache.set_other_users(config.allow_other);
     let strays = cache.remove_strays_in_background();
+    let control_socket = crate::fs::socket::bind().context("binding the control socket")?;
     let fs = FetchFs::new(config, status, cache, runtime.handle().clone());
+    let control_socket = crate::fs::socket::serve(
+        control_socket,
+        fs.command_runner(),
+        nix::unistd::getuid().as_raw(),
+    )
+    .context("starting the control socket")?;
     let notifier_slot = fs.notifier_slot();
 
     let mut options = fuser::Config::default();
@@ -166,6 +174,11 @@ fn serve(config: &Config, status: Status, ready: Option<OwnedFd>) -> anyhow::Res
         MountOption::NoSuid,
         MountOption::NoAtime,
     ];
+    if config.read_only {
+        // `ro` in /proc/mounts; the kernel refuses every write, the command
+        // files' too: commands then come through the control socket.
+        options.mount_options.push(MountOption::RO);
+    }
     if nix::unistd::geteuid().is_root() {
         // As root fuser calls mount(2) itself and makes Subtype only the
         // source's name; the kernel's `subtype=` option is what shows the
@@ -233,6 +246,8 @@ fn serve(config: &Config, status: Status, ready: Option<OwnedFd>) -> anyhow::Res
             );
         }
     }
+    // The socket holds the cache too; it must let go for the store to close.
+    control_socket.close();
     // The session thread tells that the session ended, then drops the
     // filesystem, and with it the store, whose last round of fsyncs after a
     // burst of commits takes a while: the process must not end under it.

@@ -164,6 +164,8 @@ mod tests {
             any_host: true,
             offline: false,
             allow_other: false,
+            read_only: false,
+            control_socket: "@fetchfs/42/control".into(),
             downloads: Vec::new(),
         };
         let stats: Stats = serde_json::from_value(serde_json::json!({

@@ -283,6 +283,8 @@ mod tests {
             any_host: false,
             offline: false,
             allow_other: false,
+            read_only: false,
+            control_socket: "@fetchfs/42/control".into(),
             downloads,
         };
         Sample { at, stats, status }

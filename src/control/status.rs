@@ -24,6 +24,12 @@ pub struct Status {
     pub any_host: bool,
     pub offline: bool,
     pub allow_other: bool,
+    /// Mounted `ro`: the command files cannot be written.
+    #[serde(default)]
+    pub read_only: bool,
+    /// The abstract Unix socket that takes commands (`@NAME`).
+    #[serde(default)]
+    pub control_socket: String,
     /// The downloads under way, in URL order.
     pub downloads: Vec<DownloadStatus>,
 }
@@ -66,6 +72,8 @@ impl Status {
             any_host: config.any_host,
             offline: config.offline,
             allow_other: config.allow_other,
+            read_only: config.read_only,
+            control_socket: format!("@{}", crate::fs::socket::name(std::process::id())),
             downloads: Vec::new(),
         }
     }
@@ -127,6 +135,8 @@ mod tests {
             any_host: false,
             offline: false,
             allow_other: true,
+            read_only: false,
+            control_socket: "@fetchfs/42/control".into(),
             downloads: vec![DownloadStatus {
                 url: "https://downloads.example.org/a".into(),
                 bytes: 5,

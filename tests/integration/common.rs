@@ -18,6 +18,8 @@ pub use check::*;
 #[allow(unused_imports)]
 pub use disk::SmallDisk;
 #[allow(unused_imports)]
-pub use mount::{Mount, OriginConfig, is_fuse_mounted, run_fetchfs, run_with_timeout};
+pub use mount::{
+    Mount, OriginConfig, is_fuse_mounted, mount_options, run_fetchfs, run_with_timeout,
+};
 #[allow(unused_imports)]
 pub use origin::{Cut, Listing, Origin, Request, Route};

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::mount;
+use crate::common::mount::{self, DetachedMount, MountHelper, pids_serving};
 use crate::common::*;
 
 const QUICK_EXIT: Duration = Duration::from_secs(5);
@@ -275,44 +275,6 @@ fn unknown_flag_is_a_clear_error() {
 }
 
 /// The pids of `fetchfs mount` processes serving `mountpoint`.
-fn pids_serving(mountpoint: &std::path::Path) -> Vec<u32> {
-    let wanted = mountpoint.as_os_str().as_encoded_bytes();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        if args.contains(&&b"mount"[..]) && args.contains(&wanted) && pid != std::process::id() {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-/// Detaches a `--daemon` mount and kills its daemon if the test fails midway.
-struct DetachedMount(std::path::PathBuf);
-
-impl Drop for DetachedMount {
-    fn drop(&mut self) {
-        if is_fuse_mounted(&self.0) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-        for pid in pids_serving(&self.0) {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-        }
-    }
-}
-
 /// `umount` of a mount whose daemon detached; its daemon must then end.
 fn umount_detached(mountpoint: &std::path::Path) {
     let status = std::process::Command::new("umount")
@@ -368,35 +330,6 @@ fn daemon_flag_returns_once_mounted() {
     umount_detached(&mountpoint);
 }
 
-/// Puts the binary at `/sbin/mount.fetchfs` for one test, and puts back
-/// whatever was there.
-struct MountHelper {
-    path: std::path::PathBuf,
-    saved: Option<std::path::PathBuf>,
-}
-
-impl MountHelper {
-    fn install() -> MountHelper {
-        let path = std::path::PathBuf::from("/sbin/mount.fetchfs");
-        let saved = path.symlink_metadata().is_ok().then(|| {
-            let saved = path.with_extension(format!("fetchfs-test-{}", std::process::id()));
-            std::fs::rename(&path, &saved).unwrap();
-            saved
-        });
-        std::os::unix::fs::symlink(mount::FETCHFS_BIN, &path).unwrap();
-        MountHelper { path, saved }
-    }
-}
-
-impl Drop for MountHelper {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-        if let Some(saved) = &self.saved {
-            let _ = std::fs::rename(saved, &self.path);
-        }
-    }
-}
-
 /// An fstab line mounts fetchfs: mount(8) finds `/sbin/mount.fetchfs`,
 /// which mounts with the line's options and returns once the mount is
 /// ready; `umount` ends the daemon.
@@ -443,7 +376,21 @@ fn an_fstab_line_mounts_through_the_mount_helper() {
         mount::mount_fstype(&mountpoint).as_deref(),
         Some("fuse.fetchfs")
     );
+    let options = mount_options(&mountpoint).unwrap();
+    assert!(options.starts_with("ro,"), "a read-only mount: {options}");
     assert_eq!(read(&mountpoint.join("o/f")), b"from fstab");
+    // Steered through the control socket, as its command files are read-only.
+    let evicted = run_fetchfs(
+        &["evict", mountpoint.to_str().unwrap(), "/o/f"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        evicted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&evicted.stderr)
+    );
+    assert_eq!(read(&mountpoint.join("o/f")), b"from fstab");
+    assert_eq!(origin.gets("/base/f"), 2, "evicted, so fetched again");
     umount_detached(&mountpoint);
 
     // A line with an option fetchfs does not know fails with mount(8)'s

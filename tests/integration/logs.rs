@@ -112,7 +112,7 @@ fn a_detached_daemon_under_systemd_logs_to_the_journal() {
     let mountpoint = scratch.path().join("mnt");
     std::fs::create_dir(&mountpoint).unwrap();
     let cache = scratch.path().join("cache");
-    let _cleanup = UnmountOnDrop(mountpoint.clone());
+    let _cleanup = mount::DetachedMount(mountpoint.clone());
     let output = run_with_timeout(
         std::process::Command::new(mount::FETCHFS_BIN)
             .args(["mount", mountpoint.to_str().unwrap(), "--daemon"])
@@ -186,7 +186,7 @@ fn journal_of_a_real_journald() {
     let scratch = tempfile::tempdir().unwrap();
     let mountpoint = scratch.path().join("mnt");
     std::fs::create_dir(&mountpoint).unwrap();
-    let _cleanup = UnmountOnDrop(mountpoint.clone());
+    let _cleanup = mount::DetachedMount(mountpoint.clone());
     let output = run_with_timeout(
         std::process::Command::new(mount::FETCHFS_BIN)
             .args(["mount", mountpoint.to_str().unwrap(), "--daemon"])
@@ -231,25 +231,5 @@ struct RemoveOnDrop(std::path::PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Unmounts a detached mount if the test failed before it did.
-struct UnmountOnDrop(std::path::PathBuf);
-
-impl Drop for UnmountOnDrop {
-    fn drop(&mut self) {
-        if is_fuse_mounted(&self.0) {
-            let _ = run_fetchfs(
-                &["umount", self.0.to_str().unwrap()],
-                Duration::from_secs(60),
-            );
-        }
-        if is_fuse_mounted(&self.0) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
     }
 }

@@ -40,6 +40,7 @@ mod sizes;
 mod soak;
 mod stat;
 mod stats;
+mod systemd;
 mod torture;
 mod verify;
 mod xattrs;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -221,4 +222,99 @@ fn links_and_timestamps_are_erofs() {
         "futimens o/f.txt",
     );
     assert_untouched(&origin, &mount);
+}
+
+/// `--read-only` mounts `ro`, as /proc/mounts shows: the kernel then
+/// refuses writes to the command files too, and `fetchfs invalidate` and
+/// `fetchfs evict` steer the mount through its control socket, with the
+/// same answers a write to the files would get.
+#[test]
+fn a_read_only_mount_is_steered_through_its_control_socket() {
+    let origin = Origin::start();
+    origin.route("/base/f.txt", Route::fresh(b"first".to_vec()));
+    let mount = Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")))
+        .arg("--read-only")
+        .mount();
+    let options = mount_options(mount.mountpoint()).expect("mounted");
+    assert!(
+        options.split(',').next() == Some("ro"),
+        "options in /proc/mounts: {options}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(mount.path(".fetchfs/status")).unwrap()).unwrap();
+    assert_eq!(status["read_only"], true);
+    assert_eq!(read(&mount.path("o/f.txt")), b"first");
+    let refused = mount
+        .control("evict", "/o/f.txt\n")
+        .expect_err("a write on a ro mount");
+    assert_eq!(refused.raw_os_error(), Some(libc::EROFS));
+
+    origin.set_body("/base/f.txt", b"second".to_vec());
+    let mnt = mount.mountpoint().to_str().unwrap();
+    let evicted = run_fetchfs(&["evict", mnt, "/o/f.txt"], Duration::from_secs(30));
+    assert!(
+        evicted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&evicted.stderr)
+    );
+    assert_eq!(
+        read(&mount.path("o/f.txt")),
+        b"second",
+        "evicted, fetched anew"
+    );
+    assert_eq!(origin.gets("/base/f.txt"), 2);
+
+    let rejected = run_fetchfs(&["invalidate", mnt, "/o/[oops"], Duration::from_secs(30));
+    assert_eq!(rejected.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&rejected.stderr);
+    assert!(said.contains("rejected the patterns"), "{said}");
+    assert!(
+        said.contains("line 1"),
+        "the reason is in the message: {said}"
+    );
+}
+
+/// The control socket answers only the mount's owner and root, as the
+/// command files do.
+#[test]
+fn the_control_socket_refuses_other_users() {
+    let origin = Origin::start();
+    origin.route("/base/f.txt", Route::fresh(b"mine".to_vec()));
+    let mount = Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")))
+        .arg("--read-only")
+        .mount();
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(mount.path(".fetchfs/status")).unwrap()).unwrap();
+    let name = status["control_socket"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('@');
+    let talk = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect("\0" + sys.argv[1])
+s.sendall(b"evict\n/o/f.txt\n")
+s.shutdown(socket.SHUT_WR)
+print(s.makefile().read().strip())
+"#;
+    let as_nobody = run_with_timeout(
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            // Debian's python3: a pyenv shim under /root is not theirs to run.
+            .args(["/usr/bin/python3", "-c", talk, name]),
+        Duration::from_secs(30),
+    );
+    let answer = String::from_utf8_lossy(&as_nobody.stdout);
+    assert!(
+        answer.starts_with("error EACCES only the mount's owner"),
+        "{answer}{}",
+        String::from_utf8_lossy(&as_nobody.stderr)
+    );
+    let as_root = run_with_timeout(
+        std::process::Command::new("python3").args(["-c", talk, name]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(String::from_utf8_lossy(&as_root.stdout).trim(), "ok");
 }

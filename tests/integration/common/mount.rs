@@ -556,6 +556,16 @@ fn unescape_mount_field(field: &str) -> String {
 
 /// The fstype `mountpoint` is mounted with, per /proc/mounts (last mount wins).
 pub fn mount_fstype(mountpoint: &Path) -> Option<String> {
+    mount_entry(mountpoint).map(|(fstype, _)| fstype)
+}
+
+/// The options `mountpoint` is mounted with (`ro,nosuid,...`).
+pub fn mount_options(mountpoint: &Path) -> Option<String> {
+    mount_entry(mountpoint).map(|(_, options)| options)
+}
+
+/// The fstype and options of the last mount on `mountpoint` in /proc/mounts.
+fn mount_entry(mountpoint: &Path) -> Option<(String, String)> {
     let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
     let wanted = mountpoint.to_string_lossy();
     mounts.lines().rev().find_map(|line| {
@@ -563,7 +573,8 @@ pub fn mount_fstype(mountpoint: &Path) -> Option<String> {
         let _source = fields.next()?;
         let target = unescape_mount_field(fields.next()?);
         let fstype = fields.next()?.to_string();
-        (target == wanted).then_some(fstype)
+        let options = fields.next()?.to_string();
+        (target == wanted).then_some((fstype, options))
     })
 }
 
@@ -613,5 +624,73 @@ pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> std::proces
         status,
         stdout: std::fs::read(&out_path).unwrap_or_default(),
         stderr: std::fs::read(&err_path).unwrap_or_default(),
+    }
+}
+
+/// The processes whose command line is `... mount ... MOUNTPOINT ...`.
+pub fn pids_serving(mountpoint: &std::path::Path) -> Vec<u32> {
+    let wanted = mountpoint.as_os_str().as_encoded_bytes();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        if args.contains(&&b"mount"[..]) && args.contains(&wanted) && pid != std::process::id() {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Detaches a `--daemon` mount and kills its daemon if the test fails midway.
+pub struct DetachedMount(pub std::path::PathBuf);
+
+impl Drop for DetachedMount {
+    fn drop(&mut self) {
+        if is_fuse_mounted(&self.0) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+        for pid in pids_serving(&self.0) {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Puts the binary at `/sbin/mount.fetchfs` for one test, and puts back
+/// whatever was there.
+pub struct MountHelper {
+    path: std::path::PathBuf,
+    saved: Option<std::path::PathBuf>,
+}
+
+impl MountHelper {
+    pub fn install() -> MountHelper {
+        let path = std::path::PathBuf::from("/sbin/mount.fetchfs");
+        let saved = path.symlink_metadata().is_ok().then(|| {
+            let saved = path.with_extension(format!("fetchfs-test-{}", std::process::id()));
+            std::fs::rename(&path, &saved).unwrap();
+            saved
+        });
+        std::os::unix::fs::symlink(FETCHFS_BIN, &path).unwrap();
+        MountHelper { path, saved }
+    }
+}
+
+impl Drop for MountHelper {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(saved) = &self.saved {
+            let _ = std::fs::rename(saved, &self.path);
+        }
     }
 }
