@@ -2,7 +2,10 @@
 //!
 //! Everything the rest of the daemon sees is already checked: origin names are
 //! unique and usable as directory names, URLs are http(s), durations and sizes
-//! are parsed. Flags override the file.
+//! are parsed. Flags override the file. Proxies come from the origin's
+//! `proxy` key or from the environment ([`proxy`]).
+
+mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
+
+pub use proxy::{OriginProxy, Proxy, ProxyEnv};
 
 /// How long a response without any freshness information stays fresh, unless configured.
 pub const DEFAULT_TTL: Duration = Duration::ZERO;
@@ -43,6 +48,12 @@ pub enum ConfigError {
     Origin { name: String, message: String },
     #[error("origin name {0:?} is given twice")]
     OriginClash(String),
+    #[error("environment variable {variable}={value:?}: {message}")]
+    ProxyVariable {
+        variable: &'static str,
+        value: String,
+        message: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -84,6 +95,8 @@ pub struct Origin {
     pub share_private: bool,
     /// Extra request headers, sent only to this origin's host.
     pub headers: Vec<(String, String)>,
+    /// The proxy its requests go through.
+    pub proxy: OriginProxy,
 }
 
 impl Origin {
@@ -114,6 +127,7 @@ impl Origin {
             prefetch_concurrency: DEFAULT_PREFETCH_CONCURRENCY,
             share_private: false,
             headers: Vec::new(),
+            proxy: OriginProxy::Environment,
         }
     }
 }
@@ -129,6 +143,8 @@ pub struct Config {
     pub allow_other: bool,
     /// Let the kernel read stored bodies from their blob files itself.
     pub passthrough: bool,
+    /// The proxy environment variables, for the origins without a `proxy` key.
+    pub proxy_env: ProxyEnv,
 }
 
 /// What the command line says, before it is merged with the file.
@@ -179,6 +195,7 @@ struct FileOrigin {
     share_private: bool,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    proxy: Option<String>,
 }
 
 impl Config {
@@ -223,6 +240,13 @@ impl Config {
             Some(text) => Some(parse_size(text)?),
             None => None,
         };
+        // Only when some origin reads them: a variable meant for other
+        // programs must not stop a mount that never uses it.
+        let proxy_env = if any_host || origins.iter().any(|o| o.proxy == OriginProxy::Environment) {
+            ProxyEnv::from_process()?
+        } else {
+            ProxyEnv::default()
+        };
         let cache_dir = overrides
             .cache_dir
             .clone()
@@ -236,6 +260,7 @@ impl Config {
             offline: overrides.offline || file.offline,
             allow_other: overrides.allow_other || file.allow_other,
             passthrough: !overrides.no_passthrough && file.passthrough.unwrap_or(true),
+            proxy_env,
         })
     }
 }
@@ -286,6 +311,13 @@ fn origin_from_file(name: String, file: FileOrigin) -> Result<Origin, ConfigErro
         })?,
     };
     let url = parse_origin_url(&name, &file.url)?;
+    let proxy = match &file.proxy {
+        None => OriginProxy::Environment,
+        Some(text) => OriginProxy::parse(text).map_err(|message| ConfigError::Origin {
+            name: name.clone(),
+            message: format!("proxy = {text:?}: {message}"),
+        })?,
+    };
     let mut headers = Vec::new();
     for (key, value) in file.headers {
         let valid = reqwest::header::HeaderName::from_bytes(key.as_bytes()).is_ok()
@@ -326,6 +358,7 @@ fn origin_from_file(name: String, file: FileOrigin) -> Result<Origin, ConfigErro
         share_private: file.share_private,
         listing: file.listing,
         headers,
+        proxy,
         url,
         name,
     })
@@ -457,29 +490,52 @@ mod tests {
         assert_eq!(config.max_cache_size, Some(1024 * 1024));
     }
 
+    /// Loads a config file with one origin `o` that has `setting`.
+    fn load_origin_with(setting: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            format!("[origins.o]\nurl = \"http://h/\"\n{setting}\n"),
+        )
+        .unwrap();
+        let mut flags = overrides(&[]);
+        flags.config_file = Some(path);
+        Config::load(&flags)
+    }
+
     #[test]
     fn rates_and_zero_timeouts() {
         assert_eq!(parse_rate("16KiB/s"), Ok(16 * 1024));
         assert_eq!(parse_rate(" 1 MB/s "), Ok(1_000_000));
         assert_eq!(parse_rate("0"), Ok(0));
         assert!(parse_rate("fast").is_err());
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
         for (setting, ok) in [
             ("timeout = \"0s\"", false),
             ("connect_timeout = \"0s\"", false),
             ("min_rate = \"1 KiB/s\"", true),
             ("min_rate = \"slow\"", false),
         ] {
-            std::fs::write(
-                &path,
-                format!("[origins.o]\nurl = \"http://h/\"\n{setting}\n"),
-            )
-            .unwrap();
-            let mut flags = overrides(&[]);
-            flags.config_file = Some(path.clone());
-            assert_eq!(Config::load(&flags).is_ok(), ok, "{setting}");
+            assert_eq!(load_origin_with(setting).is_ok(), ok, "{setting}");
         }
+    }
+
+    #[test]
+    fn the_proxy_key_is_checked_at_load() {
+        let load = |proxy: &str| {
+            load_origin_with(&format!("proxy = \"{proxy}\""))
+                .map(|config| config.origins[0].proxy.clone())
+        };
+        assert_eq!(load("").unwrap(), OriginProxy::Direct);
+        assert_eq!(
+            load("http://squid:3128").unwrap(),
+            OriginProxy::Via(Url::parse("http://squid:3128").unwrap())
+        );
+        let err = load("http//squid").unwrap_err().to_string();
+        assert!(
+            err.contains("origin \"o\"") && err.contains("proxy = \"http//squid\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -19,8 +19,9 @@ use fuser::{MountOption, SessionACL};
 
 use super::MountArgs;
 use crate::cache::Cache;
-use crate::config::{Config, Overrides};
+use crate::config::{Config, OriginProxy, Overrides};
 use crate::fs::FetchFs;
+use crate::origin::Proxies;
 use crate::store::Store;
 
 /// FUSE dispatch threads; replies that wait on the network are answered from tokio tasks.
@@ -180,7 +181,12 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
         .thread_name("fetchfs-io")
         .build()
         .context("starting the I/O runtime")?;
-    let cache = Cache::new(store, config.offline, config.max_cache_size);
+    let cache = Cache::new(
+        store,
+        config.offline,
+        config.max_cache_size,
+        config.proxy_env.clone(),
+    );
     cache.set_other_users(config.allow_other);
     let strays = cache.remove_strays_in_background();
     let fs = FetchFs::new(config, cache, runtime.handle().clone());
@@ -233,6 +239,7 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
         mountpoint.display(),
         config.cache_dir.display()
     );
+    log_proxies(config);
     if let Some(ready) = ready {
         let _ = File::from(ready).write_all(b"ok\n");
     }
@@ -283,6 +290,26 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
     drop(strays);
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
+}
+
+/// Says where each origin's requests go, when a proxy is in play anywhere.
+fn log_proxies(config: &Config) {
+    let uses_proxy = config.proxy_env.is_set()
+        || config
+            .origins
+            .iter()
+            .any(|o| o.proxy != OriginProxy::Environment);
+    if !uses_proxy {
+        return;
+    }
+    for origin in &config.origins {
+        let proxies = Proxies::of(origin, &config.proxy_env);
+        tracing::info!("origin {:?}: {}", origin.name, proxies.describe());
+    }
+    if config.any_host {
+        let proxies = Proxies::from_env(&config.proxy_env);
+        tracing::info!("--any-host hosts: {}", proxies.describe());
+    }
 }
 
 /// The request headers that carry credentials: the standard ones, and every

@@ -28,6 +28,7 @@ mod parts;
 mod passthrough;
 mod persistence;
 mod prefetch;
+mod proxy;
 mod read;
 mod readonly;
 mod revalidation;
