@@ -6,7 +6,8 @@
 # Groups:
 #   build   libclang-dev and g++ (RocksDB is compiled from source; bindgen needs libclang)
 #   test    fuse3 (fusermount3, /etc/fuse.conf), curl, tar, attr (getfattr),
-#           tinyproxy (a real proxy for the proxy tests)
+#           tinyproxy (a real proxy for the proxy tests), prometheus (promtool
+#           checks the metrics text)
 #   demo    fuse3, python3 (the demo origin is `python3 -m http.server`)
 #   bench   fuse3, curl, nginx, httpdirfs, rclone
 #   lint    shellcheck
@@ -22,7 +23,7 @@ usage() {
 packages_of_group() {
     case "$1" in
     build) echo libclang-dev g++ ;;
-    test) echo fuse3 curl tar attr tinyproxy ;;
+    test) echo fuse3 curl tar attr tinyproxy prometheus ;;
     demo)
         echo fuse3
         # Any python3 on PATH will do (pyenv, a venv); Debian's is the fallback.

@@ -93,6 +93,9 @@ pub struct MountArgs {
     /// Read stored bodies through the daemon, not by kernel passthrough.
     #[arg(long)]
     pub no_passthrough: bool,
+    /// Serve GET /metrics (the .fetchfs/metrics text) over HTTP for Prometheus, e.g. 127.0.0.1:9184.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_addr: Option<String>,
     /// Detach once the mount is ready.
     #[arg(long)]
     pub daemon: bool,

@@ -8,6 +8,7 @@
 mod proxy;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -145,6 +146,8 @@ pub struct Config {
     pub passthrough: bool,
     /// The proxy environment variables, for the origins without a `proxy` key.
     pub proxy_env: ProxyEnv,
+    /// Where to serve `GET /metrics` over HTTP, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// What the command line says, before it is merged with the file.
@@ -159,6 +162,8 @@ pub struct Overrides {
     pub offline: bool,
     pub allow_other: bool,
     pub no_passthrough: bool,
+    /// `IP:PORT`, as typed.
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -173,6 +178,7 @@ struct FileConfig {
     #[serde(default)]
     allow_other: bool,
     passthrough: Option<bool>,
+    metrics_addr: Option<String>,
     #[serde(default)]
     origins: BTreeMap<String, FileOrigin>,
 }
@@ -232,14 +238,9 @@ impl Config {
                 "no origin configured: pass --origin NAME=URL, a config file with [origins.NAME], or --any-host".into(),
             ));
         }
-        let max_cache_size = match overrides
-            .max_cache_size
-            .as_ref()
-            .or(file.max_cache_size.as_ref())
-        {
-            Some(text) => Some(parse_size(text)?),
-            None => None,
-        };
+        let max_cache_size = flag_or_file(&overrides.max_cache_size, &file.max_cache_size)
+            .map(parse_size)
+            .transpose()?;
         // Only when some origin reads them: a variable meant for other
         // programs must not stop a mount that never uses it.
         let proxy_env = if any_host || origins.iter().any(|o| o.proxy == OriginProxy::Environment) {
@@ -247,6 +248,9 @@ impl Config {
         } else {
             ProxyEnv::default()
         };
+        let metrics_addr = flag_or_file(&overrides.metrics_addr, &file.metrics_addr)
+            .map(parse_metrics_addr)
+            .transpose()?;
         let cache_dir = overrides
             .cache_dir
             .clone()
@@ -261,8 +265,14 @@ impl Config {
             allow_other: overrides.allow_other || file.allow_other,
             passthrough: !overrides.no_passthrough && file.passthrough.unwrap_or(true),
             proxy_env,
+            metrics_addr,
         })
     }
+}
+
+/// A setting's text: the flag's, else the file's.
+fn flag_or_file<'a>(flag: &'a Option<String>, file: &'a Option<String>) -> Option<&'a str> {
+    flag.as_deref().or(file.as_deref())
 }
 
 /// `$XDG_CACHE_HOME/fetchfs`, else `~/.cache/fetchfs`.
@@ -419,6 +429,17 @@ fn parse_rate(text: &str) -> Result<u64, String> {
         .map_err(|e| format!("{e}; expected a size per second, such as \"16KiB/s\""))
 }
 
+/// Parses `--metrics-addr`: an IP address and a port, `127.0.0.1:9184` or
+/// `[::1]:9184`. Names are not resolved: where the daemon listens is
+/// decided here, once, not by a resolver later.
+fn parse_metrics_addr(text: &str) -> Result<SocketAddr, ConfigError> {
+    text.trim().parse().map_err(|_| {
+        ConfigError::Invalid(format!(
+            "metrics address {text:?}: expected IP:PORT, such as 127.0.0.1:9184"
+        ))
+    })
+}
+
 /// Parses "20 GiB", "500MB", "1048576".
 pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
     text.trim()
@@ -467,18 +488,22 @@ mod tests {
         assert!(Config::load(&overrides(&[])).is_err());
     }
 
-    #[test]
-    fn file_settings_and_flag_override() {
+    /// Loads the config file `text` (as `c.toml`) with `flags` on top.
+    fn load_file(text: &str, mut flags: Overrides) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
+        std::fs::write(&path, text).unwrap();
+        flags.config_file = Some(path);
+        Config::load(&flags)
+    }
+
+    #[test]
+    fn file_settings_and_flag_override() {
+        let config = load_file(
             "max_cache_size = \"1 MiB\"\n[origins.o]\nurl = \"http://h/a\"\ndefault_ttl = \"1h\"\nlisting = \"none\"\n[origins.o.headers]\nAuthorization = \"Bearer x\"\n",
+            overrides(&["o=http://g/b"]),
         )
         .unwrap();
-        let mut flags = overrides(&["o=http://g/b"]);
-        flags.config_file = Some(path);
-        let config = Config::load(&flags).unwrap();
         let origin = &config.origins[0];
         assert_eq!(origin.url.as_str(), "http://g/b");
         assert_eq!(origin.default_ttl, Duration::from_secs(3600));
@@ -492,16 +517,10 @@ mod tests {
 
     /// Loads a config file with one origin `o` that has `setting`.
     fn load_origin_with(setting: &str) -> Result<Config, ConfigError> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            format!("[origins.o]\nurl = \"http://h/\"\n{setting}\n"),
+        load_file(
+            &format!("[origins.o]\nurl = \"http://h/\"\n{setting}\n"),
+            overrides(&[]),
         )
-        .unwrap();
-        let mut flags = overrides(&[]);
-        flags.config_file = Some(path);
-        Config::load(&flags)
     }
 
     #[test]
@@ -539,13 +558,43 @@ mod tests {
     }
 
     #[test]
+    fn metrics_addr_from_the_file_and_the_flag() {
+        let with_flag = |flag: Option<&str>| {
+            let flags = Overrides {
+                metrics_addr: flag.map(String::from),
+                ..overrides(&[])
+            };
+            load_file(
+                "metrics_addr = \"127.0.0.1:9184\"\n[origins.o]\nurl = \"http://h/\"\n",
+                flags,
+            )
+        };
+        let addr = |text: &str| Some(text.parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            with_flag(None).unwrap().metrics_addr,
+            addr("127.0.0.1:9184")
+        );
+        assert_eq!(
+            with_flag(Some("[::1]:9000")).unwrap().metrics_addr,
+            addr("[::1]:9000")
+        );
+        for bad in ["localhost:9184", "127.0.0.1", ":9184", "127.0.0.1:99999"] {
+            let err = with_flag(Some(bad)).unwrap_err().to_string();
+            assert!(err.contains(bad) && err.contains("IP:PORT"), "{bad}: {err}");
+        }
+        assert_eq!(
+            Config::load(&overrides(&["o=http://h/"]))
+                .unwrap()
+                .metrics_addr,
+            None
+        );
+    }
+
+    #[test]
     fn garbage_file_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[origins.o]\nurl = 3\n").unwrap();
-        let mut flags = overrides(&[]);
-        flags.config_file = Some(path);
-        let err = Config::load(&flags).unwrap_err().to_string();
+        let err = load_file("[origins.o]\nurl = 3\n", overrides(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("c.toml"), "{err}");
     }
 }

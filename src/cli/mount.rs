@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -20,6 +20,7 @@ use fuser::{MountOption, SessionACL};
 use super::MountArgs;
 use crate::cache::Cache;
 use crate::config::{Config, OriginProxy, Overrides};
+use crate::control::exporter;
 use crate::fs::FetchFs;
 use crate::origin::Proxies;
 use crate::store::Store;
@@ -62,6 +63,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
         offline: args.offline,
         allow_other: args.allow_other,
         no_passthrough: args.no_passthrough,
+        metrics_addr: args.metrics_addr.clone(),
     })?;
     if args.daemon {
         return daemonize(|ready| {
@@ -169,6 +171,8 @@ fn unescape_octal(field: &str) -> Vec<u8> {
 /// once the mount answers requests (daemon mode).
 fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::Result<()> {
     log_panics();
+    // First: a port in use fails the mount before anything is opened.
+    let metrics_listener = config.metrics_addr.map(exporter::bind).transpose()?;
     let store = Store::open(&config.cache_dir)?;
     let secrets = credential_header_names(config);
     match store.index.scrub_request_headers(&secrets) {
@@ -188,6 +192,9 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
         config.proxy_env.clone(),
     );
     cache.set_other_users(config.allow_other);
+    if let Some(listener) = metrics_listener {
+        runtime.spawn(exporter::serve(listener, Arc::clone(&cache)));
+    }
     let strays = cache.remove_strays_in_background();
     let fs = FetchFs::new(config, cache, runtime.handle().clone());
     let notifier_slot = fs.notifier_slot();
@@ -240,6 +247,9 @@ fn serve(config: &Config, mountpoint: &Path, ready: Option<OwnedFd>) -> anyhow::
         config.cache_dir.display()
     );
     log_proxies(config);
+    if let Some(addr) = config.metrics_addr {
+        tracing::info!("serving http://{addr}{}", exporter::METRICS_PATH);
+    }
     if let Some(ready) = ready {
         let _ = File::from(ready).write_all(b"ok\n");
     }

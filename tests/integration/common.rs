@@ -23,4 +23,4 @@ pub use mount::{Mount, OriginConfig, is_fuse_mounted, run_fetchfs, run_with_time
 #[allow(unused_imports)]
 pub use origin::{Cut, Listing, Origin, Request, Route};
 #[allow(unused_imports)]
-pub use proxy::{TinyProxy, free_port};
+pub use proxy::TinyProxy;

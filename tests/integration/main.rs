@@ -23,6 +23,7 @@ mod faults;
 mod full_disk;
 mod lifecycle;
 mod listing;
+mod metrics;
 mod namespace;
 mod parts;
 mod passthrough;

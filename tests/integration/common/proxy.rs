@@ -14,19 +14,12 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::check::free_port;
 use super::origin::Request;
 
 const TINYPROXY_BIN: &str = "tinyproxy";
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const START_ATTEMPTS: usize = 5;
-
-/// A port on 127.0.0.1 that nothing listens on at this instant.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
 
 pub struct TinyProxy {
     child: Child,
