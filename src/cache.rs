@@ -49,7 +49,7 @@ pub use entry::{
 pub use freshness::{EntryMeta, TtlRules};
 pub use location::Location;
 
-use crate::config::Origin;
+use crate::config::{Origin, ProxyEnv};
 use crate::namespace::NamespaceError;
 use crate::origin::{OriginClient, OriginError};
 use crate::store::{Store, StoreError};
@@ -158,12 +158,19 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// `max_cache_size` caps the bytes of stored bodies (least recently used go first).
-    pub fn new(store: Store, offline: bool, max_cache_size: Option<u64>) -> Arc<Cache> {
+    /// `max_cache_size` caps the bytes of stored bodies (least recently
+    /// used go first); `proxy_env` gives the proxies of origins without a
+    /// `proxy` key.
+    pub fn new(
+        store: Store,
+        offline: bool,
+        max_cache_size: Option<u64>,
+        proxy_env: ProxyEnv,
+    ) -> Arc<Cache> {
         let telemetry = Telemetry::default();
         Arc::new(Cache {
             store: Arc::new(store),
-            origin: OriginClient::new(offline, Arc::clone(&telemetry.counters)),
+            origin: OriginClient::new(offline, proxy_env, Arc::clone(&telemetry.counters)),
             telemetry,
             offline,
             max_cache_size,

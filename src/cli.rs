@@ -144,6 +144,9 @@ pub struct MountArgs {
     /// files cannot be written; `fetchfs invalidate|evict` use the control socket.
     #[arg(long)]
     pub read_only: bool,
+    /// Serve GET /metrics (the .fetchfs/metrics text) over HTTP for Prometheus, e.g. 127.0.0.1:9184.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_addr: Option<String>,
     /// Detach once the mount is ready.
     #[arg(long)]
     pub daemon: bool,

@@ -2,14 +2,20 @@
 //!
 //! Everything the rest of the daemon sees is already checked: origin names are
 //! unique and usable as directory names, URLs are http(s), durations and sizes
-//! are parsed. Flags override the file.
+//! are parsed. Flags override the file. Proxies come from the origin's
+//! `proxy` key or from the environment ([`proxy`]).
+
+mod proxy;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
+
+pub use proxy::{OriginProxy, Proxy, ProxyEnv};
 
 /// How long a response without any freshness information stays fresh, unless configured.
 pub const DEFAULT_TTL: Duration = Duration::ZERO;
@@ -43,6 +49,12 @@ pub enum ConfigError {
     Origin { name: String, message: String },
     #[error("origin name {0:?} is given twice")]
     OriginClash(String),
+    #[error("environment variable {variable}={value:?}: {message}")]
+    ProxyVariable {
+        variable: &'static str,
+        value: String,
+        message: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -84,6 +96,8 @@ pub struct Origin {
     pub share_private: bool,
     /// Extra request headers, sent only to this origin's host.
     pub headers: Vec<(String, String)>,
+    /// The proxy its requests go through.
+    pub proxy: OriginProxy,
 }
 
 impl Origin {
@@ -114,6 +128,7 @@ impl Origin {
             prefetch_concurrency: DEFAULT_PREFETCH_CONCURRENCY,
             share_private: false,
             headers: Vec::new(),
+            proxy: OriginProxy::Environment,
         }
     }
 }
@@ -131,6 +146,10 @@ pub struct Config {
     pub passthrough: bool,
     /// Mount read-only (`ro`): commands come through the control socket.
     pub read_only: bool,
+    /// The proxy environment variables, for the origins without a `proxy` key.
+    pub proxy_env: ProxyEnv,
+    /// Where to serve `GET /metrics` over HTTP, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// What the command line says, before it is merged with the file.
@@ -146,6 +165,8 @@ pub struct Overrides {
     pub allow_other: bool,
     pub no_passthrough: bool,
     pub read_only: bool,
+    /// `IP:PORT`, as typed.
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -160,6 +181,7 @@ struct FileConfig {
     #[serde(default)]
     allow_other: bool,
     passthrough: Option<bool>,
+    metrics_addr: Option<String>,
     #[serde(default)]
     read_only: bool,
     #[serde(default)]
@@ -184,6 +206,7 @@ struct FileOrigin {
     share_private: bool,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    proxy: Option<String>,
 }
 
 impl Config {
@@ -220,14 +243,19 @@ impl Config {
                 "no origin configured: pass --origin NAME=URL, a config file with [origins.NAME], or --any-host".into(),
             ));
         }
-        let max_cache_size = match overrides
-            .max_cache_size
-            .as_ref()
-            .or(file.max_cache_size.as_ref())
-        {
-            Some(text) => Some(parse_size(text)?),
-            None => None,
+        let max_cache_size = flag_or_file(&overrides.max_cache_size, &file.max_cache_size)
+            .map(parse_size)
+            .transpose()?;
+        // Only when some origin reads them: a variable meant for other
+        // programs must not stop a mount that never uses it.
+        let proxy_env = if any_host || origins.iter().any(|o| o.proxy == OriginProxy::Environment) {
+            ProxyEnv::from_process()?
+        } else {
+            ProxyEnv::default()
         };
+        let metrics_addr = flag_or_file(&overrides.metrics_addr, &file.metrics_addr)
+            .map(parse_metrics_addr)
+            .transpose()?;
         let cache_dir = overrides
             .cache_dir
             .clone()
@@ -247,8 +275,15 @@ impl Config {
             allow_other: overrides.allow_other || file.allow_other,
             passthrough: !overrides.no_passthrough && file.passthrough.unwrap_or(true),
             read_only: overrides.read_only || file.read_only,
+            proxy_env,
+            metrics_addr,
         })
     }
+}
+
+/// A setting's text: the flag's, else the file's.
+fn flag_or_file<'a>(flag: &'a Option<String>, file: &'a Option<String>) -> Option<&'a str> {
+    flag.as_deref().or(file.as_deref())
 }
 
 /// `$XDG_CACHE_HOME/fetchfs`, else `~/.cache/fetchfs`.
@@ -297,6 +332,13 @@ fn origin_from_file(name: String, file: FileOrigin) -> Result<Origin, ConfigErro
         })?,
     };
     let url = parse_origin_url(&name, &file.url)?;
+    let proxy = match &file.proxy {
+        None => OriginProxy::Environment,
+        Some(text) => OriginProxy::parse(text).map_err(|message| ConfigError::Origin {
+            name: name.clone(),
+            message: format!("proxy = {text:?}: {message}"),
+        })?,
+    };
     let mut headers = Vec::new();
     for (key, value) in file.headers {
         let valid = reqwest::header::HeaderName::from_bytes(key.as_bytes()).is_ok()
@@ -337,6 +379,7 @@ fn origin_from_file(name: String, file: FileOrigin) -> Result<Origin, ConfigErro
         share_private: file.share_private,
         listing: file.listing,
         headers,
+        proxy,
         url,
         name,
     })
@@ -397,6 +440,17 @@ fn parse_rate(text: &str) -> Result<u64, String> {
         .map_err(|e| format!("{e}; expected a size per second, such as \"16KiB/s\""))
 }
 
+/// Parses `--metrics-addr`: an IP address and a port, `127.0.0.1:9184` or
+/// `[::1]:9184`. Names are not resolved: where the daemon listens is
+/// decided here, once, not by a resolver later.
+fn parse_metrics_addr(text: &str) -> Result<SocketAddr, ConfigError> {
+    text.trim().parse().map_err(|_| {
+        ConfigError::Invalid(format!(
+            "metrics address {text:?}: expected IP:PORT, such as 127.0.0.1:9184"
+        ))
+    })
+}
+
 /// Parses "20 GiB", "500MB", "1048576".
 pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
     text.trim()
@@ -445,18 +499,22 @@ mod tests {
         assert!(Config::load(&overrides(&[])).is_err());
     }
 
-    #[test]
-    fn file_settings_and_flag_override() {
+    /// Loads the config file `text` (as `c.toml`) with `flags` on top.
+    fn load_file(text: &str, mut flags: Overrides) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
+        std::fs::write(&path, text).unwrap();
+        flags.config_file = Some(path);
+        Config::load(&flags)
+    }
+
+    #[test]
+    fn file_settings_and_flag_override() {
+        let config = load_file(
             "max_cache_size = \"1 MiB\"\n[origins.o]\nurl = \"http://h/a\"\ndefault_ttl = \"1h\"\nlisting = \"none\"\n[origins.o.headers]\nAuthorization = \"Bearer x\"\n",
+            overrides(&["o=http://g/b"]),
         )
         .unwrap();
-        let mut flags = overrides(&["o=http://g/b"]);
-        flags.config_file = Some(path);
-        let config = Config::load(&flags).unwrap();
         let origin = &config.origins[0];
         assert_eq!(origin.url.as_str(), "http://g/b");
         assert_eq!(origin.default_ttl, Duration::from_secs(3600));
@@ -468,39 +526,86 @@ mod tests {
         assert_eq!(config.max_cache_size, Some(1024 * 1024));
     }
 
+    /// Loads a config file with one origin `o` that has `setting`.
+    fn load_origin_with(setting: &str) -> Result<Config, ConfigError> {
+        load_file(
+            &format!("[origins.o]\nurl = \"http://h/\"\n{setting}\n"),
+            overrides(&[]),
+        )
+    }
+
     #[test]
     fn rates_and_zero_timeouts() {
         assert_eq!(parse_rate("16KiB/s"), Ok(16 * 1024));
         assert_eq!(parse_rate(" 1 MB/s "), Ok(1_000_000));
         assert_eq!(parse_rate("0"), Ok(0));
         assert!(parse_rate("fast").is_err());
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
         for (setting, ok) in [
             ("timeout = \"0s\"", false),
             ("connect_timeout = \"0s\"", false),
             ("min_rate = \"1 KiB/s\"", true),
             ("min_rate = \"slow\"", false),
         ] {
-            std::fs::write(
-                &path,
-                format!("[origins.o]\nurl = \"http://h/\"\n{setting}\n"),
-            )
-            .unwrap();
-            let mut flags = overrides(&[]);
-            flags.config_file = Some(path.clone());
-            assert_eq!(Config::load(&flags).is_ok(), ok, "{setting}");
+            assert_eq!(load_origin_with(setting).is_ok(), ok, "{setting}");
         }
     }
 
     #[test]
+    fn the_proxy_key_is_checked_at_load() {
+        let load = |proxy: &str| {
+            load_origin_with(&format!("proxy = \"{proxy}\""))
+                .map(|config| config.origins[0].proxy.clone())
+        };
+        assert_eq!(load("").unwrap(), OriginProxy::Direct);
+        assert_eq!(
+            load("http://squid:3128").unwrap(),
+            OriginProxy::Via(Url::parse("http://squid:3128").unwrap())
+        );
+        let err = load("http//squid").unwrap_err().to_string();
+        assert!(
+            err.contains("origin \"o\"") && err.contains("proxy = \"http//squid\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn metrics_addr_from_the_file_and_the_flag() {
+        let with_flag = |flag: Option<&str>| {
+            let flags = Overrides {
+                metrics_addr: flag.map(String::from),
+                ..overrides(&[])
+            };
+            load_file(
+                "metrics_addr = \"127.0.0.1:9184\"\n[origins.o]\nurl = \"http://h/\"\n",
+                flags,
+            )
+        };
+        let addr = |text: &str| Some(text.parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            with_flag(None).unwrap().metrics_addr,
+            addr("127.0.0.1:9184")
+        );
+        assert_eq!(
+            with_flag(Some("[::1]:9000")).unwrap().metrics_addr,
+            addr("[::1]:9000")
+        );
+        for bad in ["localhost:9184", "127.0.0.1", ":9184", "127.0.0.1:99999"] {
+            let err = with_flag(Some(bad)).unwrap_err().to_string();
+            assert!(err.contains(bad) && err.contains("IP:PORT"), "{bad}: {err}");
+        }
+        assert_eq!(
+            Config::load(&overrides(&["o=http://h/"]))
+                .unwrap()
+                .metrics_addr,
+            None
+        );
+    }
+
+    #[test]
     fn garbage_file_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[origins.o]\nurl = 3\n").unwrap();
-        let mut flags = overrides(&[]);
-        flags.config_file = Some(path);
-        let err = Config::load(&flags).unwrap_err().to_string();
+        let err = load_file("[origins.o]\nurl = 3\n", overrides(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("c.toml"), "{err}");
     }
 }

@@ -1,6 +1,8 @@
-//! The `.fetchfs/` control folder: files a shell script reads to watch the cache.
+//! The `.fetchfs/` control folder: files a shell script reads to watch the
+//! cache; and the same metrics over HTTP ([`exporter`]).
 
 pub mod commands;
+pub mod exporter;
 pub mod pattern;
 pub mod stats;
 pub mod status;

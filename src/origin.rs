@@ -14,10 +14,14 @@
 //! An origin that fails to connect or to answer in time is remembered as
 //! down ([`health`]): within its backoff window requests fail at once, and
 //! one request at a time finds out whether it is back.
+//!
+//! Requests go through a proxy as the origin's `proxy` key or the proxy
+//! environment variables say ([`proxy`]).
 
 mod health;
 pub mod listing;
 mod pacing;
+mod proxy;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,12 +32,13 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tokio::time::Instant;
 use url::Url;
 
-use crate::config::Origin;
+use crate::config::{Origin, ProxyEnv};
 use crate::telemetry::Counters;
 use health::{Health, Verdict};
 pub use listing::ListingEntry;
 use listing::{ListingError, ListingLimits, ListingParser};
 use pacing::Pacing;
+pub use proxy::Proxies;
 
 /// Redirect hops followed before giving up.
 const MAX_REDIRECTS: usize = 10;
@@ -232,18 +237,21 @@ fn has_conflicting_framing(headers: &HeaderMap) -> bool {
 
 /// HTTP clients for the configured origins (and any-host origins, made on first use).
 pub struct OriginClient {
-    clients: parking_lot::Mutex<HashMap<String, reqwest::Client>>,
+    clients: parking_lot::Mutex<HashMap<String, (reqwest::Client, Proxies)>>,
     health: Health,
     offline: bool,
+    /// The proxies of origins without a `proxy` key of their own.
+    proxy_env: ProxyEnv,
     counters: Arc<Counters>,
 }
 
 impl OriginClient {
-    pub fn new(offline: bool, counters: Arc<Counters>) -> OriginClient {
+    pub fn new(offline: bool, proxy_env: ProxyEnv, counters: Arc<Counters>) -> OriginClient {
         OriginClient {
             clients: parking_lot::Mutex::new(HashMap::new()),
             health: Health::default(),
             offline,
+            proxy_env,
             counters,
         }
     }
@@ -380,17 +388,14 @@ impl OriginClient {
             });
         }
         let admission = self.health.admit(&origin.name, url)?;
-        let client = self.client(origin)?;
+        let (client, proxies) = self.client(origin)?;
         let mut current = url.clone();
         let mut redirects = Vec::new();
         for _ in 0..=MAX_REDIRECTS {
             let mut headers = extra.clone();
             headers.extend(Self::request_headers(origin, &current));
-            self.counters.add_origin_request();
-            let request = client
-                .request(method.clone(), current.clone())
-                .headers(headers.clone());
-            let response = match tokio::time::timeout_at(deadline, request.send()).await {
+            let request = self.send_once_more_if_closed(&client, &method, &current, &headers);
+            let response = match tokio::time::timeout_at(deadline, request).await {
                 Err(_) => {
                     self.counters.add_origin_error();
                     admission.settle(Verdict::Unreachable);
@@ -407,9 +412,13 @@ impl OriginClient {
                         Verdict::Answered
                     };
                     admission.settle(verdict);
+                    let message = match proxies.for_url(&current) {
+                        Some(proxy) => format!("through {proxy}: {}", error_chain(&e)),
+                        None => error_chain(&e),
+                    };
                     return Err(OriginError::Transport {
                         url: current.to_string(),
-                        message: error_chain(&e),
+                        message,
                     });
                 }
                 Ok(Ok(response)) => response,
@@ -470,22 +479,54 @@ impl OriginClient {
         })
     }
 
-    fn client(&self, origin: &Origin) -> Result<reqwest::Client, OriginError> {
+    /// Sends one request, and sends it again, once, when the connection
+    /// closed before any answer came. A server or proxy may close an idle
+    /// connection at any time, and a request sent on it just then meets the
+    /// close (tinyproxy closes every connection after one answer without
+    /// saying so). Every request fetchfs sends is a GET or a HEAD, which RFC
+    /// 9112 (section 9.3.1.1) lets a client send again on a new connection.
+    async fn send_once_more_if_closed(
+        &self,
+        client: &reqwest::Client,
+        method: &Method,
+        url: &Url,
+        headers: &HeaderMap,
+    ) -> reqwest::Result<reqwest::Response> {
+        let send = || {
+            self.counters.add_origin_request();
+            client
+                .request(method.clone(), url.clone())
+                .headers(headers.clone())
+                .send()
+        };
+        match send().await {
+            Err(error) if closed_before_answer(&error) => {
+                tracing::debug!("{url}: the connection closed before an answer; sending again");
+                send().await
+            }
+            result => result,
+        }
+    }
+
+    fn client(&self, origin: &Origin) -> Result<(reqwest::Client, Proxies), OriginError> {
         let mut clients = self.clients.lock();
         if let Some(client) = clients.get(&origin.name) {
             return Ok(client.clone());
         }
-        let client = reqwest::Client::builder()
+        let proxies = Proxies::of(origin, &self.proxy_env);
+        let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(origin.connect_timeout)
-            .user_agent(concat!("fetchfs/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("fetchfs/", env!("CARGO_PKG_VERSION")));
+        let client = proxies
+            .apply(builder)
             .build()
             .map_err(|e| OriginError::Transport {
                 url: origin.url.to_string(),
                 message: error_chain(&e),
             })?;
-        clients.insert(origin.name.clone(), client.clone());
-        Ok(client)
+        clients.insert(origin.name.clone(), (client.clone(), proxies.clone()));
+        Ok((client, proxies))
     }
 }
 
@@ -511,6 +552,18 @@ fn without_credentials(origin: &Origin, mut headers: HeaderMap) -> HeaderMap {
         }
     }
     headers
+}
+
+/// Whether the connection closed before the whole response head came.
+fn closed_before_answer(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(error) = cause.downcast_ref::<hyper::Error>() {
+            return error.is_incomplete_message();
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// What went wrong with a request, in one short line without the URL

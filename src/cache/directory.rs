@@ -594,6 +594,7 @@ mod tests {
             crate::store::Store::open(cache_dir.path()).unwrap(),
             true,
             None,
+            Default::default(),
         );
         let base = Url::parse("http://h/base/").unwrap();
         let origin = Origin::with_defaults("o".to_string(), base.clone());

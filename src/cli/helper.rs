@@ -10,7 +10,7 @@
 //! --daemon`: it returns once the mount is ready, the daemon stays. The
 //! source names nothing (write `fetchfs`); the options name what the
 //! command line would: `config=`, `cache_dir=`, `max_cache_size=`,
-//! `allow_other`, `any_host`, `offline`, `no_passthrough`. The mount is
+//! `metrics_addr=`, `allow_other`, `any_host`, `offline`, `no_passthrough`. The mount is
 //! read-only (`ro` in /proc/mounts; commands come through the control
 //! socket) unless `writable_control` keeps the command files writable. The options
 //! mount(8) and systemd handle themselves (`defaults`, `auto`, `nofail`,
@@ -33,7 +33,7 @@ pub enum HelperError {
     #[error("usage: mount.fetchfs SOURCE MOUNTPOINT [-sfnv] [-o OPTIONS]")]
     Usage,
     #[error(
-        "unknown mount option \"{0}\" (known: config=, cache_dir=, max_cache_size=, allow_other, any_host, offline, no_passthrough, writable_control)"
+        "unknown mount option \"{0}\" (known: config=, cache_dir=, max_cache_size=, metrics_addr=, allow_other, any_host, offline, no_passthrough, writable_control)"
     )]
     UnknownOption(String),
     #[error("mount option \"{0}\" needs a value")]
@@ -125,6 +125,7 @@ pub fn translate(args: &[OsString]) -> Result<HelperRun, HelperError> {
                 "config" => command.extend(with_value("--config")?),
                 "cache_dir" => command.extend(with_value("--cache-dir")?),
                 "max_cache_size" => command.extend(with_value("--max-cache-size")?),
+                "metrics_addr" => command.extend(with_value("--metrics-addr")?),
                 "allow_other" => command.push("--allow-other".into()),
                 "any_host" => command.push("--any-host".into()),
                 "offline" => command.push("--offline".into()),
@@ -197,7 +198,7 @@ mod tests {
                 "/mnt/a",
                 "-n",
                 "-o",
-                "cache-dir=/var/cache/f,max_cache_size=10G,offline,no_passthrough,any_host"
+                "cache-dir=/var/cache/f,max_cache_size=10G,metrics-addr=127.0.0.1:9184,offline,no_passthrough,any_host"
             ]),
             [
                 "fetchfs",
@@ -207,6 +208,8 @@ mod tests {
                 "/var/cache/f",
                 "--max-cache-size",
                 "10G",
+                "--metrics-addr",
+                "127.0.0.1:9184",
                 "--offline",
                 "--no-passthrough",
                 "--any-host",

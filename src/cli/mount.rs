@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -20,9 +20,11 @@ use fuser::{MountOption, SessionACL};
 use super::MountArgs;
 use super::mounts::{self, MountEntry};
 use crate::cache::Cache;
-use crate::config::{Config, Overrides};
+use crate::config::{Config, OriginProxy, Overrides};
+use crate::control::exporter;
 use crate::control::status::Status;
 use crate::fs::FetchFs;
+use crate::origin::Proxies;
 use crate::store::Store;
 
 /// FUSE dispatch threads; replies that wait on the network are answered from tokio tasks.
@@ -64,6 +66,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
         allow_other: args.allow_other,
         no_passthrough: args.no_passthrough,
         read_only: args.read_only,
+        metrics_addr: args.metrics_addr.clone(),
     })?;
     if args.daemon {
         return daemonize(|ready| {
@@ -140,6 +143,8 @@ fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
 /// once the mount answers requests (daemon mode).
 fn serve(config: &Config, status: Status, ready: Option<OwnedFd>) -> anyhow::Result<()> {
     log_panics();
+    // First: a port in use fails the mount before anything is opened.
+    let metrics_listener = config.metrics_addr.map(exporter::bind).transpose()?;
     let mountpoint = status.mountpoint.clone();
     let store = Store::open(&config.cache_dir)?;
     let secrets = credential_header_names(config);
@@ -153,8 +158,16 @@ fn serve(config: &Config, status: Status, ready: Option<OwnedFd>) -> anyhow::Res
         .thread_name("fetchfs-io")
         .build()
         .context("starting the I/O runtime")?;
-    let cache = Cache::new(store, config.offline, config.max_cache_size);
+    let cache = Cache::new(
+        store,
+        config.offline,
+        config.max_cache_size,
+        config.proxy_env.clone(),
+    );
     cache.set_other_users(config.allow_other);
+    if let Some(listener) = metrics_listener {
+        runtime.spawn(exporter::serve(listener, Arc::downgrade(&cache)));
+    }
     let strays = cache.remove_strays_in_background();
     let control_socket = crate::fs::socket::bind().context("binding the control socket")?;
     let fs = FetchFs::new(config, status, cache, runtime.handle().clone());
@@ -218,6 +231,10 @@ fn serve(config: &Config, status: Status, ready: Option<OwnedFd>) -> anyhow::Res
         mountpoint.display(),
         config.cache_dir.display()
     );
+    log_proxies(config);
+    if let Some(addr) = config.metrics_addr {
+        tracing::info!("serving http://{addr}{}", exporter::METRICS_PATH);
+    }
     if let Some(ready) = ready {
         let _ = File::from(ready).write_all(b"ok\n");
     }
@@ -270,6 +287,26 @@ fn serve(config: &Config, status: Status, ready: Option<OwnedFd>) -> anyhow::Res
     drop(strays);
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
+}
+
+/// Says where each origin's requests go, when a proxy is in play anywhere.
+fn log_proxies(config: &Config) {
+    let uses_proxy = config.proxy_env.is_set()
+        || config
+            .origins
+            .iter()
+            .any(|o| o.proxy != OriginProxy::Environment);
+    if !uses_proxy {
+        return;
+    }
+    for origin in &config.origins {
+        let proxies = Proxies::of(origin, &config.proxy_env);
+        tracing::info!("origin {:?}: {}", origin.name, proxies.describe());
+    }
+    if config.any_host {
+        let proxies = Proxies::from_env(&config.proxy_env);
+        tracing::info!("--any-host hosts: {}", proxies.describe());
+    }
 }
 
 /// The request headers that carry credentials: the standard ones, and every

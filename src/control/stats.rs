@@ -1,8 +1,15 @@
-//! The figures behind `.fetchfs/stats`, `.fetchfs/metrics` and `fetchfs stats`.
+//! The figures behind `.fetchfs/stats`, `.fetchfs/metrics` (and
+//! `--metrics-addr`) and `fetchfs stats`.
 //!
 //! Counters come from the telemetry the cache and the origin client feed;
 //! sizes of what is stored come from the index's totals at snapshot time, so
 //! they are always true.
+//!
+//! The JSON field names are a contract and never change. The Prometheus
+//! names follow Prometheus's conventions instead, and `promtool check
+//! metrics` passes them: counters end in `_total`, units are base units
+//! written last (`_bytes`, `_seconds`), a fraction is a `_ratio`. So a few
+//! differ from their field: [`METRICS`] pairs each field with its metric.
 
 use serde::{Deserialize, Serialize};
 
@@ -91,24 +98,23 @@ impl Stats {
         text
     }
 
-    /// The same figures in Prometheus text format.
+    /// The same figures in Prometheus text format (version 0.0.4), each
+    /// with its `# HELP` and `# TYPE` lines.
     pub fn to_prometheus(&self) -> String {
         let value = serde_json::to_value(self).unwrap_or_default();
         let mut text = String::new();
-        if let Some(fields) = value.as_object() {
-            for (name, value) in fields {
-                let kind = if COUNTER_FIELDS.contains(&name.as_str()) {
-                    "counter"
-                } else {
-                    "gauge"
-                };
-                let metric = if kind == "counter" {
-                    format!("fetchfs_{name}_total")
-                } else {
-                    format!("fetchfs_{name}")
-                };
-                text.push_str(&format!("# TYPE {metric} {kind}\n{metric} {value}\n"));
-            }
+        for metric in METRICS {
+            let Some(value) = value.get(metric.field) else {
+                continue;
+            };
+            let (name, kind) = match metric.kind {
+                Kind::Counter => (format!("fetchfs_{}_total", metric.name), "counter"),
+                Kind::Gauge => (format!("fetchfs_{}", metric.name), "gauge"),
+            };
+            text.push_str(&format!(
+                "# HELP {name} {}\n# TYPE {name} {kind}\n{name} {value}\n",
+                metric.help
+            ));
         }
         text
     }
@@ -153,20 +159,161 @@ impl Stats {
     }
 }
 
-const COUNTER_FIELDS: &[&str] = &[
-    "hits",
-    "misses",
-    "revalidations",
-    "not_modified",
-    "origin_requests",
-    "origin_errors",
-    "stale_served",
-    "bytes_from_origin",
-    "bytes_served",
-    "passthrough_opens",
-    "evictions",
-    "prefetch_done",
-    "prefetch_failed",
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Only goes up while the mount lives; the name gets `_total`.
+    Counter,
+    Gauge,
+}
+
+/// One Prometheus metric: the stats field it shows, its name without the
+/// `fetchfs_` prefix (and a counter's `_total`), and its help text.
+struct Metric {
+    field: &'static str,
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+}
+
+const fn metric(field: &'static str, name: &'static str, kind: Kind, help: &'static str) -> Metric {
+    Metric {
+        field,
+        name,
+        kind,
+        help,
+    }
+}
+
+/// Every stats field, in the order of the stats file, as a metric.
+const METRICS: &[Metric] = &[
+    metric(
+        "hits",
+        "hits",
+        Kind::Counter,
+        "Opens served from a stored body.",
+    ),
+    metric(
+        "misses",
+        "misses",
+        Kind::Counter,
+        "Opens that needed the body from the origin.",
+    ),
+    metric(
+        "revalidations",
+        "revalidations",
+        Kind::Counter,
+        "Stored entries checked with their origin by a conditional request.",
+    ),
+    metric(
+        "not_modified",
+        "not_modified",
+        Kind::Counter,
+        "Revalidations answered 304 Not Modified; the stored body was kept.",
+    ),
+    metric(
+        "origin_requests",
+        "origin_requests",
+        Kind::Counter,
+        "HTTP requests sent to origins, redirect hops included.",
+    ),
+    metric(
+        "origin_errors",
+        "origin_errors",
+        Kind::Counter,
+        "Origin requests that got no usable answer: connect errors, timeouts, 5xx.",
+    ),
+    metric(
+        "stale_served",
+        "stale_served",
+        Kind::Counter,
+        "Stale bodies served because their origin failed (stale-if-error).",
+    ),
+    metric(
+        "bytes_from_origin",
+        "origin_bytes",
+        Kind::Counter,
+        "Body bytes received from origins.",
+    ),
+    metric(
+        "bytes_served",
+        "served_bytes",
+        Kind::Counter,
+        "Bytes the daemon returned to readers (passthrough reads not included).",
+    ),
+    metric(
+        "passthrough_opens",
+        "passthrough_opens",
+        Kind::Counter,
+        "Opens of stored bodies the kernel reads from the blob file itself.",
+    ),
+    metric("entries", "entries", Kind::Gauge, "URLs in the index."),
+    metric("blobs", "blobs", Kind::Gauge, "Distinct bodies stored."),
+    metric(
+        "cache_bytes",
+        "cache_bytes",
+        Kind::Gauge,
+        "Bytes the stored bodies take on disk.",
+    ),
+    metric(
+        "logical_bytes",
+        "logical_bytes",
+        Kind::Gauge,
+        "Bytes the entries would take without dedup.",
+    ),
+    metric(
+        "dedup_saved_bytes",
+        "dedup_saved_bytes",
+        Kind::Gauge,
+        "Bytes dedup saves: logical bytes minus cache bytes.",
+    ),
+    metric(
+        "evictions",
+        "evictions",
+        Kind::Counter,
+        "Bodies deleted by the size cap or a full disk, and entries dropped through evict.",
+    ),
+    metric(
+        "in_flight",
+        "in_flight",
+        Kind::Gauge,
+        "Downloads running now.",
+    ),
+    metric(
+        "prefetch_queued",
+        "prefetch_queued",
+        Kind::Gauge,
+        "Prefetches waiting for their turn or running.",
+    ),
+    metric(
+        "prefetch_done",
+        "prefetch_done",
+        Kind::Counter,
+        "Prefetches that ended without an error.",
+    ),
+    metric(
+        "prefetch_failed",
+        "prefetch_failed",
+        Kind::Counter,
+        "Prefetches that failed for good, after their retries.",
+    ),
+    metric(
+        "inodes",
+        "inodes",
+        Kind::Gauge,
+        "Inodes the daemon remembers because the kernel holds them.",
+    ),
+    metric(
+        "hit_rate",
+        "hit_ratio",
+        Kind::Gauge,
+        "Hits over hits plus misses, from 0 to 1 (0 before the first open).",
+    ),
+    metric(
+        "uptime_s",
+        "uptime_seconds",
+        Kind::Gauge,
+        "Seconds since the mount started.",
+    ),
 ];
 
 #[cfg(test)]
@@ -193,5 +340,80 @@ mod tests {
         assert_eq!(json["entries"], 2);
         assert!(stats.to_prometheus().contains("fetchfs_hits_total 3\n"));
         assert!(stats.to_table().contains("hit_rate"));
+    }
+
+    #[test]
+    fn every_stats_field_is_one_metric() {
+        let json = serde_json::to_value(Stats::from_parts(
+            CounterValues::default(),
+            Totals::default(),
+        ))
+        .unwrap();
+        let fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut shown: Vec<&str> = METRICS.iter().map(|m| m.field).collect();
+        shown.sort_unstable();
+        assert_eq!(shown, fields, "stats fields and metrics differ");
+        let mut names: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), METRICS.len(), "two metrics share a name");
+    }
+
+    #[test]
+    fn the_text_format_has_help_type_and_value_for_each_metric() {
+        let stats = Stats::from_parts(
+            CounterValues {
+                hits: 3,
+                misses: 1,
+                bytes_from_origin: 6,
+                uptime_s: 42,
+                ..CounterValues::default()
+            },
+            Totals {
+                entries: 1,
+                blobs: 1,
+                cache_bytes: 6,
+                logical_bytes: 6,
+            },
+        );
+        let text = stats.to_prometheus();
+        assert!(text.starts_with(
+            "# HELP fetchfs_hits_total Opens served from a stored body.\n\
+             # TYPE fetchfs_hits_total counter\n\
+             fetchfs_hits_total 3\n"
+        ));
+        for line in [
+            "fetchfs_origin_bytes_total 6\n",
+            "# TYPE fetchfs_cache_bytes gauge\nfetchfs_cache_bytes 6\n",
+            "fetchfs_hit_ratio 0.75\n",
+            "# TYPE fetchfs_uptime_seconds gauge\nfetchfs_uptime_seconds 42\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in:\n{text}");
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3 * METRICS.len());
+        for triple in lines.chunks(3) {
+            let name = triple[2].split(' ').next().unwrap();
+            assert!(
+                triple[0].starts_with(&format!("# HELP {name} ")),
+                "{triple:?}"
+            );
+            assert!(
+                triple[1].starts_with(&format!("# TYPE {name} ")),
+                "{triple:?}"
+            );
+            assert!(
+                name.starts_with("fetchfs_") && !name.contains("_s_") && !name.ends_with("_s"),
+                "{name}"
+            );
+            let counter = triple[1].ends_with(" counter");
+            assert_eq!(counter, name.ends_with("_total"), "{triple:?}");
+        }
+        assert!(text.ends_with('\n'));
     }
 }

@@ -1,7 +1,7 @@
 //! Shared harness for the integration tests: a scriptable HTTP origin
 //! ([`origin`]), the real daemon on a real mountpoint ([`mount`]), and small
-//! helpers for bodies, hashes and errno checks ([`check`]), and a small disk
-//! to fill up ([`disk`]).
+//! helpers for bodies, hashes and errno checks ([`check`]), a small disk
+//! to fill up ([`disk`]), and a real HTTP proxy ([`proxy`]).
 //!
 //! Every test builds its own origin, mountpoint and cache dir, so tests run in
 //! parallel threads without sharing anything.
@@ -12,6 +12,7 @@ pub mod check;
 pub mod disk;
 pub mod mount;
 pub mod origin;
+pub mod proxy;
 
 #[allow(unused_imports)]
 pub use check::*;
@@ -23,3 +24,5 @@ pub use mount::{
 };
 #[allow(unused_imports)]
 pub use origin::{Cut, Listing, Origin, Request, Route};
+#[allow(unused_imports)]
+pub use proxy::TinyProxy;

@@ -45,7 +45,8 @@ impl Core {
             .build()
             .unwrap();
         let store = Store::open(cache_dir).unwrap();
-        let cache = Cache::new(store, false, max_cache_size);
+        // No proxy: the variables of the machine running the tests are not read.
+        let cache = Cache::new(store, false, max_cache_size, Default::default());
         let settings =
             OriginSettings::with_defaults("o".into(), Url::parse(&origin.url("/base")).unwrap());
         Core {

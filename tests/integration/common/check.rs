@@ -1,4 +1,4 @@
-//! Bodies, hashes, polling and errno assertions.
+//! Bodies, hashes, polling, errno assertions and free ports.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -178,6 +178,14 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A port on 127.0.0.1 that nothing listens on at this instant.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
 }
 
 /// A path as a C string, for the libc calls std has no wrapper for.

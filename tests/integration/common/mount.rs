@@ -19,6 +19,20 @@ const MOUNT_READY_TIMEOUT: Duration = Duration::from_secs(15);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_WATCHDOG: Duration = Duration::from_secs(120);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// The variables that send fetchfs's requests through a proxy: the
+/// daemon's environment has none of them unless a test sets one, so the
+/// proxy of the machine running the tests never stands between fetchfs and
+/// a test's origin.
+const PROXY_VARIABLES: [&str; 8] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
 
 /// One `[origins.NAME]` table of the config file.
 #[derive(Clone, Debug)]
@@ -67,6 +81,11 @@ impl OriginConfig {
     /// `"16KiB/s"`, or `"0"` for no minimum.
     pub fn min_rate(self, rate: &str) -> OriginConfig {
         self.setting("min_rate", rate)
+    }
+
+    /// `"http://host:port"`, or `""` for no proxy.
+    pub fn proxy(self, url: &str) -> OriginConfig {
+        self.setting("proxy", url)
     }
 
     pub fn header(mut self, name: &str, value: &str) -> OriginConfig {
@@ -157,7 +176,39 @@ impl MountBuilder {
         self
     }
 
+    /// Mounts, and waits until the mount is ready.
     pub fn mount(self) -> Mount {
+        let mut mount = self.spawn();
+        mount.wait_ready();
+        mount
+    }
+
+    /// Runs a mount that must fail before mounting; its stderr. Panics (and
+    /// cleans up) if it mounts, or still runs after 15 s.
+    pub fn mount_fails(self) -> String {
+        let mut mount = self.spawn();
+        let deadline = Instant::now() + MOUNT_READY_TIMEOUT;
+        loop {
+            if let Some(status) = mount.wait_exit(Duration::ZERO) {
+                assert!(
+                    !status.success(),
+                    "fetchfs exited with {status}, expected a failure; stderr:\n{}",
+                    mount.stderr()
+                );
+                return mount.stderr();
+            }
+            if is_fuse_mounted(&mount.mountpoint) || Instant::now() > deadline {
+                panic!(
+                    "fetchfs mounted (or still runs) where it should have failed\nconfig:\n{}\nstderr:\n{}",
+                    mount.config,
+                    mount.stderr()
+                );
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn spawn(self) -> Mount {
         let scratch = tempfile::Builder::new()
             .prefix("fetchfs-test-")
             .tempdir()
@@ -188,7 +239,7 @@ impl MountBuilder {
         let stdout_path = scratch.path().join("stdout.log");
         let stderr_path = scratch.path().join("stderr.log");
 
-        let child = Command::new(FETCHFS_BIN)
+        let child = with_a_test_environment(&mut Command::new(FETCHFS_BIN))
             .arg("mount")
             .arg(&mountpoint)
             .arg("--config")
@@ -198,8 +249,6 @@ impl MountBuilder {
             .args(&self.args)
             .env("XDG_CACHE_HOME", &xdg_cache)
             .env("RUST_BACKTRACE", "1")
-            .env_remove("INVOCATION_ID")
-            .env_remove("JOURNAL_STREAM")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(File::create(&stdout_path).expect("stdout log"))
@@ -208,7 +257,7 @@ impl MountBuilder {
             .unwrap_or_else(|e| panic!("spawn {FETCHFS_BIN}: {e}"));
         let pid = child.id();
         let watchdog = Watchdog::start(pid, mountpoint.clone(), self.watchdog);
-        let mut mount = Mount {
+        Mount {
             child: Some(child),
             exit_status: None,
             pid,
@@ -219,10 +268,21 @@ impl MountBuilder {
             watchdog: Some(watchdog),
             _owned_cache: owned_cache,
             _scratch: scratch,
-        };
-        mount.wait_ready();
-        mount
+        }
     }
+}
+
+/// The environment every fetchfs a test starts gets: no proxy variable
+/// (see [`PROXY_VARIABLES`]), and none of systemd's, so that a daemon logs
+/// to its cache dir even when the tests run under systemd.
+fn with_a_test_environment(command: &mut Command) -> &mut Command {
+    for name in PROXY_VARIABLES
+        .iter()
+        .chain(&["INVOCATION_ID", "JOURNAL_STREAM"])
+    {
+        command.env_remove(name);
+    }
+    command
 }
 
 struct Watchdog {
@@ -582,14 +642,10 @@ pub fn is_fuse_mounted(mountpoint: &Path) -> bool {
     mount_fstype(mountpoint).is_some_and(|fstype| fstype == "fuse" || fstype.starts_with("fuse."))
 }
 
-/// Runs `fetchfs ARGS...`, killing it after `timeout`. A daemon it starts
-/// logs to its cache dir even when the tests run under systemd.
+/// Runs `fetchfs ARGS...` in the tests' environment, killing it after `timeout`.
 pub fn run_fetchfs(args: &[&str], timeout: Duration) -> std::process::Output {
     run_with_timeout(
-        Command::new(FETCHFS_BIN)
-            .args(args)
-            .env_remove("INVOCATION_ID")
-            .env_remove("JOURNAL_STREAM"),
+        with_a_test_environment(&mut Command::new(FETCHFS_BIN)).args(args),
         timeout,
     )
 }
