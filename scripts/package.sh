@@ -41,4 +41,6 @@ gzip -9n "$assets"/man/*
 "$fetchfs" completions fish >"$assets/completions/fetchfs.fish"
 
 mkdir -p "$CARGO_TARGET_DIR/debian"
-cargo deb --no-build --locked --output "$CARGO_TARGET_DIR/debian/" | tail -n 1
+# The release profile keeps debug info for benchmarks (500 MB); the package
+# ships the binary stripped.
+cargo deb --no-build --locked --strip --output "$CARGO_TARGET_DIR/debian/" | tail -n 1

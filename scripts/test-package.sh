@@ -57,7 +57,7 @@ for page in fetchfs fetchfs-mount fetchfs-umount fetchfs-status fetchfs-top; do
     man -w "$page" >/dev/null || fail "no man page $page"
 done
 man -w 8 mount.fetchfs >/dev/null || fail "no man page mount.fetchfs(8)"
-MANPAGER=cat man fetchfs-mount 2>/dev/null | grep -q -- '--cache-dir' ||
+man -P cat fetchfs-mount 2>/dev/null | grep -q -- '--cache-dir' ||
     fail "man fetchfs-mount does not document --cache-dir"
 for file in /usr/share/bash-completion/completions/fetchfs \
     /usr/share/zsh/vendor-completions/_fetchfs \
