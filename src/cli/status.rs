@@ -147,26 +147,12 @@ fn origins(status: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::status::OriginStatus;
 
     #[test]
     fn the_table_aligns_mounts_and_says_why_one_cannot_be_read() {
         let status = Status {
-            pid: 42,
-            version: "0.1.0".into(),
-            mountpoint: "/mnt/artifacts".into(),
-            cache_dir: "/var/cache/fetchfs".into(),
-            log: "journal".into(),
-            origins: vec![OriginStatus {
-                name: "rel".into(),
-                url: "https://downloads.example.org/".into(),
-            }],
             any_host: true,
-            offline: false,
-            allow_other: false,
-            read_only: false,
-            control_socket: "@fetchfs/42/control".into(),
-            downloads: Vec::new(),
+            ..crate::control::status::example()
         };
         let stats: Stats = serde_json::from_value(serde_json::json!({
             "hits": 3, "misses": 1, "revalidations": 0, "not_modified": 0,

@@ -274,18 +274,8 @@ mod tests {
         }))
         .unwrap();
         let status = Status {
-            pid: 42,
-            version: "0.1.0".into(),
-            mountpoint: "/mnt/artifacts".into(),
-            cache_dir: "/var/cache/fetchfs".into(),
-            log: "stderr".into(),
-            origins: Vec::new(),
-            any_host: false,
-            offline: false,
-            allow_other: false,
-            read_only: false,
-            control_socket: "@fetchfs/42/control".into(),
             downloads,
+            ..crate::control::status::example()
         };
         Sample { at, stats, status }
     }

@@ -116,6 +116,28 @@ impl DownloadStatus {
     }
 }
 
+/// A mount at /mnt/artifacts with one origin and no download, for tests.
+#[cfg(test)]
+pub fn example() -> Status {
+    Status {
+        pid: 42,
+        version: "0.1.0".into(),
+        mountpoint: "/mnt/artifacts".into(),
+        cache_dir: "/var/cache/fetchfs".into(),
+        log: "journal".into(),
+        origins: vec![OriginStatus {
+            name: "rel".into(),
+            url: "https://downloads.example.org/".into(),
+        }],
+        any_host: false,
+        offline: false,
+        allow_other: false,
+        read_only: false,
+        control_socket: "@fetchfs/42/control".into(),
+        downloads: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,26 +145,13 @@ mod tests {
     #[test]
     fn status_reads_back_from_its_json() {
         let status = Status {
-            pid: 7,
-            version: "0.1.0".into(),
-            mountpoint: "/mnt/artifacts".into(),
-            cache_dir: "/var/cache/fetchfs".into(),
-            log: "journal".into(),
-            origins: vec![OriginStatus {
-                name: "rel".into(),
-                url: "https://downloads.example.org/".into(),
-            }],
-            any_host: false,
-            offline: false,
-            allow_other: true,
-            read_only: false,
-            control_socket: "@fetchfs/42/control".into(),
             downloads: vec![DownloadStatus {
                 url: "https://downloads.example.org/a".into(),
                 bytes: 5,
                 size: Some(20),
                 readers: 1,
             }],
+            ..example()
         };
         let back: Status = serde_json::from_str(&status.to_json()).unwrap();
         assert_eq!(back, status);

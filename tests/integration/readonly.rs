@@ -230,19 +230,13 @@ fn links_and_timestamps_are_erofs() {
 /// same answers a write to the files would get.
 #[test]
 fn a_read_only_mount_is_steered_through_its_control_socket() {
-    let origin = Origin::start();
-    origin.route("/base/f.txt", Route::fresh(b"first".to_vec()));
-    let mount = Mount::builder()
-        .origin(OriginConfig::new("o", origin.url("/base")))
-        .arg("--read-only")
-        .mount();
+    let (origin, mount) = read_only_mount(b"first");
     let options = mount_options(mount.mountpoint()).expect("mounted");
     assert!(
         options.split(',').next() == Some("ro"),
         "options in /proc/mounts: {options}"
     );
-    let status: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(mount.path(".fetchfs/status")).unwrap()).unwrap();
+    let status = mount.status();
     assert_eq!(status["read_only"], true);
     assert_eq!(read(&mount.path("o/f.txt")), b"first");
     let refused = mount
@@ -279,14 +273,8 @@ fn a_read_only_mount_is_steered_through_its_control_socket() {
 /// command files do.
 #[test]
 fn the_control_socket_refuses_other_users() {
-    let origin = Origin::start();
-    origin.route("/base/f.txt", Route::fresh(b"mine".to_vec()));
-    let mount = Mount::builder()
-        .origin(OriginConfig::new("o", origin.url("/base")))
-        .arg("--read-only")
-        .mount();
-    let status: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(mount.path(".fetchfs/status")).unwrap()).unwrap();
+    let (_origin, mount) = read_only_mount(b"mine");
+    let status = mount.status();
     let name = status["control_socket"]
         .as_str()
         .unwrap()
@@ -317,4 +305,15 @@ print(s.makefile().read().strip())
         Duration::from_secs(30),
     );
     assert_eq!(String::from_utf8_lossy(&as_root.stdout).trim(), "ok");
+}
+
+/// Origin `o` serving `f.txt`, mounted `--read-only`.
+fn read_only_mount(body: &[u8]) -> (Origin, Mount) {
+    let origin = Origin::start();
+    origin.route("/base/f.txt", Route::fresh(body.to_vec()));
+    let mount = Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")))
+        .arg("--read-only")
+        .mount();
+    (origin, mount)
 }

@@ -391,6 +391,14 @@ impl Mount {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("stats is not JSON ({e}): {text:?}"))
     }
 
+    /// `MNT/.fetchfs/status`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let path = self.path(".fetchfs/status");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("status is not JSON ({e}): {text:?}"))
+    }
+
     /// The last 16 KiB of `MNT/.fetchfs/events`, as text. The file is a log
     /// that waits at its end, so it is read at an offset, not to the end.
     pub fn events_tail(&self) -> String {
