@@ -25,6 +25,7 @@ mod entry;
 mod eviction;
 mod expiring;
 mod fetch;
+mod fleet;
 mod flight;
 mod freshness;
 mod location;
@@ -155,6 +156,8 @@ pub struct Cache {
     /// Whether users other than the mount's owner may read files (see
     /// [`Cache::set_other_users`]).
     other_users: std::sync::atomic::AtomicBool,
+    /// The fleet tier, when the mount has one (see [`Cache::set_fleet`]).
+    fleet: std::sync::OnceLock<Arc<crate::shared::Fleet>>,
 }
 
 impl Cache {
@@ -180,6 +183,7 @@ impl Cache {
             open: Default::default(),
             prefetcher: Default::default(),
             other_users: Default::default(),
+            fleet: Default::default(),
         })
     }
 

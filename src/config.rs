@@ -70,6 +70,58 @@ pub enum ListingMode {
     None,
 }
 
+/// What an origin's bodies the fleet tier may share (`share` in its table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ShareMode {
+    /// What a shared cache may store by RFC 9111 (no `private`, nothing
+    /// fetched with credentials unless `public`, `s-maxage` or
+    /// `must-revalidate` says so).
+    #[default]
+    Auto,
+    /// Everything this host may store: every host holds the same credentials.
+    Fleet,
+    /// Nothing: each host asks the origin itself.
+    Never,
+}
+
+/// The fleet tier: `[shared]` in the config file.
+#[derive(Debug, Clone)]
+pub struct SharedConfig {
+    /// `redis://host:port/db` or `rediss://…`, without a password.
+    pub url: String,
+    pub user: Option<String>,
+    /// Read from `password_file`, never from the URL (which ends up in logs).
+    pub password: Option<String>,
+    /// The prefix of every key (`fetchfs:v1`).
+    pub namespace: String,
+    /// A read-only user: looks up and reads, never publishes.
+    pub read_only: bool,
+    /// Bodies larger than this stay local-only.
+    pub max_object_size: u64,
+    pub connect_timeout: Duration,
+    /// The deadline of a small request (a record, a manifest).
+    pub op_timeout: Duration,
+    /// The deadline of one chunk.
+    pub chunk_timeout: Duration,
+}
+
+impl SharedConfig {
+    /// Where and as whom to connect.
+    pub fn connection_info(&self) -> redis::RedisResult<redis::ConnectionInfo> {
+        use redis::IntoConnectionInfo;
+        let info = self.url.as_str().into_connection_info()?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(user) = &self.user {
+            settings = settings.set_username(user.clone());
+        }
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password.clone());
+        }
+        Ok(info.set_redis_settings(settings))
+    }
+}
+
 /// One named origin, validated.
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -98,6 +150,8 @@ pub struct Origin {
     pub headers: Vec<(String, String)>,
     /// The proxy its requests go through.
     pub proxy: OriginProxy,
+    /// What of it the fleet tier shares.
+    pub share: ShareMode,
 }
 
 impl Origin {
@@ -129,6 +183,7 @@ impl Origin {
             share_private: false,
             headers: Vec::new(),
             proxy: OriginProxy::Environment,
+            share: ShareMode::Auto,
         }
     }
 }
@@ -150,6 +205,8 @@ pub struct Config {
     pub proxy_env: ProxyEnv,
     /// Where to serve `GET /metrics` over HTTP, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// The fleet tier, if `[shared]` names one.
+    pub shared: Option<SharedConfig>,
 }
 
 /// What the command line says, before it is merged with the file.
@@ -184,8 +241,23 @@ struct FileConfig {
     metrics_addr: Option<String>,
     #[serde(default)]
     read_only: bool,
+    shared: Option<FileShared>,
     #[serde(default)]
     origins: BTreeMap<String, FileOrigin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileShared {
+    url: String,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    namespace: Option<String>,
+    mode: Option<String>,
+    max_object_size: Option<String>,
+    connect_timeout: Option<String>,
+    op_timeout: Option<String>,
+    chunk_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +279,8 @@ struct FileOrigin {
     #[serde(default)]
     headers: BTreeMap<String, String>,
     proxy: Option<String>,
+    #[serde(default)]
+    share: ShareMode,
 }
 
 impl Config {
@@ -277,6 +351,7 @@ impl Config {
             read_only: overrides.read_only || file.read_only,
             proxy_env,
             metrics_addr,
+            shared: file.shared.map(shared_from_file).transpose()?,
         })
     }
 }
@@ -303,6 +378,72 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: e.message().to_string(),
+    })
+}
+
+/// Bodies above this stay local-only unless `max_object_size` says otherwise.
+const DEFAULT_MAX_OBJECT_SIZE: u64 = 1 << 30;
+
+fn shared_from_file(file: FileShared) -> Result<SharedConfig, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid(format!("[shared] {message}"));
+    let url =
+        url::Url::parse(&file.url).map_err(|e| invalid(format!("url = {:?}: {e}", file.url)))?;
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        return Err(invalid(format!(
+            "url = {:?}: expected redis:// or rediss://",
+            file.url
+        )));
+    }
+    if url.password().is_some() {
+        return Err(invalid(
+            "url: put the password in password_file, not in the URL (URLs end up in logs)".into(),
+        ));
+    }
+    let password = match &file.password_file {
+        None => None,
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| invalid(format!("password_file {}: {e}", path.display())))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+    };
+    let read_only = match file.mode.as_deref() {
+        None | Some("read-write") => false,
+        Some("read-only") => true,
+        Some(other) => {
+            return Err(invalid(format!(
+                "mode = {other:?}: expected \"read-write\" or \"read-only\""
+            )));
+        }
+    };
+    let duration = |field: &str, value: &Option<String>, default: Duration| match value {
+        None => Ok(default),
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(duration) if !duration.is_zero() => Ok(duration),
+            Ok(_) => Err(invalid(format!("{field} must be longer than 0s"))),
+            Err(e) => Err(invalid(format!("{field} = {text:?}: {e}"))),
+        },
+    };
+    Ok(SharedConfig {
+        url: file.url.clone(),
+        user: file.user,
+        password,
+        namespace: file.namespace.unwrap_or_else(|| "fetchfs:v1".into()),
+        read_only,
+        max_object_size: file
+            .max_object_size
+            .as_deref()
+            .map(parse_size)
+            .transpose()?
+            .unwrap_or(DEFAULT_MAX_OBJECT_SIZE),
+        connect_timeout: duration(
+            "connect_timeout",
+            &file.connect_timeout,
+            Duration::from_millis(250),
+        )?,
+        op_timeout: duration("op_timeout", &file.op_timeout, Duration::from_millis(250))?,
+        chunk_timeout: duration("chunk_timeout", &file.chunk_timeout, Duration::from_secs(2))?,
     })
 }
 
@@ -380,6 +521,7 @@ fn origin_from_file(name: String, file: FileOrigin) -> Result<Origin, ConfigErro
         listing: file.listing,
         headers,
         proxy,
+        share: file.share,
         url,
         name,
     })
@@ -607,5 +749,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("c.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_shared_table_names_the_fleet_tier_and_bad_ones_are_refused() {
+        let origins = "[origins.o]\nurl = \"http://h/\"\nshare = \"never\"\n";
+        let config = load_file(
+            &format!("[shared]\nurl = \"redis://10.0.0.5:6379/0\"\nmode = \"read-only\"\nmax_object_size = \"64 MiB\"\nop_timeout = \"100ms\"\n{origins}"),
+            overrides(&[]),
+        )
+        .unwrap();
+        let shared = config.shared.unwrap();
+        assert_eq!(shared.namespace, "fetchfs:v1");
+        assert!(shared.read_only);
+        assert_eq!(shared.max_object_size, 64 << 20);
+        assert_eq!(shared.op_timeout, Duration::from_millis(100));
+        assert_eq!(shared.chunk_timeout, Duration::from_secs(2));
+        assert_eq!(config.origins[0].share, ShareMode::Never);
+        assert!(load_file(origins, overrides(&[])).unwrap().shared.is_none());
+
+        for (table, said) in [
+            ("url = \"http://h:6379\"", "redis://"),
+            ("url = \"redis://:pw@h:6379\"", "password_file"),
+            ("url = \"redis://h\"\nmode = \"sometimes\"", "read-only"),
+            (
+                "url = \"redis://h\"\nchunk_timeout = \"0s\"",
+                "longer than 0s",
+            ),
+            (
+                "url = \"redis://h\"\npassword_file = \"/no/such/file\"",
+                "/no/such/file",
+            ),
+        ] {
+            let err = load_file(&format!("[shared]\n{table}\n{origins}"), overrides(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("[shared]") && err.contains(said),
+                "{table}: {err}"
+            );
+        }
     }
 }

@@ -15,5 +15,6 @@ pub mod control;
 pub mod fs;
 pub mod namespace;
 pub mod origin;
+pub mod shared;
 pub mod store;
 pub mod telemetry;

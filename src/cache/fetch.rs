@@ -17,6 +17,7 @@ use serde_json::json;
 use url::Url;
 
 use super::download::{Announced, DownloadWriter, Fate};
+use super::fleet::Publication;
 use super::freshness::{EntryMeta, missing_ttl, ttl_rules, unix_secs};
 use super::parts::{PartAnswer, part_source};
 use super::{Cache, CacheError, Download, Location, OpenBlob, Opened, Phase, StoredFile};
@@ -58,6 +59,11 @@ impl Cache {
             return Err(CacheError::Offline {
                 url: url.to_string(),
             });
+        }
+        if let Some(hash) = self.fill_from_fleet(loc, &url).await?
+            && let Some(blob) = self.open_stored(hash)?
+        {
+            return Ok(Opened::Stored(blob));
         }
         let origin = &loc.origin;
         let body = self
@@ -186,6 +192,7 @@ impl Cache {
             private: meta.private,
             parts: part_source(origin, url, head),
         };
+        let publication = self.publication(origin, url, head);
         let (download, writer) = Download::start(url.to_string(), announced, partial.file());
         self.flights.start(Arc::clone(&download));
         self.telemetry.counters.download_started();
@@ -199,7 +206,7 @@ impl Cache {
         };
         let cache = Arc::clone(self);
         tokio::spawn(async move {
-            let result = cache.fill(&writer, body, partial, meta).await;
+            let result = cache.fill(&writer, body, partial, meta, publication).await;
             drop(registration);
             match result {
                 Ok(()) => writer.complete(),
@@ -233,6 +240,7 @@ impl Cache {
         body: BodyStream,
         mut partial: PartialBlob,
         mut meta: EntryMeta,
+        publication: Option<Publication>,
     ) -> Result<(), CacheError> {
         let download = writer.download();
         let mut next_space_check = 0;
@@ -305,34 +313,41 @@ impl Cache {
         }
         let cache = Arc::clone(self);
         let download = Arc::clone(download);
-        tokio::task::spawn_blocking(move || {
-            let committed = download.commit_with(|fate| {
+        let stored = tokio::task::spawn_blocking(move || {
+            let committed: Result<_, crate::store::StoreError> = download.commit_with(|fate| {
                 match fate {
-                    Fate::Discard => return Ok(()),
+                    Fate::Discard => return Ok(None),
                     Fate::StoreStale => meta.invalidated = true,
                     Fate::Store => {}
                 }
                 let mtime = unix_secs(meta.mtime());
                 let json = meta.to_json();
-                cache
-                    .store
-                    .commit(partial, &download.url, mtime, json)
-                    .map(|_| ())
+                let (hash, record) = cache.store.commit(partial, &download.url, mtime, json)?;
+                // Invalidated while it downloaded: the fleet is not told a
+                // body this host already doubts.
+                Ok((fate == Fate::Store).then_some((hash, record.size)))
             });
-            if let Err(error) = committed {
-                if is_disk_full(&error) {
-                    // The next download of it should find room.
-                    let _ = cache.make_room(download.size.unwrap_or(0));
+            let stored = match committed {
+                Ok(stored) => stored,
+                Err(error) => {
+                    if is_disk_full(&error) {
+                        // The next download of it should find room.
+                        let _ = cache.make_room(download.size.unwrap_or(0));
+                    }
+                    return Err(CacheError::from(error));
                 }
-                return Err(error.into());
-            }
+            };
             if let Err(error) = cache.enforce_cap() {
                 tracing::warn!("evicting to stay under the cache size cap: {error}");
             }
-            Ok(())
+            Ok(stored)
         })
         .await
-        .map_err(|e| CacheError::Io(io::Error::other(e)))?
+        .map_err(|e| CacheError::Io(io::Error::other(e)))??;
+        if let (Some((hash, size)), Some(publication)) = (stored, publication) {
+            self.publish(publication, hash, size);
+        }
+        Ok(())
     }
 
     /// Waits while the front is as far ahead of its readers as it may be.
@@ -410,7 +425,7 @@ impl Cache {
     }
 
     /// Appends a chunk; a full disk evicts bodies and tries once more.
-    fn append(
+    pub(super) fn append(
         &self,
         partial: &mut PartialBlob,
         chunk: &[u8],

@@ -314,6 +314,39 @@ fn redirect_fresh_until(redirects: &[Hop], now: SystemTime) -> Option<u64> {
         .min()
 }
 
+/// Whether the fleet tier may share a response: what a shared cache may
+/// store by RFC 9111 (`share = "auto"`: no `private`, nothing answered to
+/// credentials unless `public`, `s-maxage` or `must-revalidate` says so),
+/// everything this host may store (`share = "fleet"`), or nothing.
+pub fn is_shareable(url: &Url, head: &Head, origin: &Origin) -> bool {
+    use crate::config::ShareMode;
+    let options = match origin.share {
+        ShareMode::Never => return false,
+        ShareMode::Fleet => private_cache(),
+        ShareMode::Auto => CacheOptions {
+            shared: true,
+            ..CacheOptions::default()
+        },
+    };
+    let headers = normalize::response_headers(&head.headers);
+    let mut request = request_parts(url, &head.request_headers);
+    if origin.has_credentials() {
+        // The head keeps no credential; the shared-cache rules must still
+        // see that the request carried one.
+        request.headers.insert(
+            header::AUTHORIZATION,
+            http::HeaderValue::from_static("(configured)"),
+        );
+    }
+    CachePolicy::new_options(
+        &request,
+        &response_parts(head.status, &headers),
+        SystemTime::now(),
+        options,
+    )
+    .is_storable()
+}
+
 fn private_cache() -> CacheOptions {
     CacheOptions {
         shared: false,

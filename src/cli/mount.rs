@@ -165,6 +165,13 @@ fn serve(config: &Config, status: Status, ready: Option<OwnedFd>) -> anyhow::Res
         config.proxy_env.clone(),
     );
     cache.set_other_users(config.allow_other);
+    if let Some(shared) = &config.shared {
+        // Lazy: the mount never waits for Redis.
+        let _runtime = runtime.enter();
+        let fleet = crate::shared::Fleet::new(shared.clone(), cache.telemetry().clone())
+            .with_context(|| format!("the fleet tier {}", shared.url))?;
+        cache.set_fleet(fleet);
+    }
     if let Some(listener) = metrics_listener {
         runtime.spawn(exporter::serve(listener, Arc::downgrade(&cache)));
     }

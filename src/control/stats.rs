@@ -48,6 +48,18 @@ pub struct Stats {
     /// Inodes the mount remembers for the kernel (they go once it forgets them).
     #[serde(default)]
     pub inodes: u64,
+    /// The fleet tier (`[shared]`): 1 while it answers, bodies and bytes
+    /// filled from it, bodies published to it, calls that failed.
+    #[serde(default)]
+    pub shared_up: u64,
+    #[serde(default)]
+    pub shared_hits: u64,
+    #[serde(default)]
+    pub bytes_from_shared: u64,
+    #[serde(default)]
+    pub shared_publishes: u64,
+    #[serde(default)]
+    pub shared_errors: u64,
     pub hit_rate: f64,
     pub uptime_s: u64,
 }
@@ -82,6 +94,11 @@ impl Stats {
             prefetch_done: counters.prefetch_done,
             prefetch_failed: counters.prefetch_failed,
             inodes: counters.inodes,
+            shared_up: counters.shared_up,
+            shared_hits: counters.shared_hits,
+            bytes_from_shared: counters.bytes_from_shared,
+            shared_publishes: counters.shared_publishes,
+            shared_errors: counters.shared_errors,
             hit_rate: if lookups == 0 {
                 0.0
             } else {
@@ -146,6 +163,11 @@ impl Stats {
             ("prefetch_done", self.prefetch_done.to_string()),
             ("prefetch_failed", self.prefetch_failed.to_string()),
             ("inodes", self.inodes.to_string()),
+            ("shared_up", self.shared_up.to_string()),
+            ("shared_hits", self.shared_hits.to_string()),
+            ("bytes_from_shared", size(self.bytes_from_shared)),
+            ("shared_publishes", self.shared_publishes.to_string()),
+            ("shared_errors", self.shared_errors.to_string()),
             (
                 "uptime_s",
                 humantime::format_duration(std::time::Duration::from_secs(self.uptime_s))
@@ -301,6 +323,36 @@ const METRICS: &[Metric] = &[
         "inodes",
         Kind::Gauge,
         "Inodes the daemon remembers because the kernel holds them.",
+    ),
+    metric(
+        "shared_up",
+        "shared_up",
+        Kind::Gauge,
+        "1 while the fleet tier answers; 0 while it is down or not configured.",
+    ),
+    metric(
+        "shared_hits",
+        "shared_hits",
+        Kind::Counter,
+        "Bodies filled from the fleet tier instead of the origin.",
+    ),
+    metric(
+        "bytes_from_shared",
+        "shared_bytes",
+        Kind::Counter,
+        "Body bytes received from the fleet tier.",
+    ),
+    metric(
+        "shared_publishes",
+        "shared_publishes",
+        Kind::Counter,
+        "Bodies this host published to the fleet tier.",
+    ),
+    metric(
+        "shared_errors",
+        "shared_errors",
+        Kind::Counter,
+        "Calls to the fleet tier that failed or passed their deadline.",
     ),
     metric(
         "hit_rate",

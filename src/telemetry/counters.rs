@@ -24,6 +24,11 @@ pub struct Counters {
     prefetch_done: AtomicU64,
     prefetch_failed: AtomicU64,
     inodes: AtomicU64,
+    shared_up: AtomicU64,
+    shared_hits: AtomicU64,
+    bytes_from_shared: AtomicU64,
+    shared_publishes: AtomicU64,
+    shared_errors: AtomicU64,
 }
 
 /// The counters' values at one instant.
@@ -49,6 +54,15 @@ pub struct CounterValues {
     pub prefetch_failed: u64,
     /// Inodes the mount remembers for the kernel.
     pub inodes: u64,
+    /// 1 while the fleet tier answers (0 without one).
+    pub shared_up: u64,
+    /// Bodies filled from the fleet tier instead of the origin.
+    pub shared_hits: u64,
+    pub bytes_from_shared: u64,
+    /// Bodies this host published to the fleet tier.
+    pub shared_publishes: u64,
+    /// Calls to the fleet tier that failed or passed their deadline.
+    pub shared_errors: u64,
     pub uptime_s: u64,
 }
 
@@ -72,6 +86,11 @@ impl Default for Counters {
             prefetch_done: AtomicU64::new(0),
             prefetch_failed: AtomicU64::new(0),
             inodes: AtomicU64::new(0),
+            shared_up: AtomicU64::new(0),
+            shared_hits: AtomicU64::new(0),
+            bytes_from_shared: AtomicU64::new(0),
+            shared_publishes: AtomicU64::new(0),
+            shared_errors: AtomicU64::new(0),
         }
     }
 }
@@ -124,6 +143,21 @@ impl Counters {
     pub fn set_inodes(&self, count: u64) {
         self.inodes.store(count, Relaxed);
     }
+    pub fn set_shared_up(&self, up: bool) {
+        self.shared_up.store(u64::from(up), Relaxed);
+    }
+    pub fn add_shared_hit(&self) {
+        self.shared_hits.fetch_add(1, Relaxed);
+    }
+    pub fn add_bytes_from_shared(&self, bytes: u64) {
+        self.bytes_from_shared.fetch_add(bytes, Relaxed);
+    }
+    pub fn add_shared_publish(&self) {
+        self.shared_publishes.fetch_add(1, Relaxed);
+    }
+    pub fn add_shared_error(&self) {
+        self.shared_errors.fetch_add(1, Relaxed);
+    }
     /// A queued prefetch ended, stored or failed for good.
     pub fn prefetch_ended(&self, stored: bool) {
         self.prefetch_queued.fetch_sub(1, Relaxed);
@@ -154,6 +188,11 @@ impl Counters {
             prefetch_done: self.prefetch_done.load(Relaxed),
             prefetch_failed: self.prefetch_failed.load(Relaxed),
             inodes: self.inodes.load(Relaxed),
+            shared_up: self.shared_up.load(Relaxed),
+            shared_hits: self.shared_hits.load(Relaxed),
+            bytes_from_shared: self.bytes_from_shared.load(Relaxed),
+            shared_publishes: self.shared_publishes.load(Relaxed),
+            shared_errors: self.shared_errors.load(Relaxed),
             uptime_s: self.started.elapsed().as_secs(),
         }
     }

@@ -27,6 +27,12 @@ pub enum EventKind {
     Invalidate,
     Evict,
     Error,
+    /// A body filled from the fleet tier.
+    SharedHit,
+    /// A body published to the fleet tier.
+    Publish,
+    SharedDown,
+    SharedUp,
 }
 
 impl EventKind {
@@ -38,6 +44,10 @@ impl EventKind {
             EventKind::Invalidate => "invalidate",
             EventKind::Evict => "evict",
             EventKind::Error => "error",
+            EventKind::SharedHit => "shared_hit",
+            EventKind::Publish => "publish",
+            EventKind::SharedDown => "shared_down",
+            EventKind::SharedUp => "shared_up",
         }
     }
 }

@@ -22,6 +22,7 @@ mod errors;
 mod events;
 mod eviction;
 mod faults;
+mod fleet;
 mod full_disk;
 mod lifecycle;
 mod listing;

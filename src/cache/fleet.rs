@@ -1,0 +1,211 @@
+//! The cache's side of the fleet tier ([`crate::shared`]): a URL the local
+//! store lacks is filled from the fleet when the fleet has it fresh, before
+//! the origin is asked; a body this host stored from its origin is
+//! published for the others, when a shared cache may keep it.
+//!
+//! Both run under the URL's local flight lock or after its commit, so one
+//! host talks to the fleet once per URL however many readers it has. Any
+//! failure of the fleet is a miss: the caller goes on to the origin.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde_json::json;
+use url::Url;
+
+use super::freshness::{EntryMeta, is_shareable, ttl_rules, unix_secs};
+use super::{Cache, CacheError, Location};
+use crate::config::{Origin, ShareMode};
+use crate::origin::{Head, OriginClient};
+use crate::shared::Fleet;
+use crate::shared::schema::{Record, is_private_header};
+use crate::telemetry::EventKind;
+
+/// What to publish of a response once its body is stored.
+#[derive(Debug)]
+pub struct Publication {
+    url: String,
+    status: u16,
+    headers: Vec<(String, String)>,
+    /// When the response came (its age counts from then on every host).
+    received: Instant,
+}
+
+impl Publication {
+    /// What the fleet may be told of the response `head` of `origin`:
+    /// `None` when a shared cache may not store it (see [`is_shareable`]).
+    pub fn of(origin: &Origin, url: &Url, head: &Head) -> Option<Publication> {
+        if !is_shareable(url, head, origin) {
+            return None;
+        }
+        Some(Publication {
+            url: url.to_string(),
+            status: head.status.as_u16(),
+            headers: head
+                .headers
+                .iter()
+                .filter(|(name, _)| !is_private_header(name.as_str()))
+                .filter_map(|(name, value)| {
+                    Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+                })
+                .collect(),
+            received: Instant::now(),
+        })
+    }
+}
+
+impl Cache {
+    /// Makes the cache use the fleet tier.
+    pub fn set_fleet(&self, fleet: Arc<Fleet>) {
+        let _ = self.fleet.set(fleet);
+    }
+
+    /// What to publish of a response to `url`, if this mount has a fleet
+    /// tier that would take it.
+    pub(super) fn publication(
+        &self,
+        origin: &Origin,
+        url: &Url,
+        head: &Head,
+    ) -> Option<Publication> {
+        let fleet = self.fleet.get()?;
+        if !fleet.publishes()
+            || head
+                .content_length()
+                .is_some_and(|size| size > fleet.max_object_size())
+        {
+            return None;
+        }
+        Publication::of(origin, url, head)
+    }
+
+    /// Publishes the body `hash` just stored for `publication`, in the
+    /// background.
+    pub(super) fn publish(
+        self: &Arc<Self>,
+        publication: Publication,
+        hash: blake3::Hash,
+        size: u64,
+    ) {
+        let Some(fleet) = self.fleet.get().cloned() else {
+            return;
+        };
+        if size > fleet.max_object_size() {
+            return;
+        }
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            let body = match cache.store.blobs.open_blob(&hash) {
+                Ok(body) => body,
+                // Evicted already: nothing to share.
+                Err(_) => return,
+            };
+            let record = Record {
+                url: publication.url,
+                b3: hash.to_hex().to_string(),
+                size,
+                status: publication.status,
+                headers: publication.headers,
+                recv_ms: 0,
+            };
+            let url = record.url.clone();
+            if let Err(error) = fleet
+                .publish(record, publication.received.elapsed(), body)
+                .await
+            {
+                tracing::debug!("publishing {url} to the fleet tier: {error}");
+            }
+        });
+    }
+
+    /// Fills the local store with `url`'s body from the fleet tier, when
+    /// the fleet has a fresh response for it. Returns the stored body's
+    /// hash; `None` when the fleet cannot help (a miss, a stale record, a
+    /// damaged or vanished chunk, Redis down): then the origin is asked.
+    /// Call it holding the URL's lock.
+    pub(super) async fn fill_from_fleet(
+        self: &Arc<Self>,
+        loc: &Location,
+        url: &Url,
+    ) -> Result<Option<blake3::Hash>, CacheError> {
+        let Some(fleet) = self.fleet.get() else {
+            return Ok(None);
+        };
+        let origin = &loc.origin;
+        if origin.share == ShareMode::Never {
+            return Ok(None);
+        }
+        let Some(found) = fleet.lookup(url.as_str()).await else {
+            return Ok(None);
+        };
+        let record = &found.record;
+        if record.size > fleet.max_object_size() {
+            return Ok(None);
+        }
+        let head = head_of(record, origin, url);
+        // The response's age carries over: it was received `age` ago by
+        // Redis's clock, whatever this host's clock says.
+        let received = SystemTime::now()
+            .checked_sub(found.age)
+            .unwrap_or(UNIX_EPOCH);
+        let meta = EntryMeta::from_response(url, &head, &ttl_rules(origin), received);
+        if !meta.is_storable() || meta.remaining(SystemTime::now()) == Duration::ZERO {
+            // Stale in the fleet: this host revalidates it with the origin.
+            return Ok(None);
+        }
+        self.ensure_room(record.size)?;
+        let mut partial = self.store.blobs.create_partial()?;
+        let filled = fleet
+            .read_body(record, |bytes| {
+                self.append(&mut partial, bytes, Some(record.size))
+                    .map_err(std::io::Error::other)
+            })
+            .await;
+        if let Err(error) = filled {
+            tracing::warn!(
+                "{url}: the fleet tier could not give the body ({error}); asking the origin"
+            );
+            return Ok(None);
+        }
+        let cache = Arc::clone(self);
+        let (url_text, mtime, json) = (url.to_string(), unix_secs(meta.mtime()), meta.to_json());
+        let (hash, _) = tokio::task::spawn_blocking(move || {
+            cache.store.commit(partial, &url_text, mtime, json)
+        })
+        .await
+        .map_err(|e| CacheError::Io(std::io::Error::other(e)))??;
+        self.telemetry.counters.add_shared_hit();
+        self.telemetry.events.emit(
+            EventKind::SharedHit,
+            json!({ "url": url.as_str(), "size": record.size }),
+        );
+        if let Err(error) = self.enforce_cap() {
+            tracing::warn!("evicting to stay under the cache size cap: {error}");
+        }
+        Ok(Some(hash))
+    }
+}
+
+/// The response a fleet record describes, as if this host had received it:
+/// with the request headers this host sends (a `Vary` is matched against
+/// them).
+fn head_of(record: &Record, origin: &Origin, url: &Url) -> Head {
+    let headers: HeaderMap = record
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((
+                HeaderName::from_bytes(name.as_bytes()).ok()?,
+                HeaderValue::from_str(value).ok()?,
+            ))
+        })
+        .collect();
+    Head {
+        url: url.clone(),
+        status: StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK),
+        headers,
+        request_headers: OriginClient::cacheable_request_headers(origin, url),
+        redirects: Vec::new(),
+    }
+}

@@ -1,0 +1,382 @@
+//! The fleet tier: bodies shared by every mount that names the same Redis
+//! (`[shared]` in the config), so a fleet fetches each body from its origin
+//! once. The design is FLEET.md's; this is its first phase: a body stored
+//! by one host is published (chunks, manifest, record) and another host's
+//! lookup fills its local store from Redis instead of asking the origin.
+//!
+//! Redis is never the truth, only a hint: a key that is missing is a miss,
+//! every chunk and every body is checked against its blake3, and every
+//! call has a deadline behind a circuit [`breaker`]. While Redis is down or
+//! slow, a read costs what it costs on a mount without a fleet tier, and
+//! mounting never waits for Redis (connections are made lazily).
+
+mod breaker;
+pub mod schema;
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::time::Instant;
+
+use crate::config::SharedConfig;
+use crate::telemetry::{EventKind, Telemetry};
+use breaker::{Breaker, Tripped};
+use schema::{CHUNK_SIZE, Keys, Manifest, Record};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("the fleet tier is down (the breaker is open)")]
+    Down,
+    #[error("the fleet tier did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the fleet tier: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("{0} is damaged in the fleet tier; it was dropped")]
+    Damaged(String),
+    #[error("{0} is no longer in the fleet tier")]
+    Missing(String),
+    #[error("reading the body to publish: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A URL the fleet has, and how old its response is.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub record: Record,
+    /// Redis's clock now, minus the record's `recv_ms`.
+    pub age: Duration,
+}
+
+pub struct Fleet {
+    client: redis::Client,
+    /// Small requests: records, manifests, the clock. Made anew after a
+    /// connection failure, so a Redis that comes back is found.
+    control: parking_lot::Mutex<Option<ConnectionManager>>,
+    /// Chunks, on their own connection so a large one never holds up a
+    /// lookup.
+    bulk: parking_lot::Mutex<Option<ConnectionManager>>,
+    keys: Keys,
+    config: SharedConfig,
+    breaker: parking_lot::Mutex<Breaker>,
+    telemetry: Telemetry,
+}
+
+impl Fleet {
+    /// The fleet tier of `config`. Connects lazily, on the first call: call
+    /// it on the tokio runtime that will use it.
+    pub fn new(config: SharedConfig, telemetry: Telemetry) -> Result<Arc<Fleet>, FleetError> {
+        let client = redis::Client::open(config.connection_info()?)?;
+        telemetry.counters.set_shared_up(true);
+        Ok(Arc::new(Fleet {
+            client,
+            control: Default::default(),
+            bulk: Default::default(),
+            keys: Keys::new(&config.namespace),
+            config,
+            breaker: Default::default(),
+            telemetry,
+        }))
+    }
+
+    /// The connection of a kind, made (lazily: it connects on its first
+    /// request) when there is none.
+    fn connection(&self, kind: Kind) -> redis::RedisResult<ConnectionManager> {
+        let (slot, response_timeout) = match kind {
+            Kind::Control => (&self.control, self.config.op_timeout),
+            Kind::Bulk => (&self.bulk, self.config.chunk_timeout),
+        };
+        let mut slot = slot.lock();
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let settings = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.config.connect_timeout))
+            .set_response_timeout(Some(response_timeout))
+            // The breaker does the retrying, with its own backoff.
+            .set_number_of_retries(0);
+        let connection = ConnectionManager::new_lazy_with_config(self.client.clone(), settings)?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Forgets the connections: the next call makes new ones.
+    fn disconnect(&self) {
+        self.control.lock().take();
+        self.bulk.lock().take();
+    }
+
+    /// The largest body the fleet shares.
+    pub fn max_object_size(&self) -> u64 {
+        self.config.max_object_size
+    }
+
+    /// Whether this host may publish (a read-only user never writes).
+    pub fn publishes(&self) -> bool {
+        !self.config.read_only
+    }
+
+    /// What the fleet knows of `url`; `None` for a miss, and for any
+    /// failure (counted, logged by the breaker).
+    pub async fn lookup(&self, url: &str) -> Option<Found> {
+        let key = self.keys.url(url);
+        let asked = self
+            .call(Kind::Control, |mut control| async move {
+                redis::pipe()
+                    .get(&key)
+                    .cmd("TIME")
+                    .query_async::<(Option<Vec<u8>>, (u64, u64))>(&mut control)
+                    .await
+            })
+            .await;
+        let (value, (secs, micros)) = asked.ok()?;
+        let record: Record = match serde_json::from_slice(&value?) {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::warn!("the fleet's record of {url} is not valid ({error}); dropped");
+                self.drop_key(self.keys.url(url)).await;
+                return None;
+            }
+        };
+        if record.url != url {
+            return None;
+        }
+        let now_ms = secs * 1000 + micros / 1000;
+        Some(Found {
+            age: Duration::from_millis(now_ms.saturating_sub(record.recv_ms)),
+            record,
+        })
+    }
+
+    /// Reads the body of `record` chunk by chunk into `sink`, checking each
+    /// chunk and the whole against their hashes. A damaged chunk is dropped
+    /// from Redis and fails the read, as does a missing one: the caller then
+    /// asks the origin.
+    pub async fn read_body(
+        &self,
+        record: &Record,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, FleetError> {
+        let body = record
+            .body_hash()
+            .ok_or_else(|| FleetError::Damaged(self.keys.url(&record.url)))?;
+        let manifest_key = self.keys.object(&body);
+        let key = manifest_key.clone();
+        let manifest: Option<Vec<u8>> = self
+            .call(Kind::Control, |mut control| async move {
+                redis::cmd("GET").arg(&key).query_async(&mut control).await
+            })
+            .await?;
+        let manifest: Manifest = manifest
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(FleetError::Missing(manifest_key.clone()))?;
+        let chunks = match manifest.chunk_hashes() {
+            Some(chunks) if manifest.size == record.size => chunks,
+            _ => {
+                self.drop_key(manifest_key.clone()).await;
+                return Err(FleetError::Damaged(manifest_key));
+            }
+        };
+        let mut whole = blake3::Hasher::new();
+        let mut read = 0;
+        for chunk in chunks {
+            let key = self.keys.chunk(&chunk);
+            let asked = key.clone();
+            let bytes: Option<Vec<u8>> = self
+                .call(Kind::Bulk, |mut bulk| async move {
+                    redis::cmd("GET").arg(&asked).query_async(&mut bulk).await
+                })
+                .await?;
+            let bytes = bytes.ok_or(FleetError::Missing(key.clone()))?;
+            if blake3::hash(&bytes) != chunk {
+                self.drop_key(key.clone()).await;
+                return Err(FleetError::Damaged(key));
+            }
+            whole.update(&bytes);
+            sink(&bytes)?;
+            read += bytes.len() as u64;
+            self.telemetry
+                .counters
+                .add_bytes_from_shared(bytes.len() as u64);
+        }
+        if read != record.size || whole.finalize() != body {
+            self.drop_key(manifest_key.clone()).await;
+            return Err(FleetError::Damaged(manifest_key));
+        }
+        Ok(read)
+    }
+
+    /// Publishes a body this host stored: its chunks (those Redis lacks),
+    /// then its manifest, then the URL's record, so a reader never finds a
+    /// record whose chunks are not all there. `received` is how long ago
+    /// the response came.
+    pub async fn publish(
+        &self,
+        mut record: Record,
+        received: Duration,
+        mut body: std::fs::File,
+    ) -> Result<(), FleetError> {
+        if !self.publishes() {
+            return Ok(());
+        }
+        let mut chunks = Vec::new();
+        let mut buffer = vec![0u8; CHUNK_SIZE];
+        loop {
+            let filled = fill_buffer(&mut body, &mut buffer)?;
+            if filled == 0 {
+                break;
+            }
+            let bytes = &buffer[..filled];
+            let hash = blake3::hash(bytes);
+            let key = self.keys.chunk(&hash);
+            let value = bytes.to_vec();
+            // Written even when the key exists: a body is published only
+            // after an origin fetch, and that rewrite heals a chunk that
+            // was damaged in Redis.
+            self.call(Kind::Bulk, |mut bulk| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(value)
+                    .query_async::<()>(&mut bulk)
+                    .await
+            })
+            .await?;
+            chunks.push(hash.to_hex().to_string());
+            if filled < CHUNK_SIZE {
+                break;
+            }
+        }
+        let manifest = Manifest {
+            size: record.size,
+            chunk_size: CHUNK_SIZE as u64,
+            chunks,
+        };
+        let manifest_key = record
+            .body_hash()
+            .map(|hash| self.keys.object(&hash))
+            .ok_or_else(|| FleetError::Damaged(record.b3.clone()))?;
+        let url_key = self.keys.url(&record.url);
+        let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
+        let (secs, micros): (u64, u64) = self
+            .call(Kind::Control, |mut control| async move {
+                redis::cmd("TIME").query_async(&mut control).await
+            })
+            .await?;
+        let now_ms = secs * 1000 + micros / 1000;
+        record.recv_ms = now_ms.saturating_sub(received.as_millis() as u64);
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        self.call(Kind::Control, |mut control| async move {
+            redis::pipe()
+                .set(&manifest_key, manifest)
+                .ignore()
+                .set(&url_key, value)
+                .ignore()
+                .query_async::<()>(&mut control)
+                .await
+        })
+        .await?;
+        self.telemetry.counters.add_shared_publish();
+        self.telemetry.events.emit(
+            EventKind::Publish,
+            serde_json::json!({ "url": record.url, "size": record.size }),
+        );
+        Ok(())
+    }
+
+    /// Drops a damaged key; a failure to is no matter (it stays damaged
+    /// and is dropped by the next reader).
+    async fn drop_key(&self, key: String) {
+        let _ = self
+            .call(Kind::Control, |mut control| async move {
+                redis::cmd("DEL")
+                    .arg(&key)
+                    .query_async::<()>(&mut control)
+                    .await
+            })
+            .await;
+    }
+
+    /// Runs one call to Redis on a connection of `kind`, within its
+    /// deadline, through the breaker.
+    async fn call<T, Call, Answer>(&self, kind: Kind, call: Call) -> Result<T, FleetError>
+    where
+        Call: FnOnce(ConnectionManager) -> Answer,
+        Answer: Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.breaker.lock().allow(Instant::now()) {
+            return Err(FleetError::Down);
+        }
+        let deadline = match kind {
+            Kind::Control => self.config.op_timeout,
+            Kind::Bulk => self.config.chunk_timeout,
+        };
+        let result = match self.connection(kind) {
+            Err(error) => Err(FleetError::Redis(error)),
+            Ok(connection) => match tokio::time::timeout(deadline, call(connection)).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(error)) => Err(FleetError::Redis(error)),
+                Err(_) => Err(FleetError::Timeout(deadline)),
+            },
+        };
+        match &result {
+            Ok(_) => {
+                if self.breaker.lock().succeeded() {
+                    self.went(true, "answers again");
+                }
+            }
+            Err(error) => {
+                self.telemetry.counters.add_shared_error();
+                let fatal = matches!(error, FleetError::Redis(e) if e.is_connection_refusal() || e.is_io_error());
+                if fatal {
+                    self.disconnect();
+                }
+                let tripped = self.breaker.lock().failed(Instant::now(), fatal);
+                if tripped == Tripped::Opened {
+                    self.went(
+                        false,
+                        &format!("is down ({error}); reads go to the origins"),
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    /// Tells that the fleet tier went down or came back: one log line, one event.
+    fn went(&self, up: bool, what: &str) {
+        self.telemetry.counters.set_shared_up(up);
+        if up {
+            tracing::info!("the fleet tier {what}");
+        } else {
+            tracing::warn!("the fleet tier {what}");
+        }
+        self.telemetry.events.emit(
+            if up {
+                EventKind::SharedUp
+            } else {
+                EventKind::SharedDown
+            },
+            serde_json::json!({ "message": format!("the fleet tier {what}") }),
+        );
+    }
+}
+
+/// The two kinds of connection: one never waits behind the other.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Control,
+    Bulk,
+}
+
+/// Reads until `buffer` is full or the file ends; returns how much it read.
+fn fill_buffer(file: &mut std::fs::File, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}

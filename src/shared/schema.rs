@@ -1,0 +1,150 @@
+//! What the fleet tier keeps in Redis, and how it is named (FLEET.md §5.2).
+//!
+//! - `NS:url:<blake3 of the URL>`: the [`Record`] of a URL, one JSON value
+//!   written in one `SET`: the body's hash and size, the origin's status and
+//!   response headers (never a request credential, never `Set-Cookie`), and
+//!   when the response was received, in Redis time.
+//! - `NS:obj:<blake3 of the body>`: its [`Manifest`], the hashes of its chunks
+//!   in order; written only once every chunk is there.
+//! - `NS:chunk:<blake3 of the chunk>`: up to [`CHUNK_SIZE`] bytes of a body.
+//!
+//! Every key is a hint: a missing one is a miss, and every chunk and body
+//! is checked against its hash, so Redis may evict anything (allkeys-lru).
+
+use serde::{Deserialize, Serialize};
+
+/// 4 MiB − 4 KiB: Redis moves values up to 4 MiB at full speed, and a value
+/// of exactly 4 MiB takes 5 MiB of its memory (jemalloc size classes).
+pub const CHUNK_SIZE: usize = 4 * 1024 * 1024 - 4096;
+
+/// Key names under one namespace (`fetchfs:v1` by default).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    namespace: String,
+}
+
+impl Keys {
+    pub fn new(namespace: &str) -> Keys {
+        Keys {
+            namespace: namespace.to_string(),
+        }
+    }
+
+    pub fn url(&self, url: &str) -> String {
+        format!(
+            "{}:url:{}",
+            self.namespace,
+            blake3::hash(url.as_bytes()).to_hex()
+        )
+    }
+
+    pub fn object(&self, body: &blake3::Hash) -> String {
+        format!("{}:obj:{}", self.namespace, body.to_hex())
+    }
+
+    pub fn chunk(&self, chunk: &blake3::Hash) -> String {
+        format!("{}:chunk:{}", self.namespace, chunk.to_hex())
+    }
+}
+
+/// What the fleet knows of a URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub url: String,
+    /// The body's blake3, hex.
+    pub b3: String,
+    pub size: u64,
+    pub status: u16,
+    /// The origin's response headers, as received (names lower case).
+    pub headers: Vec<(String, String)>,
+    /// When the response was received, in Redis time (ms since the epoch).
+    pub recv_ms: u64,
+}
+
+/// The chunks of one body, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub size: u64,
+    pub chunk_size: u64,
+    /// Each chunk's blake3, hex.
+    pub chunks: Vec<String>,
+}
+
+impl Record {
+    pub fn body_hash(&self) -> Option<blake3::Hash> {
+        blake3::Hash::from_hex(&self.b3).ok()
+    }
+}
+
+impl Manifest {
+    /// The chunk hashes, or `None` if one is not a hash or they cannot add
+    /// up to `size`.
+    pub fn chunk_hashes(&self) -> Option<Vec<blake3::Hash>> {
+        let chunk_size = self.chunk_size.max(1);
+        if self.chunks.len() as u64 != self.size.div_ceil(chunk_size) {
+            return None;
+        }
+        self.chunks
+            .iter()
+            .map(|hex| blake3::Hash::from_hex(hex).ok())
+            .collect()
+    }
+}
+
+/// Response headers that are never shared: they belong to one client.
+pub fn is_private_header(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "set-cookie" | "set-cookie2" | "authorization" | "proxy-authorization" | "cookie"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_urls_bodies_and_chunks_by_their_hashes() {
+        let keys = Keys::new("fetchfs:v1");
+        let url = keys.url("https://downloads.example.org/a");
+        assert!(url.starts_with("fetchfs:v1:url:"), "{url}");
+        assert_eq!(url.len(), "fetchfs:v1:url:".len() + 64);
+        let body = blake3::hash(b"body");
+        assert_eq!(
+            keys.object(&body),
+            format!("fetchfs:v1:obj:{}", body.to_hex())
+        );
+        assert_eq!(
+            keys.chunk(&body),
+            format!("fetchfs:v1:chunk:{}", body.to_hex())
+        );
+    }
+
+    #[test]
+    fn a_manifest_must_add_up() {
+        let chunk = blake3::hash(b"c").to_hex().to_string();
+        let manifest = Manifest {
+            size: CHUNK_SIZE as u64 + 1,
+            chunk_size: CHUNK_SIZE as u64,
+            chunks: vec![chunk.clone(), chunk.clone()],
+        };
+        assert_eq!(manifest.chunk_hashes().unwrap().len(), 2);
+        let short = Manifest {
+            chunks: vec![chunk.clone()],
+            ..manifest.clone()
+        };
+        assert!(short.chunk_hashes().is_none());
+        let garbage = Manifest {
+            chunks: vec![chunk, "not hex".into()],
+            ..manifest
+        };
+        assert!(garbage.chunk_hashes().is_none());
+    }
+
+    #[test]
+    fn cookies_and_credentials_are_never_shared() {
+        assert!(is_private_header("Set-Cookie"));
+        assert!(is_private_header("authorization"));
+        assert!(!is_private_header("etag"));
+    }
+}

@@ -1,0 +1,193 @@
+//! The fleet tier: mounts that name one Redis (`[shared]`) share bodies, so
+//! the fleet fetches each from its origin once; Redis only ever saves
+//! requests, never changes a byte, and its failures cost nothing but the
+//! origin requests it would have saved.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+/// Two chunks and a bit (a chunk is 4 MiB − 4 KiB).
+const SIZE: usize = 9 * 1024 * 1024;
+
+/// A mount of origin `o` (`/base`) sharing through `redis`.
+fn host(origin: &Origin, redis: &Redis) -> Mount {
+    Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")))
+        .config("shared", &redis.shared_config())
+        .mount()
+}
+
+/// Reads `path` on `mount` and waits until the body is published.
+fn read_and_publish(mount: &Mount, path: &str) -> Vec<u8> {
+    let body = read(&mount.path(path));
+    assert!(
+        eventually(Duration::from_secs(10), || mount.stat("shared_publishes")
+            >= 1),
+        "nothing published; stderr:\n{}",
+        mount.stderr()
+    );
+    body
+}
+
+#[test]
+fn a_body_one_host_fetched_comes_to_another_from_the_fleet() {
+    let body = random_bytes(SIZE, 11);
+    let origin = Origin::start();
+    origin.route("/base/model.bin", Route::fresh(body.clone()));
+    let redis = Redis::start();
+    let a = host(&origin, &redis);
+    let b = host(&origin, &redis);
+
+    assert_eq!(read_and_publish(&a, "o/model.bin"), body);
+    let asked_by_a = origin.requests_to("/base/model.bin").len();
+
+    assert_eq!(read(&b.path("o/model.bin")), body);
+    assert_eq!(
+        origin.requests_to("/base/model.bin").len(),
+        asked_by_a,
+        "B asked the origin: {}",
+        origin.describe_requests()
+    );
+    assert_eq!(origin.gets("/base/model.bin"), 1, "one GET for the fleet");
+    assert_eq!(b.stat("shared_hits"), 1);
+    assert_eq!(b.stat("bytes_from_shared"), SIZE as u64);
+    assert_eq!(b.stat("bytes_from_origin"), 0);
+    assert_eq!(b.stat("shared_up"), 1);
+    // Stored on B: the next read is a local hit.
+    assert_eq!(read(&b.path("o/model.bin")), body);
+    assert_eq!(b.stat("shared_hits"), 1);
+}
+
+#[test]
+fn private_and_credentialed_responses_are_never_published() {
+    let origin = Origin::start();
+    origin.route(
+        "/base/mine.txt",
+        Route::ok(b"private".to_vec()).header("Cache-Control", "private, max-age=3600"),
+    );
+    origin.route("/auth/token.txt", Route::fresh(b"credentialed".to_vec()));
+    let redis = Redis::start();
+    let mount = || {
+        Mount::builder()
+            .origin(OriginConfig::new("o", origin.url("/base")))
+            .origin(
+                OriginConfig::new("auth", origin.url("/auth"))
+                    .header("Authorization", "Bearer s3cret"),
+            )
+            .config("shared", &redis.shared_config())
+            .mount()
+    };
+    let (a, b) = (mount(), mount());
+    for (path, served) in [
+        ("o/mine.txt", "private"),
+        ("auth/token.txt", "credentialed"),
+    ] {
+        assert_eq!(read(&a.path(path)), served.as_bytes());
+        assert_eq!(read(&b.path(path)), served.as_bytes());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(redis.keys("fetchfs:v1:*"), Vec::<String>::new());
+    assert_eq!(a.stat("shared_publishes") + b.stat("shared_publishes"), 0);
+    assert_eq!(origin.gets("/base/mine.txt"), 2, "each host fetched it");
+    assert_eq!(origin.gets("/auth/token.txt"), 2);
+}
+
+#[test]
+fn a_damaged_chunk_is_dropped_and_the_body_comes_from_the_origin() {
+    let body = random_bytes(SIZE, 12);
+    let origin = Origin::start();
+    origin.route("/base/data.bin", Route::fresh(body.clone()));
+    let redis = Redis::start();
+    let a = host(&origin, &redis);
+    read_and_publish(&a, "o/data.bin");
+    let chunks = redis.keys("fetchfs:v1:chunk:*");
+    assert_eq!(chunks.len(), 3, "{chunks:?}");
+    for chunk in &chunks {
+        redis.cli(&["SETRANGE", chunk, "100", "garbage"]);
+    }
+
+    let b = host(&origin, &redis);
+    assert_eq!(read(&b.path("o/data.bin")), body, "no wrong byte");
+    assert_eq!(
+        origin.gets("/base/data.bin"),
+        2,
+        "B fetched it from the origin"
+    );
+    assert_eq!(b.stat("shared_hits"), 0);
+    // B published what it fetched, which healed the chunks.
+    assert!(
+        eventually(Duration::from_secs(10), || b.stat("shared_publishes") >= 1),
+        "B did not publish"
+    );
+    let c = host(&origin, &redis);
+    assert_eq!(read(&c.path("o/data.bin")), body);
+    assert_eq!(c.stat("shared_hits"), 1);
+    assert_eq!(origin.gets("/base/data.bin"), 2);
+}
+
+/// Redis down when the mounts start: they mount and read as usual; once
+/// Redis is up, they use it again after the breaker's wait.
+#[test]
+fn redis_down_costs_nothing_and_comes_back() {
+    let body = random_bytes(64 * 1024, 13);
+    let origin = Origin::start();
+    origin.route("/base/early.bin", Route::fresh(body.clone()));
+    origin.route("/base/late.bin", Route::fresh(body.clone()));
+    let port = redis::free_port();
+    let shared = format!("{{ url = \"redis://127.0.0.1:{port}\" }}");
+    let mount = || {
+        Mount::builder()
+            .origin(OriginConfig::new("o", origin.url("/base")))
+            .config("shared", &shared)
+            .mount()
+    };
+    let a = mount();
+    let started = std::time::Instant::now();
+    assert_eq!(read(&a.path("o/early.bin")), body);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a read with Redis down took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(a.stat("shared_up"), 0, "the breaker says Redis is down");
+
+    let _redis = Redis::start_on(port);
+    let b = mount();
+    // The breaker waits about a second before it asks again.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        eventually(Duration::from_secs(31), || {
+            let _ = std::fs::read(a.path("o/late.bin"));
+            a.stat("shared_publishes") >= 1
+        }),
+        "the fleet tier was not used again; stderr:\n{}",
+        a.stderr()
+    );
+    assert_eq!(read(&b.path("o/late.bin")), body);
+    assert_eq!(b.stat("shared_hits"), 1);
+    assert_eq!(origin.gets("/base/late.bin"), 1);
+}
+
+/// Redis killed: reads go on from the origin, with the right bytes and no
+/// hang.
+#[test]
+fn redis_killed_leaves_reads_to_the_origin() {
+    let body = random_bytes(SIZE, 14);
+    let origin = Origin::start();
+    origin.route("/base/a.bin", Route::fresh(body.clone()));
+    let mut redis = Redis::start();
+    let a = host(&origin, &redis);
+    let b = host(&origin, &redis);
+    read_and_publish(&a, "o/a.bin");
+    redis.kill();
+    let started = std::time::Instant::now();
+    assert_eq!(read(&b.path("o/a.bin")), body);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(origin.gets("/base/a.bin"), 2);
+    assert!(b.stat("shared_errors") >= 1);
+}
