@@ -61,6 +61,8 @@ pub struct Fleet {
     config: SharedConfig,
     breaker: parking_lot::Mutex<Breaker>,
     telemetry: Telemetry,
+    /// This daemon among the fleet's, in the command stream.
+    host: String,
 }
 
 impl Fleet {
@@ -77,6 +79,7 @@ impl Fleet {
             config,
             breaker: Default::default(),
             telemetry,
+            host: host_id(),
         }))
     }
 
@@ -284,6 +287,134 @@ impl Fleet {
         Ok(())
     }
 
+    /// Tells the other hosts that this one applied `command` with `lines`,
+    /// and drops the fleet's records of the `urls` it matched here, so no
+    /// host refills them from the fleet.
+    pub async fn announce(
+        &self,
+        command: &str,
+        lines: &[u8],
+        urls: &[String],
+    ) -> Result<(), FleetError> {
+        if !self.publishes() {
+            return Ok(());
+        }
+        let stream = self.keys.commands();
+        let records: Vec<String> = urls.iter().map(|url| self.keys.url(url)).collect();
+        let (host, command, lines) = (self.host.clone(), command.to_string(), lines.to_vec());
+        self.call(Kind::Control, |mut control| async move {
+            let mut pipe = redis::pipe();
+            if !records.is_empty() {
+                pipe.cmd("DEL").arg(&records).ignore();
+            }
+            pipe.cmd("XADD")
+                .arg(&stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(COMMANDS_KEPT)
+                .arg("*")
+                .arg("by")
+                .arg(&host)
+                .arg("command")
+                .arg(&command)
+                .arg("lines")
+                .arg(&lines)
+                .ignore();
+            pipe.query_async::<()>(&mut control).await
+        })
+        .await?;
+        self.telemetry.counters.add_fleet_command_sent();
+        Ok(())
+    }
+
+    /// Follows the fleet's command stream for as long as the process lives,
+    /// and hands each command another host applied to `apply`
+    /// (`invalidate` or `evict`, and its lines). Commands sent while this
+    /// host could not read the stream are not replayed (yet).
+    pub fn follow_commands(
+        self: &Arc<Self>,
+        apply: impl Fn(&str, Vec<u8>) + Send + Sync + 'static,
+    ) {
+        let fleet = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut last: Option<String> = None;
+            loop {
+                match fleet.read_commands(&mut last, &apply).await {
+                    Ok(()) => {}
+                    Err(error) => {
+                        tracing::debug!("reading the fleet's command stream: {error}");
+                        tokio::time::sleep(FOLLOW_RETRY).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Reads the command stream on a connection of its own (a blocking
+    /// read must not hold up the others) until it fails.
+    async fn read_commands(
+        &self,
+        last: &mut Option<String>,
+        apply: &impl Fn(&str, Vec<u8>),
+    ) -> Result<(), FleetError> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.connect_timeout))
+            .set_response_timeout(Some(FOLLOW_BLOCK + self.config.op_timeout));
+        let mut connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let stream = self.keys.commands();
+        if last.is_none() {
+            // From the stream's end: what came before is history.
+            let newest: Vec<StreamEntry> = redis::cmd("XREVRANGE")
+                .arg(&stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut connection)
+                .await?;
+            *last = Some(
+                newest
+                    .first()
+                    .map_or("0-0".to_string(), |(id, _)| id.clone()),
+            );
+        }
+        loop {
+            let from = last.clone().unwrap_or_else(|| "0-0".into());
+            let read: Option<Vec<(String, Vec<StreamEntry>)>> = redis::cmd("XREAD")
+                .arg("BLOCK")
+                .arg(FOLLOW_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(&from)
+                .query_async(&mut connection)
+                .await?;
+            for (_, entries) in read.unwrap_or_default() {
+                for (id, fields) in entries {
+                    *last = Some(id);
+                    let field = |name: &str| {
+                        fields
+                            .iter()
+                            .find(|(key, _)| key == name)
+                            .map(|(_, value)| value.clone())
+                    };
+                    let (Some(by), Some(command), Some(lines)) =
+                        (field("by"), field("command"), field("lines"))
+                    else {
+                        continue;
+                    };
+                    if by == self.host.as_bytes() {
+                        continue;
+                    }
+                    self.telemetry.counters.add_fleet_command_received();
+                    apply(&String::from_utf8_lossy(&command), lines);
+                }
+            }
+        }
+    }
+
     /// Drops a damaged key; a failure to is no matter (it stays damaged
     /// and is dropped by the next reader).
     async fn drop_key(&self, key: String) {
@@ -360,6 +491,26 @@ impl Fleet {
             serde_json::json!({ "message": format!("the fleet tier {what}") }),
         );
     }
+}
+
+/// One entry of a Redis stream: its id and its fields.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
+/// Commands kept in the fleet's stream (trimmed approximately).
+const COMMANDS_KEPT: u64 = 100_000;
+/// How long one read of the command stream waits for a command.
+const FOLLOW_BLOCK: Duration = Duration::from_secs(1);
+/// After a failed read of the command stream, the wait before the next.
+const FOLLOW_RETRY: Duration = Duration::from_secs(1);
+
+/// This daemon's name in the fleet: host name, pid and a random part.
+fn host_id() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let random = blake3::hash(&nanos.to_le_bytes()).to_hex();
+    format!("{}:{}:{}", name.trim(), std::process::id(), &random[..8])
 }
 
 /// The two kinds of connection: one never waits behind the other.

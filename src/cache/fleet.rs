@@ -61,6 +61,11 @@ impl Cache {
         let _ = self.fleet.set(fleet);
     }
 
+    /// The fleet tier, when the mount has one.
+    pub fn fleet(&self) -> Option<Arc<Fleet>> {
+        self.fleet.get().cloned()
+    }
+
     /// What to publish of a response to `url`, if this mount has a fleet
     /// tier that would take it.
     pub(super) fn publication(
@@ -115,6 +120,24 @@ impl Cache {
                 .await
             {
                 tracing::debug!("publishing {url} to the fleet tier: {error}");
+            }
+        });
+    }
+
+    /// Tells the fleet that this host applied `command` (`invalidate` or
+    /// `evict`; `lines` as written, which every host of one config reads
+    /// alike), in the background: the fleet's records of the matched `urls`
+    /// go, and the other hosts apply the same lines.
+    pub fn tell_fleet(&self, command: &'static str, lines: &[u8], urls: &[String]) {
+        let Some(fleet) = self.fleet.get().cloned() else {
+            return;
+        };
+        let (lines, urls) = (lines.to_vec(), urls.to_vec());
+        tokio::spawn(async move {
+            if let Err(error) = fleet.announce(command, &lines, &urls).await {
+                tracing::warn!(
+                    "telling the fleet about a .fetchfs/{command} write: {error}; it applies on this host only"
+                );
             }
         });
     }

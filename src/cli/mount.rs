@@ -177,7 +177,18 @@ fn serve(config: &Config, status: Status, ready: Option<OwnedFd>) -> anyhow::Res
     }
     let strays = cache.remove_strays_in_background();
     let control_socket = crate::fs::socket::bind().context("binding the control socket")?;
+    let fleet = cache.fleet();
     let fs = FetchFs::new(config, status, cache, runtime.handle().clone());
+    if let Some(fleet) = fleet {
+        let runner = fs.command_runner();
+        let _runtime = runtime.enter();
+        fleet.follow_commands(move |command, lines| {
+            match crate::control::ControlFile::from_name(command.as_bytes()) {
+                Some(file) if file.is_command() => runner.apply_from_fleet(file, lines),
+                _ => tracing::debug!("the fleet sent an unknown command {command:?}"),
+            }
+        });
+    }
     let control_socket = crate::fs::socket::serve(
         control_socket,
         fs.command_runner(),

@@ -50,6 +50,8 @@ pub struct Applied {
     pub changed_paths: Vec<MountPath>,
     /// Locations to fetch in the background.
     pub prefetch: Vec<Location>,
+    /// The URLs an `invalidate` or `evict` matched.
+    pub urls: Vec<String>,
 }
 
 /// The origins a pattern can name.
@@ -108,6 +110,7 @@ impl Origins {
                 } else {
                     cache.evict(&matched)?;
                 }
+                applied.urls = matched;
             }
             other => return Err(CommandError::NotACommand(other.name())),
         }

@@ -60,6 +60,11 @@ pub struct Stats {
     pub shared_publishes: u64,
     #[serde(default)]
     pub shared_errors: u64,
+    /// `invalidate` and `evict` writes told to the fleet, and heard from it.
+    #[serde(default)]
+    pub fleet_commands_sent: u64,
+    #[serde(default)]
+    pub fleet_commands_received: u64,
     pub hit_rate: f64,
     pub uptime_s: u64,
 }
@@ -99,6 +104,8 @@ impl Stats {
             bytes_from_shared: counters.bytes_from_shared,
             shared_publishes: counters.shared_publishes,
             shared_errors: counters.shared_errors,
+            fleet_commands_sent: counters.fleet_commands_sent,
+            fleet_commands_received: counters.fleet_commands_received,
             hit_rate: if lookups == 0 {
                 0.0
             } else {
@@ -168,6 +175,11 @@ impl Stats {
             ("bytes_from_shared", size(self.bytes_from_shared)),
             ("shared_publishes", self.shared_publishes.to_string()),
             ("shared_errors", self.shared_errors.to_string()),
+            ("fleet_commands_sent", self.fleet_commands_sent.to_string()),
+            (
+                "fleet_commands_received",
+                self.fleet_commands_received.to_string(),
+            ),
             (
                 "uptime_s",
                 humantime::format_duration(std::time::Duration::from_secs(self.uptime_s))
@@ -353,6 +365,18 @@ const METRICS: &[Metric] = &[
         "shared_errors",
         Kind::Counter,
         "Calls to the fleet tier that failed or passed their deadline.",
+    ),
+    metric(
+        "fleet_commands_sent",
+        "fleet_commands_sent",
+        Kind::Counter,
+        "invalidate and evict writes this host told the fleet.",
+    ),
+    metric(
+        "fleet_commands_received",
+        "fleet_commands_received",
+        Kind::Counter,
+        "invalidate and evict writes other hosts told the fleet, applied here.",
     ),
     metric(
         "hit_rate",

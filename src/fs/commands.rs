@@ -15,6 +15,15 @@ use crate::control::commands::{CommandError, Origins};
 use crate::namespace::MountPath;
 use crate::telemetry::EventKind;
 
+/// Where a command comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// This mount's command files or control socket.
+    Here,
+    /// Another host, through the fleet tier's command stream.
+    Fleet,
+}
+
 /// Why a command was not applied: the errno a writer of the command file
 /// gets, and the reason.
 #[derive(Debug)]
@@ -45,10 +54,31 @@ impl CommandRunner {
         lines: Vec<u8>,
         done: impl FnOnce(Result<(), CommandFailed>) + Send + 'static,
     ) {
+        self.apply_from(Source::Here, file, lines, done);
+    }
+
+    /// Applies a command another host of the fleet applied (see
+    /// [`Cache::tell_fleet`]): here only, not told again.
+    pub fn apply_from_fleet(&self, file: ControlFile, lines: Vec<u8>) {
+        self.apply_from(Source::Fleet, file, lines, |_| {});
+    }
+
+    fn apply_from(
+        &self,
+        source: Source,
+        file: ControlFile,
+        lines: Vec<u8>,
+        done: impl FnOnce(Result<(), CommandFailed>) + Send + 'static,
+    ) {
         let runner = self.clone();
         self.runtime.spawn_blocking(move || {
             match runner.origins.apply(file, &lines, &runner.cache) {
                 Ok(applied) => {
+                    if source == Source::Here
+                        && matches!(file, ControlFile::Invalidate | ControlFile::Evict)
+                    {
+                        runner.cache.tell_fleet(file.name(), &lines, &applied.urls);
+                    }
                     for loc in applied.prefetch {
                         // Waits while the origin's queue is full.
                         if let Err(error) = runner.cache.queue_prefetch(loc) {

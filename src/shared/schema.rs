@@ -7,6 +7,8 @@
 //! - `NS:obj:<blake3 of the body>`: its [`Manifest`], the hashes of its chunks
 //!   in order; written only once every chunk is there.
 //! - `NS:chunk:<blake3 of the chunk>`: up to [`CHUNK_SIZE`] bytes of a body.
+//! - `NS:commands`: a stream of the `invalidate` and `evict` writes hosts
+//!   applied (`by`, `command`, `lines`), which every host follows.
 //!
 //! Every key is a hint: a missing one is a miss, and every chunk and body
 //! is checked against its hash, so Redis may evict anything (allkeys-lru).
@@ -44,6 +46,11 @@ impl Keys {
 
     pub fn chunk(&self, chunk: &blake3::Hash) -> String {
         format!("{}:chunk:{}", self.namespace, chunk.to_hex())
+    }
+
+    /// The stream of `invalidate` and `evict` commands hosts applied.
+    pub fn commands(&self) -> String {
+        format!("{}:commands", self.namespace)
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Counters {
     bytes_from_shared: AtomicU64,
     shared_publishes: AtomicU64,
     shared_errors: AtomicU64,
+    fleet_commands_sent: AtomicU64,
+    fleet_commands_received: AtomicU64,
 }
 
 /// The counters' values at one instant.
@@ -63,6 +65,9 @@ pub struct CounterValues {
     pub shared_publishes: u64,
     /// Calls to the fleet tier that failed or passed their deadline.
     pub shared_errors: u64,
+    /// `invalidate` and `evict` writes told to the fleet, and heard from it.
+    pub fleet_commands_sent: u64,
+    pub fleet_commands_received: u64,
     pub uptime_s: u64,
 }
 
@@ -91,6 +96,8 @@ impl Default for Counters {
             bytes_from_shared: AtomicU64::new(0),
             shared_publishes: AtomicU64::new(0),
             shared_errors: AtomicU64::new(0),
+            fleet_commands_sent: AtomicU64::new(0),
+            fleet_commands_received: AtomicU64::new(0),
         }
     }
 }
@@ -158,6 +165,12 @@ impl Counters {
     pub fn add_shared_error(&self) {
         self.shared_errors.fetch_add(1, Relaxed);
     }
+    pub fn add_fleet_command_sent(&self) {
+        self.fleet_commands_sent.fetch_add(1, Relaxed);
+    }
+    pub fn add_fleet_command_received(&self) {
+        self.fleet_commands_received.fetch_add(1, Relaxed);
+    }
     /// A queued prefetch ended, stored or failed for good.
     pub fn prefetch_ended(&self, stored: bool) {
         self.prefetch_queued.fetch_sub(1, Relaxed);
@@ -193,6 +206,8 @@ impl Counters {
             bytes_from_shared: self.bytes_from_shared.load(Relaxed),
             shared_publishes: self.shared_publishes.load(Relaxed),
             shared_errors: self.shared_errors.load(Relaxed),
+            fleet_commands_sent: self.fleet_commands_sent.load(Relaxed),
+            fleet_commands_received: self.fleet_commands_received.load(Relaxed),
             uptime_s: self.started.elapsed().as_secs(),
         }
     }

@@ -191,3 +191,58 @@ fn redis_killed_leaves_reads_to_the_origin() {
     assert_eq!(origin.gets("/base/a.bin"), 2);
     assert!(b.stat("shared_errors") >= 1);
 }
+
+/// `invalidate` on one host reaches every host of the fleet within a
+/// second: each revalidates, and the fleet's record of the URL is gone, so
+/// no host refills the old body from it.
+#[test]
+fn an_invalidate_on_one_host_reaches_the_others_within_a_second() {
+    let origin = Origin::start();
+    origin.route("/base/v.txt", Route::fresh(b"version 1".to_vec()));
+    let redis = Redis::start();
+    let a = host(&origin, &redis);
+    let b = host(&origin, &redis);
+    assert_eq!(read_and_publish(&a, "o/v.txt"), b"version 1");
+    assert_eq!(read(&b.path("o/v.txt")), b"version 1");
+    assert_eq!(b.stat("shared_hits"), 1);
+
+    origin.route("/base/v.txt", Route::fresh(b"version 2".to_vec()));
+    let invalidated = run_fetchfs(
+        &["invalidate", a.mountpoint().to_str().unwrap(), "/o/v.txt"],
+        Duration::from_secs(10),
+    );
+    assert!(invalidated.status.success());
+    let told = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(1), || b.stat("fleet_commands_received")
+            == 1),
+        "B did not hear of it within a second; A sent {}",
+        a.stat("fleet_commands_sent")
+    );
+    assert_eq!(read(&b.path("o/v.txt")), b"version 2");
+    assert!(
+        told.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        told.elapsed()
+    );
+    assert_eq!(read(&a.path("o/v.txt")), b"version 2");
+    assert_eq!(
+        a.stat("fleet_commands_received"),
+        0,
+        "a host does not hear itself"
+    );
+
+    // And evict, the other way round.
+    assert!(a.stat("entries") >= 1);
+    let evicted = run_fetchfs(
+        &["evict", b.mountpoint().to_str().unwrap(), "/o/**"],
+        Duration::from_secs(10),
+    );
+    assert!(evicted.status.success());
+    assert!(
+        eventually(Duration::from_secs(1), || a.stat("entries") == 0),
+        "A still holds {} entries",
+        a.stat("entries")
+    );
+    assert_eq!(redis.keys("fetchfs:v1:url:*"), Vec::<String>::new());
+}
