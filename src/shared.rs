@@ -11,6 +11,7 @@
 //! mounting never waits for Redis (connections are made lazily).
 
 mod breaker;
+mod lease;
 pub mod schema;
 
 use std::io::Read;
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 use crate::config::SharedConfig;
 use crate::telemetry::{EventKind, Telemetry};
 use breaker::{Breaker, Tripped};
+pub use lease::{Lease, Turn};
 use schema::{CHUNK_SIZE, Keys, Manifest, Record};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,8 @@ pub struct Fleet {
     telemetry: Telemetry,
     /// This daemon among the fleet's, in the command stream.
     host: String,
+    /// Leases this host holds for downloads about to start, by URL.
+    held: parking_lot::Mutex<std::collections::HashMap<String, Lease>>,
 }
 
 impl Fleet {
@@ -80,6 +84,7 @@ impl Fleet {
             breaker: Default::default(),
             telemetry,
             host: host_id(),
+            held: Default::default(),
         }))
     }
 
@@ -152,6 +157,49 @@ impl Fleet {
         })
     }
 
+    /// Whose turn it is to fetch `url` from its origin: this host's (it
+    /// takes the lease), another's, or nobody knows (then fetch it).
+    pub async fn turn(self: &Arc<Self>, url: &str) -> Turn {
+        if !self.publishes() {
+            return Turn::Alone;
+        }
+        Lease::take(self, self.keys.lease(url)).await
+    }
+
+    /// Keeps `lease` for the download of `url` about to start.
+    pub fn hold(&self, url: &str, lease: Lease) {
+        self.held.lock().insert(url.to_string(), lease);
+    }
+
+    /// The lease held for `url`, if any; dropping it releases it.
+    pub fn take_held(&self, url: &str) -> Option<Lease> {
+        self.held.lock().remove(url)
+    }
+
+    /// Waits while another host holds `url`'s lease (it is fetching it),
+    /// until `give_up`. True when the lease is gone (published, released
+    /// or expired): look again.
+    pub async fn wait_for_lease(&self, url: &str, give_up: Instant) -> bool {
+        let key = self.keys.lease(url);
+        while Instant::now() < give_up {
+            let asked = key.clone();
+            let held = self
+                .call(Kind::Control, |mut control| async move {
+                    redis::cmd("EXISTS")
+                        .arg(&asked)
+                        .query_async::<bool>(&mut control)
+                        .await
+                })
+                .await;
+            match held {
+                Ok(true) => tokio::time::sleep(lease::WAIT_POLL).await,
+                // Gone, or the fleet cannot tell: look again.
+                Ok(false) | Err(_) => return true,
+            }
+        }
+        false
+    }
+
     /// Reads the body of `record` chunk by chunk into `sink`, checking each
     /// chunk and the whole against their hashes. A damaged chunk is dropped
     /// from Redis and fails the read, as does a missing one: the caller then
@@ -219,6 +267,7 @@ impl Fleet {
         mut record: Record,
         received: Duration,
         mut body: std::fs::File,
+        lease: Option<&Lease>,
     ) -> Result<(), FleetError> {
         if !self.publishes() {
             return Ok(());
@@ -269,16 +318,29 @@ impl Fleet {
         let now_ms = secs * 1000 + micros / 1000;
         record.recv_ms = now_ms.saturating_sub(received.as_millis() as u64);
         let value = serde_json::to_vec(&record).unwrap_or_default();
-        self.call(Kind::Control, |mut control| async move {
-            redis::pipe()
-                .set(&manifest_key, manifest)
-                .ignore()
-                .set(&url_key, value)
-                .ignore()
-                .query_async::<()>(&mut control)
-                .await
-        })
-        .await?;
+        let lease_key = self.keys.lease(&record.url);
+        let token = lease.map(|lease| lease.token.clone()).unwrap_or_default();
+        let published = self
+            .call(Kind::Control, |mut control| async move {
+                redis::Script::new(lease::PUBLISH)
+                    .key(&url_key)
+                    .key(&lease_key)
+                    .key(&manifest_key)
+                    .arg(value)
+                    .arg(manifest)
+                    .arg(token)
+                    .invoke_async::<i64>(&mut control)
+                    .await
+            })
+            .await?;
+        if published == 0 {
+            // Another host holds the lease now: its publication counts.
+            tracing::debug!("{}: another host leads it; not published", record.url);
+            return Ok(());
+        }
+        if let Some(lease) = lease {
+            lease.published();
+        }
         self.telemetry.counters.add_shared_publish();
         self.telemetry.events.emit(
             EventKind::Publish,

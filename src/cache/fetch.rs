@@ -60,7 +60,7 @@ impl Cache {
                 url: url.to_string(),
             });
         }
-        if let Some(hash) = self.fill_from_fleet(loc, &url).await?
+        if let Some(hash) = self.before_fetch(loc, &url).await?
             && let Some(blob) = self.open_stored(hash)?
         {
             return Ok(Opened::Stored(blob));
@@ -70,8 +70,16 @@ impl Cache {
             .within_budget(origin, &url, |deadline| {
                 self.origin.get(origin, &url, HeaderMap::new(), deadline)
             })
-            .await?;
-        let reader = self.accept_body(loc, &url, body)?.reader();
+            .await
+            .map_err(CacheError::from)
+            .and_then(|body| self.accept_body(loc, &url, body));
+        let reader = match body {
+            Ok(download) => download.reader(),
+            Err(error) => {
+                self.drop_lease(&url);
+                return Err(error);
+            }
+        };
         self.telemetry.counters.add_miss();
         if reader.size == Some(0) {
             // The kernel answers end-of-file for an empty file without a

@@ -18,18 +18,23 @@ use super::freshness::{EntryMeta, is_shareable, ttl_rules, unix_secs};
 use super::{Cache, CacheError, Location};
 use crate::config::{Origin, ShareMode};
 use crate::origin::{Head, OriginClient};
-use crate::shared::Fleet;
 use crate::shared::schema::{Record, is_private_header};
+use crate::shared::{Fleet, Lease, Turn};
 use crate::telemetry::EventKind;
 
+/// The longest a host waits for another that leads a URL's fetch; then it
+/// fetches the URL itself.
+const FOLLOW_LIMIT: Duration = Duration::from_secs(600);
+
 /// What to publish of a response once its body is stored.
-#[derive(Debug)]
 pub struct Publication {
     url: String,
     status: u16,
     headers: Vec<(String, String)>,
     /// When the response came (its age counts from then on every host).
     received: Instant,
+    /// The lease this host took to fetch it, if it did.
+    lease: Option<Lease>,
 }
 
 impl Publication {
@@ -51,6 +56,7 @@ impl Publication {
                 })
                 .collect(),
             received: Instant::now(),
+            lease: None,
         })
     }
 }
@@ -75,6 +81,10 @@ impl Cache {
         head: &Head,
     ) -> Option<Publication> {
         let fleet = self.fleet.get()?;
+        // Taken out first: when the response will not be published, the
+        // lease goes at once, and the hosts waiting for it fetch from the
+        // origin themselves.
+        let lease = fleet.take_held(url.as_str());
         if !fleet.publishes()
             || head
                 .content_length()
@@ -82,7 +92,55 @@ impl Cache {
         {
             return None;
         }
-        Publication::of(origin, url, head)
+        Publication::of(origin, url, head).map(|publication| Publication {
+            lease,
+            ..publication
+        })
+    }
+
+    /// Before this host fetches `url` from its origin: fills it from the
+    /// fleet if it has it, waits while another host fetches it (then fills
+    /// it from the fleet), or takes the lease to fetch it itself. Returns
+    /// the stored body's hash, or `None`: fetch it (holding the lease when
+    /// this host won it; see [`Cache::drop_lease`]).
+    pub(super) async fn before_fetch(
+        self: &Arc<Self>,
+        loc: &Location,
+        url: &Url,
+    ) -> Result<Option<blake3::Hash>, CacheError> {
+        let Some(fleet) = self.fleet.get().cloned() else {
+            return Ok(None);
+        };
+        if loc.origin.share == ShareMode::Never {
+            return Ok(None);
+        }
+        let give_up = tokio::time::Instant::now() + FOLLOW_LIMIT;
+        loop {
+            if let Some(hash) = self.fill_from_fleet(loc, url).await? {
+                return Ok(Some(hash));
+            }
+            match fleet.turn(url.as_str()).await {
+                Turn::Lead(lease) => {
+                    fleet.hold(url.as_str(), lease);
+                    return Ok(None);
+                }
+                Turn::Alone => return Ok(None),
+                Turn::Follow => {
+                    if !fleet.wait_for_lease(url.as_str(), give_up).await {
+                        // A leader that takes this long: fetch it anyway.
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The fetch this host led failed before its download started: the
+    /// lease goes, so a waiting host takes over at once.
+    pub(super) fn drop_lease(&self, url: &Url) {
+        if let Some(fleet) = self.fleet.get() {
+            drop(fleet.take_held(url.as_str()));
+        }
     }
 
     /// Publishes the body `hash` just stored for `publication`, in the
@@ -115,10 +173,9 @@ impl Cache {
                 recv_ms: 0,
             };
             let url = record.url.clone();
-            if let Err(error) = fleet
-                .publish(record, publication.received.elapsed(), body)
-                .await
-            {
+            let received = publication.received.elapsed();
+            let lease = publication.lease.as_ref();
+            if let Err(error) = fleet.publish(record, received, body, lease).await {
                 tracing::debug!("publishing {url} to the fleet tier: {error}");
             }
         });

@@ -7,6 +7,8 @@
 //! - `NS:obj:<blake3 of the body>`: its [`Manifest`], the hashes of its chunks
 //!   in order; written only once every chunk is there.
 //! - `NS:chunk:<blake3 of the chunk>`: up to [`CHUNK_SIZE`] bytes of a body.
+//! - `NS:lease:<blake3 of the URL>`: the token of the host fetching it
+//!   from its origin (see `lease.rs`).
 //! - `NS:commands`: a stream of the `invalidate` and `evict` writes hosts
 //!   applied (`by`, `command`, `lines`), which every host follows.
 //!
@@ -46,6 +48,15 @@ impl Keys {
 
     pub fn chunk(&self, chunk: &blake3::Hash) -> String {
         format!("{}:chunk:{}", self.namespace, chunk.to_hex())
+    }
+
+    /// The lease of the host fetching `url` from its origin.
+    pub fn lease(&self, url: &str) -> String {
+        format!(
+            "{}:lease:{}",
+            self.namespace,
+            blake3::hash(url.as_bytes()).to_hex()
+        )
     }
 
     /// The stream of `invalidate` and `evict` commands hosts applied.

@@ -246,3 +246,75 @@ fn an_invalidate_on_one_host_reaches_the_others_within_a_second() {
     );
     assert_eq!(redis.keys("fetchfs:v1:url:*"), Vec::<String>::new());
 }
+
+/// Readers on two hosts open the same URL at once: one host leads and
+/// fetches it from the origin, the other waits for it and fills from the
+/// fleet. One GET for the fleet.
+#[test]
+fn readers_on_two_hosts_at_once_cause_one_origin_get() {
+    let body = random_bytes(SIZE, 15);
+    let origin = Origin::start();
+    // Slow enough that both hosts ask while the first fetch runs.
+    origin.route(
+        "/base/big.bin",
+        Route::fresh(body.clone()).throttle(16 * 1024 * 1024),
+    );
+    let redis = Redis::start();
+    let a = host(&origin, &redis);
+    let b = host(&origin, &redis);
+    let readers: Vec<_> = (0..8)
+        .flat_map(|_| [a.path("o/big.bin"), b.path("o/big.bin")])
+        .map(|path| std::thread::spawn(move || std::fs::read(path)))
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.join().unwrap().unwrap(), body, "a wrong byte");
+    }
+    assert_eq!(
+        origin.gets("/base/big.bin"),
+        1,
+        "{}",
+        origin.describe_requests()
+    );
+    assert_eq!(a.stat("shared_hits") + b.stat("shared_hits"), 1);
+    assert_eq!(redis.keys("fetchfs:v1:lease:*"), Vec::<String>::new());
+}
+
+/// A leader that dies mid-fetch lets its lease expire; a waiting host
+/// takes over and fetches the body itself.
+#[test]
+fn a_leader_killed_mid_fetch_is_taken_over() {
+    let body = random_bytes(4 * 1024 * 1024, 16);
+    let origin = Origin::start();
+    origin.route(
+        "/base/slow.bin",
+        Route::fresh(body.clone()).throttle(256 * 1024),
+    );
+    let redis = Redis::start();
+    let mut a = host(&origin, &redis);
+    let b = host(&origin, &redis);
+    let leader = std::thread::spawn({
+        let path = a.path("o/slow.bin");
+        move || std::fs::read(path)
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || !redis
+            .keys("fetchfs:v1:lease:*")
+            .is_empty()),
+        "A took no lease"
+    );
+    let follower = std::thread::spawn({
+        let path = b.path("o/slow.bin");
+        move || std::fs::read(path)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    a.stop_with(libc::SIGKILL);
+    let _ = leader.join();
+    let started = std::time::Instant::now();
+    assert_eq!(follower.join().unwrap().unwrap(), body);
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(origin.gets("/base/slow.bin"), 2, "the leader's, then B's");
+}
