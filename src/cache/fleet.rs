@@ -121,11 +121,13 @@ impl Cache {
             }
             match fleet.turn(url.as_str()).await {
                 Turn::Lead(lease) => {
+                    self.telemetry.counters.add_lease_led();
                     fleet.hold(url.as_str(), lease);
                     return Ok(None);
                 }
                 Turn::Alone => return Ok(None),
                 Turn::Follow => {
+                    self.telemetry.counters.add_lease_followed();
                     if !fleet.wait_for_lease(url.as_str(), give_up).await {
                         // A leader that takes this long: fetch it anyway.
                         return Ok(None);

@@ -65,6 +65,12 @@ pub struct Stats {
     pub fleet_commands_sent: u64,
     #[serde(default)]
     pub fleet_commands_received: u64,
+    /// Origin fetches this host led for the fleet, and waits for another
+    /// host's.
+    #[serde(default)]
+    pub leases_led: u64,
+    #[serde(default)]
+    pub leases_followed: u64,
     pub hit_rate: f64,
     pub uptime_s: u64,
 }
@@ -106,6 +112,8 @@ impl Stats {
             shared_errors: counters.shared_errors,
             fleet_commands_sent: counters.fleet_commands_sent,
             fleet_commands_received: counters.fleet_commands_received,
+            leases_led: counters.leases_led,
+            leases_followed: counters.leases_followed,
             hit_rate: if lookups == 0 {
                 0.0
             } else {
@@ -377,6 +385,18 @@ const METRICS: &[Metric] = &[
         "fleet_commands_received",
         Kind::Counter,
         "invalidate and evict writes other hosts told the fleet, applied here.",
+    ),
+    metric(
+        "leases_led",
+        "leases_led",
+        Kind::Counter,
+        "Origin fetches this host led for the fleet, holding the URL's lease.",
+    ),
+    metric(
+        "leases_followed",
+        "leases_followed",
+        Kind::Counter,
+        "Times this host waited for another host's fetch of a URL.",
     ),
     metric(
         "hit_rate",

@@ -31,6 +31,8 @@ pub struct Counters {
     shared_errors: AtomicU64,
     fleet_commands_sent: AtomicU64,
     fleet_commands_received: AtomicU64,
+    leases_led: AtomicU64,
+    leases_followed: AtomicU64,
 }
 
 /// The counters' values at one instant.
@@ -68,6 +70,10 @@ pub struct CounterValues {
     /// `invalidate` and `evict` writes told to the fleet, and heard from it.
     pub fleet_commands_sent: u64,
     pub fleet_commands_received: u64,
+    /// Origin fetches this host led for the fleet, and waits for another
+    /// host's.
+    pub leases_led: u64,
+    pub leases_followed: u64,
     pub uptime_s: u64,
 }
 
@@ -98,6 +104,8 @@ impl Default for Counters {
             shared_errors: AtomicU64::new(0),
             fleet_commands_sent: AtomicU64::new(0),
             fleet_commands_received: AtomicU64::new(0),
+            leases_led: AtomicU64::new(0),
+            leases_followed: AtomicU64::new(0),
         }
     }
 }
@@ -171,6 +179,12 @@ impl Counters {
     pub fn add_fleet_command_received(&self) {
         self.fleet_commands_received.fetch_add(1, Relaxed);
     }
+    pub fn add_lease_led(&self) {
+        self.leases_led.fetch_add(1, Relaxed);
+    }
+    pub fn add_lease_followed(&self) {
+        self.leases_followed.fetch_add(1, Relaxed);
+    }
     /// A queued prefetch ended, stored or failed for good.
     pub fn prefetch_ended(&self, stored: bool) {
         self.prefetch_queued.fetch_sub(1, Relaxed);
@@ -208,6 +222,8 @@ impl Counters {
             shared_errors: self.shared_errors.load(Relaxed),
             fleet_commands_sent: self.fleet_commands_sent.load(Relaxed),
             fleet_commands_received: self.fleet_commands_received.load(Relaxed),
+            leases_led: self.leases_led.load(Relaxed),
+            leases_followed: self.leases_followed.load(Relaxed),
             uptime_s: self.started.elapsed().as_secs(),
         }
     }

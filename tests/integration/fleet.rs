@@ -276,6 +276,8 @@ fn readers_on_two_hosts_at_once_cause_one_origin_get() {
         origin.describe_requests()
     );
     assert_eq!(a.stat("shared_hits") + b.stat("shared_hits"), 1);
+    assert_eq!(a.stat("leases_led") + b.stat("leases_led"), 1);
+    assert!(a.stat("leases_followed") + b.stat("leases_followed") >= 1);
     assert_eq!(redis.keys("fetchfs:v1:lease:*"), Vec::<String>::new());
 }
 
