@@ -12,7 +12,7 @@
 #           systemd-analyze); python3 also drives `fetchfs top` on
 #           a pseudo-terminal; tinyproxy (a real proxy for the proxy
 #           tests), prometheus (promtool checks the metrics text),
-#           redis-server and redis-cli (the fleet tier's tests)
+#           redis-server, redis-cli and openssl (the fleet tier's tests)
 #   demo    fuse3, python3 (the demo origin is `python3 -m http.server`)
 #   package binutils (cargo-deb strips the binary), gzip, man-db (the package test reads its pages)
 #   bench   fuse3, curl, nginx, httpdirfs, rclone
@@ -33,7 +33,7 @@ packages_of_group() {
         # python3 is Debian's: a test runs it as another user, who may not
         # reach a python3 under root's home (pyenv).
         echo fuse3 curl tar attr sqlite3 rsync dpkg-dev zsh fish python3 systemd
-        echo tinyproxy prometheus redis-server
+        echo tinyproxy prometheus redis-server openssl
         # Any git on PATH will do (a newer build); Debian's is the fallback.
         command -v git >/dev/null 2>&1 || echo git
         python_packages pip

@@ -93,6 +93,9 @@ pub struct SharedConfig {
     pub user: Option<String>,
     /// Read from `password_file`, never from the URL (which ends up in logs).
     pub password: Option<String>,
+    /// The CA certificates (PEM) a `rediss://` server's certificate must
+    /// chain to, from `ca_file`; without it, the system's.
+    pub ca_pem: Option<Vec<u8>>,
     /// The prefix of every key (`fetchfs:v1`).
     pub namespace: String,
     /// A read-only user: looks up and reads, never publishes.
@@ -252,6 +255,7 @@ struct FileShared {
     url: String,
     user: Option<String>,
     password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
     namespace: Option<String>,
     mode: Option<String>,
     max_object_size: Option<String>,
@@ -408,6 +412,12 @@ fn shared_from_file(file: FileShared) -> Result<SharedConfig, ConfigError> {
                 .to_string(),
         ),
     };
+    let ca_pem = match &file.ca_file {
+        None => None,
+        Some(path) => Some(
+            std::fs::read(path).map_err(|e| invalid(format!("ca_file {}: {e}", path.display())))?,
+        ),
+    };
     let read_only = match file.mode.as_deref() {
         None | Some("read-write") => false,
         Some("read-only") => true,
@@ -429,6 +439,7 @@ fn shared_from_file(file: FileShared) -> Result<SharedConfig, ConfigError> {
         url: file.url.clone(),
         user: file.user,
         password,
+        ca_pem,
         namespace: file.namespace.unwrap_or_else(|| "fetchfs:v1".into()),
         read_only,
         max_object_size: file

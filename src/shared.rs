@@ -73,7 +73,17 @@ impl Fleet {
     /// The fleet tier of `config`. Connects lazily, on the first call: call
     /// it on the tokio runtime that will use it.
     pub fn new(config: SharedConfig, telemetry: Telemetry) -> Result<Arc<Fleet>, FleetError> {
-        let client = redis::Client::open(config.connection_info()?)?;
+        let info = config.connection_info()?;
+        let client = match &config.ca_pem {
+            Some(ca) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )?,
+            None => redis::Client::open(info)?,
+        };
         telemetry.counters.set_shared_up(true);
         Ok(Arc::new(Fleet {
             client,

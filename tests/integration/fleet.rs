@@ -320,3 +320,186 @@ fn a_leader_killed_mid_fetch_is_taken_over() {
     );
     assert_eq!(origin.gets("/base/slow.bin"), 2, "the leader's, then B's");
 }
+
+/// A mount of origin `o` sharing through `shared` (an inline TOML table).
+fn host_with(origin: &Origin, shared: &str) -> Mount {
+    Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")))
+        .config("shared", shared)
+        .mount()
+}
+
+#[test]
+fn a_wrong_password_leaves_the_mount_local_only_with_one_line_in_the_log() {
+    let origin = Origin::start();
+    origin.route("/base/a.txt", Route::fresh(b"a".to_vec()));
+    origin.route("/base/b.txt", Route::fresh(b"b".to_vec()));
+    let redis = Redis::start();
+    redis.cli(&[
+        "ACL",
+        "SETUSER",
+        "fetchfs",
+        "on",
+        ">right",
+        "~fetchfs:v1:*",
+        "+@all",
+    ]);
+    let scratch = tempfile::tempdir().unwrap();
+    let password = scratch.path().join("redis.pass");
+    std::fs::write(&password, "wrong\n").unwrap();
+    let shared = format!(
+        "{{ url = \"{}\", user = \"fetchfs\", password_file = \"{}\" }}",
+        redis.url(),
+        password.display()
+    );
+    let mut mount = host_with(&origin, &shared);
+    assert_eq!(read(&mount.path("o/a.txt")), b"a");
+    assert_eq!(read(&mount.path("o/b.txt")), b"b");
+    assert_eq!(mount.stat("shared_up"), 0);
+    assert_eq!(mount.stat("shared_publishes"), 0);
+    mount.external_umount();
+    let log = mount.stderr();
+    let down: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("fleet tier is down"))
+        .collect();
+    assert_eq!(down.len(), 1, "{log}");
+    assert!(
+        down[0].contains("WRONGPASS") || down[0].to_lowercase().contains("auth"),
+        "{}",
+        down[0]
+    );
+    assert_eq!(redis.keys("fetchfs:v1:*"), Vec::<String>::new());
+}
+
+#[test]
+fn a_read_only_user_reads_from_the_fleet_and_never_writes() {
+    let origin = Origin::start();
+    origin.route("/base/shared.txt", Route::fresh(b"from A".to_vec()));
+    origin.route("/base/only-b.txt", Route::fresh(b"B's own".to_vec()));
+    let redis = Redis::start();
+    redis.cli(&[
+        "ACL",
+        "SETUSER",
+        "reader",
+        "on",
+        ">readpw",
+        "~fetchfs:v1:*",
+        "+@read",
+        "+@connection",
+        "+time",
+        "-@write",
+    ]);
+    let scratch = tempfile::tempdir().unwrap();
+    let password = scratch.path().join("reader.pass");
+    std::fs::write(&password, "readpw").unwrap();
+    let a = host(&origin, &redis);
+    read_and_publish(&a, "o/shared.txt");
+    let b = host_with(
+        &origin,
+        &format!(
+            "{{ url = \"{}\", user = \"reader\", password_file = \"{}\", mode = \"read-only\" }}",
+            redis.url(),
+            password.display()
+        ),
+    );
+    assert_eq!(read(&b.path("o/shared.txt")), b"from A");
+    assert_eq!(b.stat("shared_hits"), 1);
+    assert_eq!(read(&b.path("o/only-b.txt")), b"B's own");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(b.stat("shared_publishes"), 0);
+    assert_eq!(redis.keys("fetchfs:v1:url:*").len(), 1, "B wrote nothing");
+    assert_eq!(redis.cli(&["ACL", "LOG"]), "", "B was refused something");
+}
+
+#[test]
+fn rediss_with_a_test_ca_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=fetchfs test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.path().join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "ext",
+    ]);
+    let tls_port = redis::free_port();
+    let (cert, key, ca) = (path("server.crt"), path("server.key"), path("ca.crt"));
+    let redis = Redis::start_with(
+        redis::free_port(),
+        tempfile::tempdir().unwrap(),
+        &[
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let shared = format!("{{ url = \"rediss://127.0.0.1:{tls_port}\", ca_file = \"{ca}\" }}");
+    let body = random_bytes(SIZE, 17);
+    let origin = Origin::start();
+    origin.route("/base/tls.bin", Route::fresh(body.clone()));
+    let a = host_with(&origin, &shared);
+    read_and_publish(&a, "o/tls.bin");
+    let b = host_with(&origin, &shared);
+    assert_eq!(read(&b.path("o/tls.bin")), body);
+    assert_eq!(b.stat("shared_hits"), 1, "stderr:\n{}", b.stderr());
+    assert_eq!(origin.gets("/base/tls.bin"), 1);
+    assert_eq!(redis.keys("fetchfs:v1:url:*").len(), 1);
+}

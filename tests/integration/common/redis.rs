@@ -21,11 +21,17 @@ impl Redis {
 
     /// Starts a server on `port`, and waits until it answers PING.
     pub fn start_on(port: u16) -> Redis {
-        let dir = tempfile::tempdir().expect("redis dir");
+        Redis::start_with(port, tempfile::tempdir().expect("redis dir"), &[])
+    }
+
+    /// Starts a server on `port` with more arguments (`--tls-port`, ...),
+    /// its files in `dir`; waits until `port` answers PING.
+    pub fn start_with(port: u16, dir: tempfile::TempDir, args: &[&str]) -> Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--maxmemory", "512mb", "--maxmemory-policy", "allkeys-lru"])
+            .args(args)
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
