@@ -60,11 +60,14 @@ impl Cache {
         let (queue, receiver) = mpsc::channel(QUEUE_LEN);
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         for _ in 0..loc.origin.prefetch_concurrency.max(1) {
-            let (cache, receiver) = (Arc::clone(self), Arc::clone(&receiver));
+            // Weak while it waits: the cache holds the queue, so a strong
+            // reference here would keep the cache (and its store) open
+            // until the runtime stops, which may cut its close short.
+            let (cache, receiver) = (Arc::downgrade(self), Arc::clone(&receiver));
             tokio::spawn(async move {
                 loop {
                     let next = receiver.lock().await.recv().await;
-                    let Some(loc) = next else {
+                    let (Some(loc), Some(cache)) = (next, cache.upgrade()) else {
                         return;
                     };
                     cache.prefetch_with_retries(&loc).await;

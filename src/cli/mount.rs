@@ -179,22 +179,26 @@ fn serve(config: &Config, status: Status, ready: Option<OwnedFd>) -> anyhow::Res
     let control_socket = crate::fs::socket::bind().context("binding the control socket")?;
     let fleet = cache.fleet();
     let fs = FetchFs::new(config, status, cache, runtime.handle().clone());
-    if let Some(fleet) = fleet {
-        let runner = fs.command_runner();
-        let _runtime = runtime.enter();
-        fleet.follow_commands(move |command, lines| {
-            match crate::control::ControlFile::from_name(command.as_bytes()) {
-                Some(file) if file.is_command() => runner.apply_from_fleet(file, lines),
-                _ => tracing::debug!("the fleet sent an unknown command {command:?}"),
-            }
-        });
-    }
     let control_socket = crate::fs::socket::serve(
         control_socket,
         fs.command_runner(),
         nix::unistd::getuid().as_raw(),
     )
     .context("starting the control socket")?;
+    if let Some(fleet) = fleet {
+        // Through the socket's hold, which lets go of the cache at the end.
+        let commands = control_socket.clone();
+        let _runtime = runtime.enter();
+        fleet.follow_commands(move |command, lines| {
+            let file = crate::control::ControlFile::from_name(command.as_bytes());
+            match (file, commands.runner()) {
+                (Some(file), Some(runner)) if file.is_command() => {
+                    runner.apply_from_fleet(file, lines);
+                }
+                _ => tracing::debug!("not applying the fleet's command {command:?}"),
+            }
+        });
+    }
     let notifier_slot = fs.notifier_slot();
 
     let mut options = fuser::Config::default();

@@ -40,11 +40,18 @@ pub fn bind() -> std::io::Result<UnixListener> {
 
 /// The control socket's hold on the mount: commands are taken while it
 /// holds one; [`ControlSocket::close`] lets go, so the cache can close.
+/// Other takers of commands (the fleet's command stream) share the hold.
+#[derive(Clone)]
 pub struct ControlSocket {
     runner: Arc<Mutex<Option<CommandRunner>>>,
 }
 
 impl ControlSocket {
+    /// What applies commands, until the socket is closed.
+    pub fn runner(&self) -> Option<CommandRunner> {
+        self.runner.lock().clone()
+    }
+
     /// Stops taking commands: later requests get `error EIO`.
     pub fn close(&self) {
         self.runner.lock().take();
