@@ -67,7 +67,7 @@ pid $work_dir/nginx/nginx.pid;
 error_log $work_dir/nginx/error.log warn;
 events { worker_connections 1024; }
 http {
-    log_format requests '\$request_method \$uri \$status';
+    log_format requests '\$request_method \$uri \$status \$http_user_agent';
     access_log $work_dir/nginx/access.log requests;
     sendfile on;
     client_body_temp_path $work_dir/nginx/tmp/client;
@@ -108,7 +108,8 @@ rate() {
     t1=$(date +%s%N)
     awk -v b="$FILE_BYTES" -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", b * 1e3 / ns }'
 }
-gets_of() { grep -c "^GET /$1 200" "$work_dir/nginx/access.log" || true; }
+# The GETs fetchfs sent for /NAME (curl's, for the limit, not counted).
+gets_of() { grep -c "^GET /$1 200 fetchfs/" "$work_dir/nginx/access.log" || true; }
 stat_of() { sed -n "s/^ *\"$2\": \\([0-9]*\\),\$/\\1/p" "$work_dir/$1/mnt/.fetchfs/stats"; }
 
 curl_rate=$(rate curl -s "http://127.0.0.1:$port/model.bin")
