@@ -409,9 +409,9 @@ impl Fleet {
     ) {
         let fleet = Arc::clone(self);
         tokio::spawn(async move {
-            let mut last: Option<String> = None;
+            let mut cursor = Cursor::default();
             loop {
-                match fleet.read_commands(&mut last, &apply).await {
+                match fleet.read_commands(&mut cursor, &apply).await {
                     Ok(()) => {}
                     Err(error) => {
                         tracing::debug!("reading the fleet's command stream: {error}");
@@ -426,7 +426,7 @@ impl Fleet {
     /// read must not hold up the others) until it fails.
     async fn read_commands(
         &self,
-        last: &mut Option<String>,
+        cursor: &mut Cursor,
         apply: &impl Fn(&str, Vec<u8>),
     ) -> Result<(), FleetError> {
         let config = redis::AsyncConnectionConfig::new()
@@ -437,24 +437,38 @@ impl Fleet {
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         let stream = self.keys.commands();
-        if last.is_none() {
-            // From the stream's end: what came before is history.
-            let newest: Vec<StreamEntry> = redis::cmd("XREVRANGE")
-                .arg(&stream)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(&mut connection)
-                .await?;
-            *last = Some(
-                newest
-                    .first()
-                    .map_or("0-0".to_string(), |(id, _)| id.clone()),
-            );
+        let (added, length) = stream_counts(&mut connection, &stream).await;
+        match &cursor.last {
+            None => {
+                // From the stream's end: what came before is history.
+                let newest: Vec<StreamEntry> = redis::cmd("XREVRANGE")
+                    .arg(&stream)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut connection)
+                    .await?;
+                cursor.last = Some(newest.first().map_or("0-0".into(), |(id, _)| id.clone()));
+                cursor.added_before = added;
+            }
+            // Reconnected. The entries added since this host started that
+            // it has not read are the newest ones; trimming drops the
+            // oldest first, so if fewer entries are left than it has not
+            // read, some it never read are gone.
+            Some(_) if length < added.saturating_sub(cursor.added_before + cursor.read) => {
+                tracing::warn!(
+                    "commands from the fleet were lost while this host could not read them; \
+                     every stored entry will be revalidated"
+                );
+                apply("invalidate", b"/**\n".to_vec());
+                // What is left is read below; what was lost is made up for.
+                cursor.read = added.saturating_sub(cursor.added_before + length);
+            }
+            Some(_) => {}
         }
         loop {
-            let from = last.clone().unwrap_or_else(|| "0-0".into());
+            let from = cursor.last.clone().unwrap_or_else(|| "0-0".into());
             let read: Option<Vec<(String, Vec<StreamEntry>)>> = redis::cmd("XREAD")
                 .arg("BLOCK")
                 .arg(FOLLOW_BLOCK.as_millis() as u64)
@@ -465,7 +479,8 @@ impl Fleet {
                 .await?;
             for (_, entries) in read.unwrap_or_default() {
                 for (id, fields) in entries {
-                    *last = Some(id);
+                    cursor.last = Some(id);
+                    cursor.read += 1;
                     let field = |name: &str| {
                         fields
                             .iter()
@@ -574,6 +589,46 @@ const COMMANDS_KEPT: u64 = 100_000;
 const FOLLOW_BLOCK: Duration = Duration::from_secs(1);
 /// After a failed read of the command stream, the wait before the next.
 const FOLLOW_RETRY: Duration = Duration::from_secs(1);
+
+/// Where a host stands in the command stream.
+#[derive(Debug, Default)]
+struct Cursor {
+    /// The id of the last entry it read (or the stream's end when it started).
+    last: Option<String>,
+    /// The stream's `entries-added` when it started following.
+    added_before: u64,
+    /// Entries it has read (or given up on) since.
+    read: u64,
+}
+
+/// The stream's `entries-added` (every entry ever added; Redis 7) and its
+/// length now; zeros for a stream that does not exist or a server that
+/// does not tell.
+async fn stream_counts(
+    connection: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> (u64, u64) {
+    let info: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(stream)
+        .query_async(connection)
+        .await;
+    let Ok(info) = info else {
+        return (0, 0);
+    };
+    let field = |wanted: &[u8]| {
+        info.chunks(2).find_map(|pair| match pair {
+            [redis::Value::BulkString(name), redis::Value::Int(value)] if name == wanted => {
+                u64::try_from(*value).ok()
+            }
+            _ => None,
+        })
+    };
+    match (field(b"entries-added"), field(b"length")) {
+        (Some(added), Some(length)) => (added, length),
+        _ => (0, 0),
+    }
+}
 
 /// This daemon's name in the fleet: host name, pid and a random part.
 fn host_id() -> String {

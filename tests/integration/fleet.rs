@@ -192,26 +192,59 @@ fn redis_killed_leaves_reads_to_the_origin() {
     assert!(b.stat("shared_errors") >= 1);
 }
 
+/// Hosts A and B of one fleet, both holding `o/v.txt` as "version 1"
+/// (B from the fleet).
+struct VersionedFleet {
+    origin: Origin,
+    redis: Redis,
+    a: Mount,
+    b: Mount,
+}
+
+impl VersionedFleet {
+    fn start() -> VersionedFleet {
+        let origin = Origin::start();
+        origin.route("/base/v.txt", Route::fresh(b"version 1".to_vec()));
+        let redis = Redis::start();
+        let a = host(&origin, &redis);
+        let b = host(&origin, &redis);
+        assert_eq!(read_and_publish(&a, "o/v.txt"), b"version 1");
+        assert_eq!(read(&b.path("o/v.txt")), b"version 1");
+        VersionedFleet {
+            origin,
+            redis,
+            a,
+            b,
+        }
+    }
+
+    /// The origin serves "version 2" from now on, and `host` invalidates
+    /// the file.
+    fn change_and_invalidate_on(&self, host: &Mount) {
+        self.origin
+            .route("/base/v.txt", Route::fresh(b"version 2".to_vec()));
+        let invalidated = run_fetchfs(
+            &[
+                "invalidate",
+                host.mountpoint().to_str().unwrap(),
+                "/o/v.txt",
+            ],
+            Duration::from_secs(10),
+        );
+        assert!(invalidated.status.success());
+    }
+}
+
 /// `invalidate` on one host reaches every host of the fleet within a
 /// second: each revalidates, and the fleet's record of the URL is gone, so
 /// no host refills the old body from it.
 #[test]
 fn an_invalidate_on_one_host_reaches_the_others_within_a_second() {
-    let origin = Origin::start();
-    origin.route("/base/v.txt", Route::fresh(b"version 1".to_vec()));
-    let redis = Redis::start();
-    let a = host(&origin, &redis);
-    let b = host(&origin, &redis);
-    assert_eq!(read_and_publish(&a, "o/v.txt"), b"version 1");
-    assert_eq!(read(&b.path("o/v.txt")), b"version 1");
+    let fleet = VersionedFleet::start();
+    let VersionedFleet { redis, a, b, .. } = &fleet;
     assert_eq!(b.stat("shared_hits"), 1);
 
-    origin.route("/base/v.txt", Route::fresh(b"version 2".to_vec()));
-    let invalidated = run_fetchfs(
-        &["invalidate", a.mountpoint().to_str().unwrap(), "/o/v.txt"],
-        Duration::from_secs(10),
-    );
-    assert!(invalidated.status.success());
+    fleet.change_and_invalidate_on(a);
     let told = std::time::Instant::now();
     assert!(
         eventually(Duration::from_secs(1), || b.stat("fleet_commands_received")
@@ -502,4 +535,54 @@ fn rediss_with_a_test_ca_works() {
     assert_eq!(b.stat("shared_hits"), 1, "stderr:\n{}", b.stderr());
     assert_eq!(origin.gets("/base/tls.bin"), 1);
     assert_eq!(redis.keys("fetchfs:v1:url:*").len(), 1);
+}
+
+/// Kills the connections that follow the command stream (they wait in
+/// XREAD), as a network blip would.
+fn cut_the_command_stream(redis: &Redis) {
+    let clients = redis.cli(&["CLIENT", "LIST"]);
+    let ids: Vec<&str> = clients
+        .lines()
+        .filter(|line| line.contains("cmd=xread"))
+        .filter_map(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
+        .collect();
+    assert!(!ids.is_empty(), "no follower connected:\n{clients}");
+    for id in ids {
+        redis.cli(&["CLIENT", "KILL", "ID", id]);
+    }
+}
+
+/// A host whose connection to the command stream broke reads on from the
+/// last command it saw once it reconnects: it misses nothing.
+#[test]
+fn a_host_that_lost_the_command_stream_catches_up() {
+    let fleet = VersionedFleet::start();
+    let VersionedFleet { redis, a, b, .. } = &fleet;
+
+    cut_the_command_stream(redis);
+    fleet.change_and_invalidate_on(a);
+    assert!(
+        eventually(Duration::from_secs(5), || b.stat("fleet_commands_received")
+            == 1),
+        "B did not catch up"
+    );
+    assert_eq!(read(&b.path("o/v.txt")), b"version 2");
+}
+
+/// A host that missed commands the stream no longer holds cannot know
+/// what they dropped: it revalidates everything it holds.
+#[test]
+fn a_host_that_missed_trimmed_commands_revalidates_everything() {
+    let fleet = VersionedFleet::start();
+    let VersionedFleet { redis, a, b, .. } = &fleet;
+
+    cut_the_command_stream(redis);
+    fleet.change_and_invalidate_on(a);
+    redis.cli(&["XTRIM", "fetchfs:v1:commands", "MAXLEN", "0"]);
+    assert!(
+        eventually(Duration::from_secs(5), || b.stderr().contains("were lost")),
+        "B did not notice; stderr:\n{}",
+        b.stderr()
+    );
+    assert_eq!(read(&b.path("o/v.txt")), b"version 2");
 }
