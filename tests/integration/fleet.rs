@@ -586,3 +586,123 @@ fn a_host_that_missed_trimmed_commands_revalidates_everything() {
     );
     assert_eq!(read(&b.path("o/v.txt")), b"version 2");
 }
+
+/// A body from the fleet keeps its age: fresh for what is left of its
+/// max-age on every host, then revalidated once, by the host that reads it.
+#[test]
+fn a_body_from_the_fleet_keeps_its_age() {
+    let origin = Origin::start();
+    origin.route(
+        "/base/f.txt",
+        Route::ok(b"three seconds".to_vec())
+            .header("Cache-Control", "max-age=3")
+            .header("ETag", "\"v1\""),
+    );
+    let redis = Redis::start();
+    let a = host(&origin, &redis);
+    let b = host(&origin, &redis);
+    let fetched = std::time::Instant::now();
+    read_and_publish(&a, "o/f.txt");
+    let asked = origin.requests_to("/base/f.txt").len();
+
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(fetched.elapsed()));
+    assert_eq!(read(&b.path("o/f.txt")), b"three seconds");
+    assert_eq!(b.stat("shared_hits"), 1);
+    assert_eq!(
+        origin.requests_to("/base/f.txt").len(),
+        asked,
+        "fresh: B asked nobody"
+    );
+
+    std::thread::sleep(Duration::from_millis(4500).saturating_sub(fetched.elapsed()));
+    assert_eq!(read(&b.path("o/f.txt")), b"three seconds");
+    let requests = origin.requests_to("/base/f.txt");
+    assert_eq!(
+        requests.len(),
+        asked + 1,
+        "one revalidation, by B: {}",
+        origin.describe_requests()
+    );
+    assert!(
+        requests[asked].header("If-None-Match").is_some(),
+        "a conditional request: {}",
+        origin.describe_requests()
+    );
+    assert_eq!(b.stat("not_modified"), 1);
+}
+
+/// Redis short of memory evicts what it likes (allkeys-lru): reads stay
+/// right, only more of them go to the origin.
+#[test]
+fn memory_pressure_in_redis_costs_origin_requests_never_bytes() {
+    const FILES: usize = 8;
+    const FILE_SIZE: usize = 24 * 1024 * 1024;
+    let origin = Origin::start();
+    let bodies: Vec<Vec<u8>> = (0..FILES)
+        .map(|i| random_bytes(FILE_SIZE, 100 + i as u64))
+        .collect();
+    for (i, body) in bodies.iter().enumerate() {
+        origin.route(&format!("/base/f{i}.bin"), Route::fresh(body.clone()));
+    }
+    let redis = Redis::start_with(
+        redis::free_port(),
+        tempfile::tempdir().unwrap(),
+        &["--maxmemory", "48mb"],
+    );
+    let a = host(&origin, &redis);
+    for (i, body) in bodies.iter().enumerate() {
+        assert_eq!(&read(&a.path(&format!("o/f{i}.bin"))), body);
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || a.stat("shared_publishes")
+            as usize
+            + a.stat("shared_errors") as usize
+            >= FILES),
+        "publications did not end"
+    );
+    let b = host(&origin, &redis);
+    for (i, body) in bodies.iter().enumerate() {
+        assert_eq!(&read(&b.path(&format!("o/f{i}.bin"))), body, "file {i}");
+    }
+    let gets: usize = (0..FILES)
+        .map(|i| origin.gets(&format!("/base/f{i}.bin")))
+        .sum();
+    assert!(gets <= 2 * FILES, "{gets} GETs");
+    let used: u64 = redis
+        .cli(&["INFO", "memory"])
+        .lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap();
+    assert!(used <= 64 << 20, "Redis uses {used} bytes");
+}
+
+/// A full chunk takes what it holds in Redis, not the size class above it
+/// (a value of exactly 4 MiB would take 5 MiB); a body's last, shorter
+/// chunk may round up, so a body costs at most a few percent more.
+#[test]
+fn a_chunk_costs_its_size_in_redis() {
+    let origin = Origin::start();
+    origin.route("/base/f.bin", Route::fresh(random_bytes(SIZE, 18)));
+    let redis = Redis::start();
+    let a = host(&origin, &redis);
+    read_and_publish(&a, "o/f.bin");
+    let chunk = 4 * 1024 * 1024 - 4096;
+    let mut total = 0;
+    for key in redis.keys("fetchfs:v1:chunk:*") {
+        let length: usize = redis.cli(&["STRLEN", &key]).parse().unwrap();
+        let usage: usize = redis.cli(&["MEMORY", "USAGE", &key]).parse().unwrap();
+        assert!(length <= chunk, "{key}: {length}");
+        if length == chunk {
+            assert!(
+                usage as f64 <= length as f64 * 1.01,
+                "{key}: {usage} bytes for {length}"
+            );
+        }
+        total += usage;
+    }
+    assert!(
+        total as f64 <= SIZE as f64 * 1.05,
+        "{total} bytes for {SIZE}"
+    );
+}
