@@ -274,7 +274,7 @@ impl Fleet {
     /// the response came.
     pub async fn publish(
         &self,
-        mut record: Record,
+        record: Record,
         received: Duration,
         mut body: std::fs::File,
         lease: Option<&Lease>,
@@ -314,12 +314,49 @@ impl Fleet {
             chunk_size: CHUNK_SIZE as u64,
             chunks,
         };
+        let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
+        self.publish_record(record, received, manifest, lease).await
+    }
+
+    /// Publishes a fresh record of a body the fleet has: the origin
+    /// answered 304 to this host's revalidation, with `headers` on top of
+    /// the stored ones. Every host then takes the body as fresh again
+    /// without asking the origin.
+    pub async fn refresh(
+        &self,
+        found: &Found,
+        headers: &[(String, String)],
+        lease: Option<&Lease>,
+    ) -> Result<(), FleetError> {
+        if !self.publishes() {
+            return Ok(());
+        }
+        let mut record = found.record.clone();
+        for (name, value) in headers {
+            record
+                .headers
+                .retain(|(known, _)| !known.eq_ignore_ascii_case(name));
+            record.headers.push((name.clone(), value.clone()));
+        }
+        self.publish_record(record, Duration::ZERO, Vec::new(), lease)
+            .await
+    }
+
+    /// Writes the record (and the manifest, unless empty) through the
+    /// lease-checking script, stamping it with Redis's clock less
+    /// `received`.
+    async fn publish_record(
+        &self,
+        mut record: Record,
+        received: Duration,
+        manifest: Vec<u8>,
+        lease: Option<&Lease>,
+    ) -> Result<(), FleetError> {
         let manifest_key = record
             .body_hash()
             .map(|hash| self.keys.object(&hash))
             .ok_or_else(|| FleetError::Damaged(record.b3.clone()))?;
         let url_key = self.keys.url(&record.url);
-        let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
         let (secs, micros): (u64, u64) = self
             .call(Kind::Control, |mut control| async move {
                 redis::cmd("TIME").query_async(&mut control).await

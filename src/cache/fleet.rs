@@ -15,11 +15,11 @@ use serde_json::json;
 use url::Url;
 
 use super::freshness::{EntryMeta, is_shareable, ttl_rules, unix_secs};
-use super::{Cache, CacheError, Location};
+use super::{Cache, CacheError, Location, Resolved};
 use crate::config::{Origin, ShareMode};
 use crate::origin::{Head, OriginClient};
 use crate::shared::schema::{Record, is_private_header};
-use crate::shared::{Fleet, Lease, Turn};
+use crate::shared::{Fleet, Found, Lease, Turn};
 use crate::telemetry::EventKind;
 
 /// The longest a host waits for another that leads a URL's fetch; then it
@@ -47,14 +47,7 @@ impl Publication {
         Some(Publication {
             url: url.to_string(),
             status: head.status.as_u16(),
-            headers: head
-                .headers
-                .iter()
-                .filter(|(name, _)| !is_private_header(name.as_str()))
-                .filter_map(|(name, value)| {
-                    Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
-                })
-                .collect(),
+            headers: shareable_headers(head),
             received: Instant::now(),
             lease: None,
         })
@@ -135,6 +128,78 @@ impl Cache {
                 }
             }
         }
+    }
+
+    /// Before this host revalidates its stored `url` (body `blob`): takes
+    /// the fleet's record when it names the same body and is fresh (another
+    /// host revalidated it: no request), else leads the fleet's
+    /// revalidation, or waits for the host that leads it and looks again.
+    /// `Some` when the entry is fresh again; `None`: revalidate with the
+    /// origin (holding the lease when this host won it).
+    pub(super) async fn refresh_from_fleet(
+        self: &Arc<Self>,
+        loc: &Location,
+        url: &Url,
+        blob: &blake3::Hash,
+    ) -> Result<Option<Resolved>, CacheError> {
+        let Some(fleet) = self.fleet.get().cloned() else {
+            return Ok(None);
+        };
+        if loc.origin.share == ShareMode::Never {
+            return Ok(None);
+        }
+        let give_up = tokio::time::Instant::now() + FOLLOW_LIMIT;
+        loop {
+            if let Some(found) = fleet.lookup(url.as_str()).await
+                && found.record.body_hash() == Some(*blob)
+                && let Some(meta) = fresh_meta(&found, &loc.origin, url)
+            {
+                self.store.index.update_meta(url.as_str(), meta.to_json())?;
+                self.telemetry.counters.add_shared_hit();
+                self.telemetry.events.emit(
+                    EventKind::SharedHit,
+                    json!({ "url": url.as_str(), "refreshed": true }),
+                );
+                return self.stored_file(blob, meta.remaining(SystemTime::now()));
+            }
+            match fleet.turn(url.as_str()).await {
+                Turn::Lead(lease) => {
+                    self.telemetry.counters.add_lease_led();
+                    fleet.hold(url.as_str(), lease);
+                    return Ok(None);
+                }
+                Turn::Alone => return Ok(None),
+                Turn::Follow => {
+                    self.telemetry.counters.add_lease_followed();
+                    if !fleet.wait_for_lease(url.as_str(), give_up).await {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The origin answered 304 to this host's revalidation of `url` (body
+    /// `blob`): the fleet's record of that body is refreshed for every
+    /// host, in the background, and the lease released with it.
+    pub(super) fn refresh_fleet(self: &Arc<Self>, url: &Url, blob: blake3::Hash, head: &Head) {
+        let Some(fleet) = self.fleet.get().cloned() else {
+            return;
+        };
+        let lease = fleet.take_held(url.as_str());
+        let headers = shareable_headers(head);
+        let url = url.to_string();
+        tokio::spawn(async move {
+            let Some(found) = fleet.lookup(&url).await else {
+                return;
+            };
+            if found.record.body_hash() != Some(blob) {
+                return;
+            }
+            if let Err(error) = fleet.refresh(&found, &headers, lease.as_ref()).await {
+                tracing::debug!("refreshing the fleet's record of {url}: {error}");
+            }
+        });
     }
 
     /// The fetch this host led failed before its download started: the
@@ -225,17 +290,10 @@ impl Cache {
         if record.size > fleet.max_object_size() {
             return Ok(None);
         }
-        let head = head_of(record, origin, url);
-        // The response's age carries over: it was received `age` ago by
-        // Redis's clock, whatever this host's clock says.
-        let received = SystemTime::now()
-            .checked_sub(found.age)
-            .unwrap_or(UNIX_EPOCH);
-        let meta = EntryMeta::from_response(url, &head, &ttl_rules(origin), received);
-        if !meta.is_storable() || meta.remaining(SystemTime::now()) == Duration::ZERO {
+        let Some(meta) = fresh_meta(&found, origin, url) else {
             // Stale in the fleet: this host revalidates it with the origin.
             return Ok(None);
-        }
+        };
         self.ensure_room(record.size)?;
         let mut partial = self.store.blobs.create_partial()?;
         let filled = fleet
@@ -267,6 +325,30 @@ impl Cache {
         }
         Ok(Some(hash))
     }
+}
+
+/// The response headers a fleet record may carry: not `Set-Cookie` or the
+/// like, and text only.
+fn shareable_headers(head: &Head) -> Vec<(String, String)> {
+    head.headers
+        .iter()
+        .filter(|(name, _)| !is_private_header(name.as_str()))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
+        .collect()
+}
+
+/// The entry a fleet record makes on this host, when it is fresh: its
+/// freshness by this host's rules, and its age carried over (it was
+/// received `age` ago by Redis's clock, whatever this host's clock says).
+fn fresh_meta(found: &Found, origin: &Origin, url: &Url) -> Option<EntryMeta> {
+    let head = head_of(&found.record, origin, url);
+    let received = SystemTime::now()
+        .checked_sub(found.age)
+        .unwrap_or(UNIX_EPOCH);
+    let meta = EntryMeta::from_response(url, &head, &ttl_rules(origin), received);
+    (meta.is_storable() && meta.remaining(SystemTime::now()) > Duration::ZERO).then_some(meta)
 }
 
 /// The response a fleet record describes, as if this host had received it:

@@ -30,6 +30,19 @@ use crate::origin::{Head, OriginClient};
 use crate::store::UrlRecord;
 use crate::telemetry::EventKind;
 
+/// Releases the fleet lease this host may hold for `url` when the
+/// revalidation ends, unless a publication took it.
+struct HeldLease<'a> {
+    cache: &'a Cache,
+    url: &'a Url,
+}
+
+impl Drop for HeldLease<'_> {
+    fn drop(&mut self) {
+        self.cache.drop_lease(self.url);
+    }
+}
+
 impl Cache {
     /// What the path at `loc` is now: revalidates a stale entry, probes an
     /// unknown one. A file is marked private when the origin keeps private
@@ -167,6 +180,12 @@ impl Cache {
             self.store.remove_urls(&[url.to_string()])?;
             return self.probe(loc, url).await;
         };
+        // Another host may have revalidated it, or be doing so: one
+        // request for the fleet.
+        let _lease = HeldLease { cache: self, url };
+        if let Some(resolved) = self.refresh_from_fleet(loc, url, &record.blob).await? {
+            return Ok(resolved);
+        }
         let now = SystemTime::now();
         self.telemetry.counters.add_revalidation();
         self.telemetry
@@ -192,6 +211,7 @@ impl Cache {
                 self.store
                     .index
                     .update_meta(url.as_str(), refreshed.to_json())?;
+                self.refresh_fleet(url, record.blob, &body.head);
                 let remaining = refreshed.remaining(SystemTime::now());
                 return match self.stored_file(&record.blob, remaining)? {
                     Some(resolved) => Ok(resolved),

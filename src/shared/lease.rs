@@ -36,14 +36,17 @@ return 0";
 
 /// Writes a body's manifest and its URL's record, unless another host
 /// holds the URL's lease (KEYS: record, lease, manifest; ARGV: record,
-/// manifest, token, or an empty token for a host that holds none). The
-/// lease is released with it.
+/// manifest, or empty to keep the one there (a refresh after a 304), and
+/// the token, or empty for a host that holds none). The lease is released
+/// with it.
 pub const PUBLISH: &str = r"
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[3] then
   return 0
 end
-redis.call('SET', KEYS[3], ARGV[2])
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[2])
+end
 redis.call('SET', KEYS[1], ARGV[1])
 if holder then
   redis.call('DEL', KEYS[2])

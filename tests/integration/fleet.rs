@@ -706,3 +706,52 @@ fn a_chunk_costs_its_size_in_redis() {
         "{total} bytes for {SIZE}"
     );
 }
+
+/// A body stale on every host is revalidated once for the fleet: one host
+/// asks the origin, and the 304 refreshes the fleet's record, which the
+/// other hosts take without asking, as does a host that comes later.
+#[test]
+fn a_stale_body_is_revalidated_once_for_the_fleet() {
+    let origin = Origin::start();
+    origin.route(
+        "/base/f.txt",
+        Route::ok(b"two seconds".to_vec())
+            .header("Cache-Control", "max-age=2")
+            .header("ETag", "\"v1\""),
+    );
+    let redis = Redis::start();
+    let a = host(&origin, &redis);
+    let b = host(&origin, &redis);
+    read_and_publish(&a, "o/f.txt");
+    assert_eq!(read(&b.path("o/f.txt")), b"two seconds");
+    let before = origin.requests_to("/base/f.txt").len();
+
+    std::thread::sleep(Duration::from_millis(2500));
+    let readers: Vec<_> = [a.path("o/f.txt"), b.path("o/f.txt")]
+        .into_iter()
+        .map(|path| std::thread::spawn(move || std::fs::read(path)))
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.join().unwrap().unwrap(), b"two seconds");
+    }
+    let requests = origin.requests_to("/base/f.txt");
+    assert_eq!(
+        requests.len(),
+        before + 1,
+        "one revalidation for the fleet: {}",
+        origin.describe_requests()
+    );
+    assert!(requests[before].header("If-None-Match").is_some());
+    assert_eq!(a.stat("not_modified") + b.stat("not_modified"), 1);
+    assert!(
+        eventually(Duration::from_secs(5), || a.stat("shared_publishes")
+            + b.stat("shared_publishes")
+            >= 2),
+        "the 304 did not refresh the fleet's record"
+    );
+
+    let c = host(&origin, &redis);
+    assert_eq!(read(&c.path("o/f.txt")), b"two seconds");
+    assert_eq!(c.stat("shared_hits"), 1);
+    assert_eq!(origin.requests_to("/base/f.txt").len(), before + 1);
+}
