@@ -211,11 +211,13 @@ impl Fleet {
     }
 
     /// Reads the body of `record` chunk by chunk into `sink`, checking each
-    /// chunk and the whole against their hashes. A damaged chunk is dropped
-    /// from Redis and fails the read, as does a missing one: the caller then
-    /// asks the origin.
+    /// chunk against its hash and the length against the record's, with
+    /// the next chunk on its way while one is checked and written. The body
+    /// as a whole is the caller's to check (its store hashes what it
+    /// writes). A damaged chunk is dropped from Redis and fails the read,
+    /// as does a missing one: the caller then asks the origin.
     pub async fn read_body(
-        &self,
+        self: &Arc<Self>,
         record: &Record,
         mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<u64, FleetError> {
@@ -239,33 +241,47 @@ impl Fleet {
                 return Err(FleetError::Damaged(manifest_key));
             }
         };
-        let mut whole = blake3::Hasher::new();
         let mut read = 0;
-        for chunk in chunks {
-            let key = self.keys.chunk(&chunk);
-            let asked = key.clone();
-            let bytes: Option<Vec<u8>> = self
-                .call(Kind::Bulk, |mut bulk| async move {
-                    redis::cmd("GET").arg(&asked).query_async(&mut bulk).await
-                })
-                .await?;
-            let bytes = bytes.ok_or(FleetError::Missing(key.clone()))?;
-            if blake3::hash(&bytes) != chunk {
+        let mut next = chunks.first().map(|chunk| self.get_chunk(chunk));
+        for (i, chunk) in chunks.iter().enumerate() {
+            let Some(asked) = next.take() else { break };
+            let answer = asked
+                .await
+                .map_err(|e| FleetError::Io(std::io::Error::other(e)))?;
+            next = chunks.get(i + 1).map(|chunk| self.get_chunk(chunk));
+            let key = self.keys.chunk(chunk);
+            let bytes = answer?.ok_or(FleetError::Missing(key.clone()))?;
+            if blake3::hash(&bytes) != *chunk {
                 self.drop_key(key.clone()).await;
                 return Err(FleetError::Damaged(key));
             }
-            whole.update(&bytes);
             sink(&bytes)?;
             read += bytes.len() as u64;
             self.telemetry
                 .counters
                 .add_bytes_from_shared(bytes.len() as u64);
         }
-        if read != record.size || whole.finalize() != body {
+        if read != record.size {
             self.drop_key(manifest_key.clone()).await;
             return Err(FleetError::Damaged(manifest_key));
         }
         Ok(read)
+    }
+
+    /// Asks for one chunk, on a task of its own so it comes while the
+    /// previous one is checked and written.
+    fn get_chunk(
+        self: &Arc<Self>,
+        chunk: &blake3::Hash,
+    ) -> tokio::task::JoinHandle<Result<Option<Vec<u8>>, FleetError>> {
+        let (fleet, key) = (Arc::clone(self), self.keys.chunk(chunk));
+        tokio::spawn(async move {
+            fleet
+                .call(Kind::Bulk, |mut bulk| async move {
+                    redis::cmd("GET").arg(&key).query_async(&mut bulk).await
+                })
+                .await
+        })
     }
 
     /// Publishes a body this host stored: its chunks (those Redis lacks),
@@ -283,16 +299,24 @@ impl Fleet {
             return Ok(());
         }
         let mut chunks = Vec::new();
-        let mut buffer = vec![0u8; CHUNK_SIZE];
         loop {
-            let filled = fill_buffer(&mut body, &mut buffer)?;
+            // Read and hashed on the blocking pool: 4 MiB of disk reads
+            // would hold up a runtime worker.
+            let (file, value, hash) = tokio::task::spawn_blocking(move || {
+                let mut buffer = vec![0u8; CHUNK_SIZE];
+                let filled = fill_buffer(&mut body, &mut buffer)?;
+                buffer.truncate(filled);
+                let hash = blake3::hash(&buffer);
+                Ok::<_, std::io::Error>((body, buffer, hash))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            body = file;
+            let filled = value.len();
             if filled == 0 {
                 break;
             }
-            let bytes = &buffer[..filled];
-            let hash = blake3::hash(bytes);
             let key = self.keys.chunk(&hash);
-            let value = bytes.to_vec();
             // Written even when the key exists: a body is published only
             // after an origin fetch, and that rewrite heals a chunk that
             // was damaged in Redis.
@@ -536,6 +560,13 @@ impl Fleet {
                     apply(&String::from_utf8_lossy(&command), lines);
                 }
             }
+        }
+    }
+
+    /// Drops the manifest of `record`'s body: its chunks do not make it.
+    pub async fn forget_manifest(&self, record: &Record) {
+        if let Some(body) = record.body_hash() {
+            self.drop_key(self.keys.object(&body)).await;
         }
     }
 

@@ -308,6 +308,15 @@ impl Cache {
             );
             return Ok(None);
         }
+        if Some(partial.hash()) != record.body_hash() {
+            // Chunks that each check out but do not make the body: the
+            // manifest is wrong. The partial file goes with `partial`.
+            tracing::warn!(
+                "{url}: the fleet's chunks do not make the body it names; asking the origin"
+            );
+            fleet.forget_manifest(record).await;
+            return Ok(None);
+        }
         let cache = Arc::clone(self);
         let (url_text, mtime, json) = (url.to_string(), unix_secs(meta.mtime()), meta.to_json());
         let (hash, _) = tokio::task::spawn_blocking(move || {

@@ -177,6 +177,11 @@ impl PartialBlob {
         self.len
     }
 
+    /// The blake3 of the bytes so far.
+    pub fn hash(&self) -> blake3::Hash {
+        self.hasher.finalize()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -755,3 +755,27 @@ fn a_stale_body_is_revalidated_once_for_the_fleet() {
     assert_eq!(c.stat("shared_hits"), 1);
     assert_eq!(origin.requests_to("/base/f.txt").len(), before + 1);
 }
+
+/// A manifest whose chunks each check out but do not make the body it
+/// names (here, in the wrong order) is caught by the body's hash.
+#[test]
+fn a_manifest_that_does_not_make_its_body_is_caught() {
+    let body = random_bytes(SIZE, 19);
+    let origin = Origin::start();
+    origin.route("/base/m.bin", Route::fresh(body.clone()));
+    let redis = Redis::start();
+    let a = host(&origin, &redis);
+    read_and_publish(&a, "o/m.bin");
+    let manifests = redis.keys("fetchfs:v1:obj:*");
+    assert_eq!(manifests.len(), 1);
+    let text = redis.cli(&["GET", &manifests[0]]);
+    let mut manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let chunks = manifest["chunks"].as_array_mut().unwrap();
+    chunks.swap(0, 1);
+    redis.cli(&["SET", &manifests[0], &manifest.to_string()]);
+
+    let b = host(&origin, &redis);
+    assert_eq!(read(&b.path("o/m.bin")), body, "no wrong byte");
+    assert_eq!(b.stat("shared_hits"), 0);
+    assert_eq!(origin.gets("/base/m.bin"), 2);
+}
