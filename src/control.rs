@@ -14,6 +14,12 @@ use status::Status;
 /// The control folder's name at the mount root.
 pub const CONTROL_DIR: &str = ".fetchfs";
 
+/// The name of the daemon `pid`'s control socket in the abstract namespace
+/// (see `fs/socket.rs`), which the `status` file shows with an `@`.
+pub fn control_socket_name(pid: u32) -> String {
+    format!("fetchfs/{pid}/control")
+}
+
 /// One file of the control folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlFile {

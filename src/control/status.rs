@@ -73,7 +73,7 @@ impl Status {
             offline: config.offline,
             allow_other: config.allow_other,
             read_only: config.read_only,
-            control_socket: format!("@{}", crate::fs::socket::name(std::process::id())),
+            control_socket: format!("@{}", super::control_socket_name(std::process::id())),
             downloads: Vec::new(),
         }
     }

@@ -20,21 +20,16 @@ use fuser::Errno;
 use parking_lot::Mutex;
 
 use super::commands::{CommandFailed, CommandRunner};
-use crate::control::ControlFile;
+use crate::control::{ControlFile, control_socket_name};
 
 /// A request larger than this is refused (a pattern line is at most 8 KiB).
 const MAX_REQUEST_BYTES: u64 = 1 << 20;
 /// How long a client may take to send its request.
 const REQUEST_WAIT: Duration = Duration::from_secs(10);
 
-/// The socket's name in the abstract namespace for the daemon `pid`.
-pub fn name(pid: u32) -> String {
-    format!("fetchfs/{pid}/control")
-}
-
 /// Binds this daemon's control socket.
 pub fn bind() -> std::io::Result<UnixListener> {
-    let address = SocketAddr::from_abstract_name(name(std::process::id()))?;
+    let address = SocketAddr::from_abstract_name(control_socket_name(std::process::id()))?;
     UnixListener::bind_addr(&address)
 }
 
