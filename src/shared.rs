@@ -67,6 +67,17 @@ pub struct Fleet {
     host: String,
     /// Leases this host holds for downloads about to start, by URL.
     held: parking_lot::Mutex<std::collections::HashMap<String, Lease>>,
+    /// Commands applied here while the fleet did not answer, to send.
+    pending: parking_lot::Mutex<Vec<Command>>,
+}
+
+/// An `invalidate` or `evict` this host applied, for the other hosts.
+#[derive(Debug, Clone)]
+struct Command {
+    command: String,
+    lines: Vec<u8>,
+    /// The URLs it matched here, whose fleet records go.
+    urls: Vec<String>,
 }
 
 impl Fleet {
@@ -95,6 +106,7 @@ impl Fleet {
             telemetry,
             host: host_id(),
             held: Default::default(),
+            pending: Default::default(),
         }))
     }
 
@@ -432,9 +444,28 @@ impl Fleet {
         if !self.publishes() {
             return Ok(());
         }
+        let sent = Command {
+            command: command.to_string(),
+            lines: lines.to_vec(),
+            urls: urls.to_vec(),
+        };
+        match self.send_command(&sent).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                // Sent when the fleet answers again (see `flush_pending`).
+                let mut pending = self.pending.lock();
+                if pending.len() < PENDING_KEPT {
+                    pending.push(sent);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn send_command(&self, sent: &Command) -> Result<(), FleetError> {
         let stream = self.keys.commands();
-        let records: Vec<String> = urls.iter().map(|url| self.keys.url(url)).collect();
-        let (host, command, lines) = (self.host.clone(), command.to_string(), lines.to_vec());
+        let records: Vec<String> = sent.urls.iter().map(|url| self.keys.url(url)).collect();
+        let (host, command, lines) = (self.host.clone(), sent.command.clone(), sent.lines.clone());
         self.call(Kind::Control, |mut control| async move {
             let mut pipe = redis::pipe();
             if !records.is_empty() {
@@ -460,10 +491,29 @@ impl Fleet {
         Ok(())
     }
 
+    /// Sends the commands this host applied while the fleet did not answer,
+    /// in order; those that still fail stay pending.
+    async fn flush_pending(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock());
+        let mut left = Vec::new();
+        for (i, sent) in pending.iter().enumerate() {
+            if self.send_command(sent).await.is_err() {
+                left.extend(pending[i..].iter().cloned());
+                break;
+            }
+        }
+        if !left.is_empty() {
+            let mut pending = self.pending.lock();
+            left.append(&mut pending);
+            *pending = left;
+        }
+    }
+
     /// Follows the fleet's command stream for as long as the process lives,
     /// and hands each command another host applied to `apply`
-    /// (`invalidate` or `evict`, and its lines). Commands sent while this
-    /// host could not read the stream are not replayed (yet).
+    /// (`invalidate` or `evict`, and its lines). After a broken connection
+    /// it reads on from the last command it saw (see [`Cursor`]), and
+    /// first sends what this host applied meanwhile.
     pub fn follow_commands(
         self: &Arc<Self>,
         apply: impl Fn(&str, Vec<u8>) + Send + Sync + 'static,
@@ -498,6 +548,9 @@ impl Fleet {
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         let stream = self.keys.commands();
+        // Connected: what this host applied while the fleet was away goes
+        // out first.
+        self.flush_pending().await;
         let (added, length) = stream_counts(&mut connection, &stream).await;
         match &cursor.last {
             None => {
@@ -529,6 +582,11 @@ impl Fleet {
             Some(_) => {}
         }
         loop {
+            // Each round (a second at most): the breaker may have let a
+            // flush on connecting fail.
+            if !self.pending.lock().is_empty() {
+                self.flush_pending().await;
+            }
             let from = cursor.last.clone().unwrap_or_else(|| "0-0".into());
             let read: Option<Vec<(String, Vec<StreamEntry>)>> = redis::cmd("XREAD")
                 .arg("BLOCK")
@@ -650,6 +708,9 @@ impl Fleet {
 
 /// One entry of a Redis stream: its id and its fields.
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
+/// Commands applied while the fleet was away that are kept to send later.
+const PENDING_KEPT: usize = 10_000;
 
 /// Commands kept in the fleet's stream (trimmed approximately).
 const COMMANDS_KEPT: u64 = 100_000;

@@ -260,7 +260,8 @@ impl Cache {
         tokio::spawn(async move {
             if let Err(error) = fleet.announce(command, &lines, &urls).await {
                 tracing::warn!(
-                    "telling the fleet about a .fetchfs/{command} write: {error}; it applies on this host only"
+                    "telling the fleet about a .fetchfs/{command} write: {error}; \
+                     it is sent when the fleet tier answers again"
                 );
             }
         });

@@ -779,3 +779,29 @@ fn a_manifest_that_does_not_make_its_body_is_caught() {
     assert_eq!(b.stat("shared_hits"), 0);
     assert_eq!(origin.gets("/base/m.bin"), 2);
 }
+
+/// An invalidate applied while Redis is down applies on its host at once,
+/// and reaches the other hosts once Redis is back.
+#[test]
+fn a_command_applied_while_redis_is_down_is_sent_when_it_returns() {
+    let mut fleet = VersionedFleet::start();
+    let port = fleet.redis.port();
+    fleet.redis.kill();
+    fleet.change_and_invalidate_on(&fleet.a);
+    assert_eq!(
+        read(&fleet.a.path("o/v.txt")),
+        b"version 2",
+        "applied on A at once"
+    );
+
+    let _redis = Redis::start_on(port);
+    assert!(
+        eventually(Duration::from_secs(15), || fleet
+            .b
+            .stat("fleet_commands_received")
+            == 1),
+        "B never heard of it; A's stderr:\n{}",
+        fleet.a.stderr()
+    );
+    assert_eq!(read(&fleet.b.path("o/v.txt")), b"version 2");
+}
