@@ -202,6 +202,11 @@ impl Cache {
         };
         let publication = self.publication(origin, url, head);
         let (download, writer) = Download::start(url.to_string(), announced, partial.file());
+        if publication.as_ref().is_some_and(Publication::leads) {
+            // Other hosts wait for this body: it comes whole, at the
+            // origin's pace, not at that of the readers here.
+            download.want_everything();
+        }
         self.flights.start(Arc::clone(&download));
         self.telemetry.counters.download_started();
         self.telemetry.events.emit(

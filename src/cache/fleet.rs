@@ -38,6 +38,11 @@ pub struct Publication {
 }
 
 impl Publication {
+    /// Whether this host leads the fleet's fetch of it (holds the lease).
+    pub fn leads(&self) -> bool {
+        self.lease.is_some()
+    }
+
     /// What the fleet may be told of the response `head` of `origin`:
     /// `None` when a shared cache may not store it (see [`is_shareable`]).
     pub fn of(origin: &Origin, url: &Url, head: &Head) -> Option<Publication> {

@@ -805,3 +805,32 @@ fn a_command_applied_while_redis_is_down_is_sent_when_it_returns() {
     );
     assert_eq!(read(&fleet.b.path("o/v.txt")), b"version 2");
 }
+
+/// The host that leads a URL's fetch brings the whole body, whatever its
+/// own readers do: a reader there that reads a little and waits must not
+/// hold up the hosts waiting for the fleet's copy.
+#[test]
+fn a_leader_brings_the_whole_body_for_the_fleet_however_its_readers_read() {
+    use std::io::Read;
+    const BIG: usize = 48 * 1024 * 1024;
+    let body = random_bytes(BIG, 20);
+    let origin = Origin::start();
+    origin.route("/base/parts.bin", Route::fresh(body.clone()).ranges());
+    let redis = Redis::start();
+    let a = host(&origin, &redis);
+    let b = host(&origin, &redis);
+    let mut idle = std::fs::File::open(a.path("o/parts.bin")).unwrap();
+    let mut first = vec![0u8; 4096];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(first, body[..4096]);
+
+    let started = std::time::Instant::now();
+    assert_eq!(read(&b.path("o/parts.bin")), body);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "B waited {:?} for A's slow reader",
+        started.elapsed()
+    );
+    assert_eq!(b.stat("shared_hits"), 1, "{}", origin.describe_requests());
+    drop(idle);
+}
