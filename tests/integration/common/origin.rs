@@ -455,6 +455,16 @@ impl Origin {
     pub fn serve_dir(&self, base: &str, root: &std::path::Path, listing: Listing) {
         let (dirs, files) = super::check::read_tree(root);
         self.serve_listed(base, &dirs, &files, listing);
+        // As a web server would: a file's Last-Modified is the time its
+        // listing shows, so its mtime on the mount is the same before and
+        // after it is stored (rsync -a compares it).
+        let base = base.trim_end_matches('/');
+        for (rel, body) in &files {
+            self.route(
+                &format!("{base}/{rel}"),
+                Route::fresh(body.clone()).header("Last-Modified", LISTING_MTIME_HTTP),
+            );
+        }
     }
 
     /// `files`, the directories they imply and `dirs`, which may be empty,
