@@ -70,6 +70,35 @@ impl Cache {
         self.fleet.get().cloned()
     }
 
+    /// The fleet tier, when the mount has one and `origin` shares through it.
+    fn fleet_of(&self, origin: &Origin) -> Option<Arc<Fleet>> {
+        self.fleet().filter(|_| origin.share != ShareMode::Never)
+    }
+
+    /// The fleet could not help with `url`: takes its lease (`false`: go to
+    /// the origin, holding it), or waits while another host holds it
+    /// (`true`: look in the fleet again), or gives up waiting at `give_up`
+    /// or when the fleet cannot say (`false`).
+    async fn wait_turn(
+        &self,
+        fleet: &Arc<Fleet>,
+        url: &Url,
+        give_up: tokio::time::Instant,
+    ) -> bool {
+        match fleet.turn(url.as_str()).await {
+            Turn::Lead(lease) => {
+                self.telemetry.counters.add_lease_led();
+                fleet.hold(url.as_str(), lease);
+                false
+            }
+            Turn::Alone => false,
+            Turn::Follow => {
+                self.telemetry.counters.add_lease_followed();
+                fleet.wait_for_lease(url.as_str(), give_up).await
+            }
+        }
+    }
+
     /// What to publish of a response to `url`, if this mount has a fleet
     /// tier that would take it.
     pub(super) fn publication(
@@ -106,31 +135,16 @@ impl Cache {
         loc: &Location,
         url: &Url,
     ) -> Result<Option<blake3::Hash>, CacheError> {
-        let Some(fleet) = self.fleet.get().cloned() else {
+        let Some(fleet) = self.fleet_of(&loc.origin) else {
             return Ok(None);
         };
-        if loc.origin.share == ShareMode::Never {
-            return Ok(None);
-        }
         let give_up = tokio::time::Instant::now() + FOLLOW_LIMIT;
         loop {
-            if let Some(hash) = self.fill_from_fleet(loc, url).await? {
+            if let Some((hash, _)) = self.fill_from_fleet(loc, url).await? {
                 return Ok(Some(hash));
             }
-            match fleet.turn(url.as_str()).await {
-                Turn::Lead(lease) => {
-                    self.telemetry.counters.add_lease_led();
-                    fleet.hold(url.as_str(), lease);
-                    return Ok(None);
-                }
-                Turn::Alone => return Ok(None),
-                Turn::Follow => {
-                    self.telemetry.counters.add_lease_followed();
-                    if !fleet.wait_for_lease(url.as_str(), give_up).await {
-                        // A leader that takes this long: fetch it anyway.
-                        return Ok(None);
-                    }
-                }
+            if !self.wait_turn(&fleet, url, give_up).await {
+                return Ok(None);
             }
         }
     }
@@ -147,12 +161,9 @@ impl Cache {
         url: &Url,
         blob: &blake3::Hash,
     ) -> Result<Option<Resolved>, CacheError> {
-        let Some(fleet) = self.fleet.get().cloned() else {
+        let Some(fleet) = self.fleet_of(&loc.origin) else {
             return Ok(None);
         };
-        if loc.origin.share == ShareMode::Never {
-            return Ok(None);
-        }
         let give_up = tokio::time::Instant::now() + FOLLOW_LIMIT;
         loop {
             if let Some(found) = fleet.lookup(url.as_str()).await
@@ -167,19 +178,8 @@ impl Cache {
                 );
                 return self.stored_file(blob, meta.remaining(SystemTime::now()));
             }
-            match fleet.turn(url.as_str()).await {
-                Turn::Lead(lease) => {
-                    self.telemetry.counters.add_lease_led();
-                    fleet.hold(url.as_str(), lease);
-                    return Ok(None);
-                }
-                Turn::Alone => return Ok(None),
-                Turn::Follow => {
-                    self.telemetry.counters.add_lease_followed();
-                    if !fleet.wait_for_lease(url.as_str(), give_up).await {
-                        return Ok(None);
-                    }
-                }
+            if !self.wait_turn(&fleet, url, give_up).await {
+                return Ok(None);
             }
         }
     }
@@ -274,21 +274,18 @@ impl Cache {
 
     /// Fills the local store with `url`'s body from the fleet tier, when
     /// the fleet has a fresh response for it. Returns the stored body's
-    /// hash; `None` when the fleet cannot help (a miss, a stale record, a
+    /// hash and how long it stays fresh; `None` when the fleet cannot help (a miss, a stale record, a
     /// damaged or vanished chunk, Redis down): then the origin is asked.
     /// Call it holding the URL's lock.
     pub(super) async fn fill_from_fleet(
         self: &Arc<Self>,
         loc: &Location,
         url: &Url,
-    ) -> Result<Option<blake3::Hash>, CacheError> {
-        let Some(fleet) = self.fleet.get() else {
+    ) -> Result<Option<(blake3::Hash, Duration)>, CacheError> {
+        let origin = &loc.origin;
+        let Some(fleet) = self.fleet_of(origin) else {
             return Ok(None);
         };
-        let origin = &loc.origin;
-        if origin.share == ShareMode::Never {
-            return Ok(None);
-        }
         let Some(found) = fleet.lookup(url.as_str()).await else {
             return Ok(None);
         };
@@ -325,8 +322,14 @@ impl Cache {
         }
         let cache = Arc::clone(self);
         let (url_text, mtime, json) = (url.to_string(), unix_secs(meta.mtime()), meta.to_json());
-        let (hash, _) = tokio::task::spawn_blocking(move || {
-            cache.store.commit(partial, &url_text, mtime, json)
+        // The commit and the cap read and write the index: the blocking
+        // pool's work, as for a body from the origin.
+        let hash = tokio::task::spawn_blocking(move || {
+            let (hash, _) = cache.store.commit(partial, &url_text, mtime, json)?;
+            if let Err(error) = cache.enforce_cap() {
+                tracing::warn!("evicting to stay under the cache size cap: {error}");
+            }
+            Ok::<_, CacheError>(hash)
         })
         .await
         .map_err(|e| CacheError::Io(std::io::Error::other(e)))??;
@@ -335,10 +338,7 @@ impl Cache {
             EventKind::SharedHit,
             json!({ "url": url.as_str(), "size": record.size }),
         );
-        if let Err(error) = self.enforce_cap() {
-            tracing::warn!("evicting to stay under the cache size cap: {error}");
-        }
-        Ok(Some(hash))
+        Ok(Some((hash, meta.remaining(SystemTime::now()))))
     }
 }
 

@@ -114,23 +114,12 @@ impl Cache {
                 url: url.to_string(),
             });
         }
-        if let Some(hash) = self.fill_from_fleet(loc, &url).await?
-            && let Some(stored) = self.stored_file(&hash, self.remaining_of(&url)?)?
+        if let Some((hash, ttl)) = self.fill_from_fleet(loc, &url).await?
+            && let Some(stored) = self.stored_file(&hash, ttl)?
         {
             return Ok(stored);
         }
         self.probe(loc, &url).await
-    }
-
-    /// How long the stored entry of `url` stays fresh.
-    fn remaining_of(&self, url: &Url) -> Result<Duration, CacheError> {
-        Ok(self
-            .store
-            .index
-            .url(url.as_str())?
-            .and_then(|record| EntryMeta::from_json(&record.meta))
-            .map(|meta| meta.remaining(SystemTime::now()))
-            .unwrap_or_default())
     }
 
     /// A URL the index has: served as stored while fresh, else revalidated.
