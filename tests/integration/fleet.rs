@@ -587,20 +587,27 @@ fn a_host_that_missed_trimmed_commands_revalidates_everything() {
     assert_eq!(read(&b.path("o/v.txt")), b"version 2");
 }
 
-/// A body from the fleet keeps its age: fresh for what is left of its
-/// max-age on every host, then revalidated once, by the host that reads it.
-#[test]
-fn a_body_from_the_fleet_keeps_its_age() {
+/// Origin `o` serving `f.txt` with `max-age` and an ETag, and two hosts of
+/// one fleet.
+fn two_hosts_with_max_age(body: &[u8], max_age: u32) -> (Origin, Redis, Mount, Mount) {
     let origin = Origin::start();
     origin.route(
         "/base/f.txt",
-        Route::ok(b"three seconds".to_vec())
-            .header("Cache-Control", "max-age=3")
+        Route::ok(body.to_vec())
+            .header("Cache-Control", &format!("max-age={max_age}"))
             .header("ETag", "\"v1\""),
     );
     let redis = Redis::start();
     let a = host(&origin, &redis);
     let b = host(&origin, &redis);
+    (origin, redis, a, b)
+}
+
+/// A body from the fleet keeps its age: fresh for what is left of its
+/// max-age on every host, then revalidated once, by the host that reads it.
+#[test]
+fn a_body_from_the_fleet_keeps_its_age() {
+    let (origin, _redis, a, b) = two_hosts_with_max_age(b"three seconds", 3);
     let fetched = std::time::Instant::now();
     read_and_publish(&a, "o/f.txt");
     let asked = origin.requests_to("/base/f.txt").len();
@@ -712,16 +719,7 @@ fn a_chunk_costs_its_size_in_redis() {
 /// other hosts take without asking, as does a host that comes later.
 #[test]
 fn a_stale_body_is_revalidated_once_for_the_fleet() {
-    let origin = Origin::start();
-    origin.route(
-        "/base/f.txt",
-        Route::ok(b"two seconds".to_vec())
-            .header("Cache-Control", "max-age=2")
-            .header("ETag", "\"v1\""),
-    );
-    let redis = Redis::start();
-    let a = host(&origin, &redis);
-    let b = host(&origin, &redis);
+    let (origin, redis, a, b) = two_hosts_with_max_age(b"two seconds", 2);
     read_and_publish(&a, "o/f.txt");
     assert_eq!(read(&b.path("o/f.txt")), b"two seconds");
     let before = origin.requests_to("/base/f.txt").len();

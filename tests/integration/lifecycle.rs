@@ -338,25 +338,13 @@ fn an_fstab_line_mounts_through_the_mount_helper() {
     let origin = Origin::start();
     origin.route("/base/f", Route::fresh(b"from fstab".to_vec()));
     let scratch = tempfile::tempdir().unwrap();
-    let mountpoint = scratch.path().join("mnt");
-    std::fs::create_dir(&mountpoint).unwrap();
-    let config = scratch.path().join("artifacts.toml");
-    std::fs::write(
-        &config,
-        format!("[origins.o]\nurl = \"{}\"\n", origin.url("/base")),
-    )
-    .unwrap();
-    let fstab = scratch.path().join("fstab");
-    std::fs::write(
-        &fstab,
-        format!(
-            "fetchfs {} fetchfs config={},cache_dir={},allow_other,x-systemd.automount,_netdev,defaults 0 0\n",
-            mountpoint.display(),
-            config.display(),
-            scratch.path().join("cache").display()
-        ),
-    )
-    .unwrap();
+    let (mountpoint, fstab) = mount::fstab_line(
+        scratch.path(),
+        "mnt",
+        "o",
+        &origin.url("/base"),
+        "allow_other,x-systemd.automount,_netdev,defaults",
+    );
     let _helper = MountHelper::install();
     let _cleanup = DetachedMount(mountpoint.clone());
 

@@ -31,25 +31,13 @@ fn an_fstab_line_becomes_units_whose_mount_mounts_fetchfs() {
     let origin = Origin::start();
     origin.route("/base/tool.tar.gz", Route::fresh(b"a tarball".to_vec()));
     let scratch = tempfile::tempdir().unwrap();
-    let mountpoint = scratch.path().join("artifacts");
-    std::fs::create_dir(&mountpoint).unwrap();
-    let config = scratch.path().join("artifacts.toml");
-    std::fs::write(
-        &config,
-        format!("[origins.rel]\nurl = \"{}\"\n", origin.url("/base")),
-    )
-    .unwrap();
-    let fstab = scratch.path().join("fstab");
-    std::fs::write(
-        &fstab,
-        format!(
-            "fetchfs {} fetchfs config={},cache_dir={},allow_other,x-systemd.automount,_netdev 0 0\n",
-            mountpoint.display(),
-            config.display(),
-            scratch.path().join("cache").display()
-        ),
-    )
-    .unwrap();
+    let (mountpoint, fstab) = mount::fstab_line(
+        scratch.path(),
+        "artifacts",
+        "rel",
+        &origin.url("/base"),
+        "allow_other,x-systemd.automount,_netdev",
+    );
     let units = scratch.path().join("units");
     std::fs::create_dir(&units).unwrap();
     let generated = run_with_timeout(

@@ -758,3 +758,32 @@ impl Drop for MountHelper {
         }
     }
 }
+
+/// An fstab line in `scratch` for a fetchfs mount on `scratch/MOUNT_NAME`:
+/// a config file naming origin `origin` at `url`, the cache in
+/// `scratch/cache`, then `options` (`allow_other,_netdev`). Returns the
+/// mountpoint (made) and the fstab file.
+pub fn fstab_line(
+    scratch: &Path,
+    mount_name: &str,
+    origin: &str,
+    url: &str,
+    options: &str,
+) -> (PathBuf, PathBuf) {
+    let mountpoint = scratch.join(mount_name);
+    std::fs::create_dir(&mountpoint).unwrap();
+    let config = scratch.join("artifacts.toml");
+    std::fs::write(&config, format!("[origins.{origin}]\nurl = \"{url}\"\n")).unwrap();
+    let fstab = scratch.join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "fetchfs {} fetchfs config={},cache_dir={},{options} 0 0\n",
+            mountpoint.display(),
+            config.display(),
+            scratch.join("cache").display()
+        ),
+    )
+    .unwrap();
+    (mountpoint, fstab)
+}
