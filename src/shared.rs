@@ -11,10 +11,9 @@
 //! mounting never waits for Redis (connections are made lazily).
 
 mod breaker;
-mod lease;
+pub mod lease;
 pub mod schema;
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ use crate::config::SharedConfig;
 use crate::telemetry::{EventKind, Telemetry};
 use breaker::{Breaker, Tripped};
 pub use lease::{Lease, Turn};
-use schema::{CHUNK_SIZE, Keys, Manifest, Record};
+use schema::{CHUNK_SIZE, FillEntry, Keys, Manifest, Record};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -41,6 +40,93 @@ pub enum FleetError {
     Missing(String),
     #[error("reading the body to publish: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Stopped(String),
+}
+
+/// What the fleet knows of a URL now.
+#[derive(Debug, Clone)]
+pub struct Standing {
+    pub found: Option<Found>,
+    /// The lease token of the host fetching it from its origin.
+    pub leader: Option<String>,
+}
+
+/// What a read of a fill stream found.
+#[derive(Debug)]
+pub struct FillPoll {
+    /// Who holds the URL's lease, read before the entries.
+    pub leader: Option<String>,
+    /// The entries, by stream id; `None` for one this version cannot read.
+    pub entries: Vec<(String, Option<FillEntry>)>,
+    /// Redis's clock.
+    pub now_ms: u64,
+}
+
+/// Chunks to read in order, at most [`CHUNKS_ASKED`] on their way at once.
+pub struct ChunkQueue {
+    fleet: Arc<Fleet>,
+    kind: Kind,
+    waiting: std::collections::VecDeque<blake3::Hash>,
+    asked: std::collections::VecDeque<(blake3::Hash, ChunkAnswer)>,
+}
+
+type ChunkAnswer = tokio::task::JoinHandle<Result<Option<Vec<u8>>, FleetError>>;
+
+/// The largest body whose chunk comes on the control connection.
+const SMALL_BODY: u64 = 64 * 1024;
+
+/// Chunks asked for ahead of the one being checked and written.
+const CHUNKS_ASKED: usize = 2;
+
+impl ChunkQueue {
+    pub fn push(&mut self, chunk: blake3::Hash) {
+        self.waiting.push_back(chunk);
+        self.ask();
+    }
+
+    /// Chunks pushed and not yet taken.
+    pub fn len(&self) -> usize {
+        self.waiting.len() + self.asked.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn ask(&mut self) {
+        while self.asked.len() < CHUNKS_ASKED
+            && let Some(chunk) = self.waiting.pop_front()
+        {
+            let answer = self.fleet.get_chunk(self.kind, &chunk);
+            self.asked.push_back((chunk, answer));
+        }
+    }
+
+    /// The next chunk's bytes, checked against its hash; `None` when the
+    /// queue is empty. A damaged chunk is dropped from Redis and, like a
+    /// missing one, is an error: the caller goes to the origin.
+    pub async fn next(&mut self) -> Result<Option<(blake3::Hash, Vec<u8>)>, FleetError> {
+        let Some((chunk, answer)) = self.asked.pop_front() else {
+            return Ok(None);
+        };
+        self.ask();
+        let fleet = &self.fleet;
+        let key = fleet.keys.chunk(&chunk);
+        let bytes = answer
+            .await
+            .map_err(|e| FleetError::Io(std::io::Error::other(e)))??
+            .ok_or(FleetError::Missing(key.clone()))?;
+        if blake3::hash(&bytes) != chunk {
+            fleet.drop_key(key.clone()).await;
+            return Err(FleetError::Damaged(key));
+        }
+        fleet
+            .telemetry
+            .counters
+            .add_bytes_from_shared(bytes.len() as u64);
+        Ok(Some((chunk, bytes)))
+    }
 }
 
 /// A URL the fleet has, and how old its response is.
@@ -161,7 +247,13 @@ impl Fleet {
             })
             .await;
         let (value, (secs, micros)) = asked.ok()?;
-        let record: Record = match serde_json::from_slice(&value?) {
+        self.found(url, &value?, secs * 1000 + micros / 1000).await
+    }
+
+    /// The record of `url` read as `value` when Redis's clock said `now_ms`;
+    /// an unreadable one is dropped.
+    async fn found(&self, url: &str, value: &[u8], now_ms: u64) -> Option<Found> {
+        let record: Record = match serde_json::from_slice(value) {
             Ok(record) => record,
             Err(error) => {
                 tracing::warn!("the fleet's record of {url} is not valid ({error}); dropped");
@@ -169,11 +261,7 @@ impl Fleet {
                 return None;
             }
         };
-        if record.url != url {
-            return None;
-        }
-        let now_ms = secs * 1000 + micros / 1000;
-        Some(Found {
+        (record.url == url).then(|| Found {
             age: Duration::from_millis(now_ms.saturating_sub(record.recv_ms)),
             record,
         })
@@ -222,135 +310,212 @@ impl Fleet {
         false
     }
 
-    /// Reads the body of `record` chunk by chunk into `sink`, checking each
-    /// chunk against its hash and the length against the record's, with
-    /// the next chunk on its way while one is checked and written. The body
-    /// as a whole is the caller's to check (its store hashes what it
-    /// writes). A damaged chunk is dropped from Redis and fails the read,
-    /// as does a missing one: the caller then asks the origin.
-    pub async fn read_body(
-        self: &Arc<Self>,
-        record: &Record,
-        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
-    ) -> Result<u64, FleetError> {
+    /// What the fleet knows of `url` now: its record, and which host is
+    /// fetching it (its lease token). `None` when the fleet cannot say.
+    pub async fn standing(&self, url: &str) -> Option<Standing> {
+        let (key, lease) = (self.keys.url(url), self.keys.lease(url));
+        let asked = self
+            .call(Kind::Control, |mut control| async move {
+                redis::pipe()
+                    .get(&key)
+                    .get(&lease)
+                    .cmd("TIME")
+                    .query_async::<(Option<Vec<u8>>, Option<String>, (u64, u64))>(&mut control)
+                    .await
+            })
+            .await;
+        let (value, leader, (secs, micros)) = asked.ok()?;
+        let found = match value {
+            Some(value) => self.found(url, &value, secs * 1000 + micros / 1000).await,
+            None => None,
+        };
+        Some(Standing { found, leader })
+    }
+
+    /// The chunks of `record`'s body, from its manifest; a manifest that is
+    /// not the one the record names, or does not add up, is dropped.
+    pub async fn manifest(&self, record: &Record) -> Result<Vec<blake3::Hash>, FleetError> {
         let body = record
             .body_hash()
             .ok_or_else(|| FleetError::Damaged(self.keys.url(&record.url)))?;
         let manifest_key = self.keys.object(&body);
         let key = manifest_key.clone();
-        let manifest: Option<Vec<u8>> = self
+        let stored: Option<Vec<u8>> = self
             .call(Kind::Control, |mut control| async move {
                 redis::cmd("GET").arg(&key).query_async(&mut control).await
             })
             .await?;
-        let manifest: Manifest = manifest
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or(FleetError::Missing(manifest_key.clone()))?;
-        let chunks = match manifest.chunk_hashes() {
-            Some(chunks) if manifest.size == record.size => chunks,
-            _ => {
+        let stored = stored.ok_or(FleetError::Missing(manifest_key.clone()))?;
+        let chunks = serde_json::from_slice::<Manifest>(&stored)
+            .ok()
+            .filter(|manifest| manifest.size == record.size && record.names_manifest(&stored))
+            .and_then(|manifest| manifest.chunk_hashes());
+        match chunks {
+            Some(chunks) => Ok(chunks),
+            None => {
                 self.drop_key(manifest_key.clone()).await;
-                return Err(FleetError::Damaged(manifest_key));
+                Err(FleetError::Damaged(manifest_key))
             }
-        };
-        let mut read = 0;
-        let mut next = chunks.first().map(|chunk| self.get_chunk(chunk));
-        for (i, chunk) in chunks.iter().enumerate() {
-            let Some(asked) = next.take() else { break };
-            let answer = asked
-                .await
-                .map_err(|e| FleetError::Io(std::io::Error::other(e)))?;
-            next = chunks.get(i + 1).map(|chunk| self.get_chunk(chunk));
-            let key = self.keys.chunk(chunk);
-            let bytes = answer?.ok_or(FleetError::Missing(key.clone()))?;
-            if blake3::hash(&bytes) != *chunk {
-                self.drop_key(key.clone()).await;
-                return Err(FleetError::Damaged(key));
-            }
-            sink(&bytes)?;
-            read += bytes.len() as u64;
-            self.telemetry
-                .counters
-                .add_bytes_from_shared(bytes.len() as u64);
         }
-        if read != record.size {
-            self.drop_key(manifest_key.clone()).await;
-            return Err(FleetError::Damaged(manifest_key));
-        }
-        Ok(read)
     }
 
-    /// Asks for one chunk, on a task of its own so it comes while the
-    /// previous one is checked and written.
-    fn get_chunk(
-        self: &Arc<Self>,
-        chunk: &blake3::Hash,
-    ) -> tokio::task::JoinHandle<Result<Option<Vec<u8>>, FleetError>> {
+    /// A queue of the chunks of a body of `size` bytes (if known) to
+    /// read, the next ones on their way while one is checked and written.
+    /// A small body's come on the control connection: a 4 KiB file must
+    /// not wait behind the 4 MiB chunks of a large one.
+    pub fn chunks(self: &Arc<Self>, size: Option<u64>) -> ChunkQueue {
+        let kind = match size {
+            Some(size) if size <= SMALL_BODY => Kind::Control,
+            _ => Kind::Bulk,
+        };
+        ChunkQueue {
+            fleet: Arc::clone(self),
+            kind,
+            waiting: Default::default(),
+            asked: Default::default(),
+        }
+    }
+
+    /// Asks for one chunk on a connection of `kind`, on a task of its own.
+    fn get_chunk(self: &Arc<Self>, kind: Kind, chunk: &blake3::Hash) -> ChunkAnswer {
         let (fleet, key) = (Arc::clone(self), self.keys.chunk(chunk));
         tokio::spawn(async move {
             fleet
-                .call(Kind::Bulk, |mut bulk| async move {
-                    redis::cmd("GET").arg(&key).query_async(&mut bulk).await
+                .call(kind, |mut connection| async move {
+                    redis::cmd("GET")
+                        .arg(&key)
+                        .query_async(&mut connection)
+                        .await
                 })
                 .await
         })
     }
 
-    /// Publishes a body this host stored: its chunks (those Redis lacks),
-    /// then its manifest, then the URL's record, so a reader never finds a
-    /// record whose chunks are not all there. `received` is how long ago
-    /// the response came.
+    /// Stores one chunk of a body. Written even when the key exists: a
+    /// chunk is put only from a body fetched from its origin, and the
+    /// rewrite heals a chunk that was damaged in Redis.
+    pub async fn put_chunk(&self, chunk: &blake3::Hash, bytes: Vec<u8>) -> Result<(), FleetError> {
+        if !self.publishes() {
+            return Ok(());
+        }
+        let key = self.keys.chunk(chunk);
+        self.call(Kind::Bulk, |mut bulk| async move {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(bytes)
+                .query_async::<()>(&mut bulk)
+                .await
+        })
+        .await
+    }
+
+    /// Reads the fill stream of the fetch of `url` led by `token`, from
+    /// after entry `after` (from its start when empty), and who holds the
+    /// lease now (read first: a leader gone with no `done` or `abort`
+    /// after it died, or released the lease without one).
+    pub async fn poll_fill(
+        &self,
+        url: &str,
+        token: &str,
+        after: &str,
+    ) -> Result<FillPoll, FleetError> {
+        let (lease, stream) = (self.keys.lease(url), self.keys.fill(url, token));
+        let from = if after.is_empty() {
+            "-".to_string()
+        } else {
+            format!("({after}")
+        };
+        let (leader, entries, (secs, micros)) = self
+            .call(Kind::Control, |mut control| async move {
+                redis::pipe()
+                    .get(&lease)
+                    .cmd("XRANGE")
+                    .arg(&stream)
+                    .arg(&from)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(FILL_READ)
+                    .cmd("TIME")
+                    .query_async::<(Option<String>, Vec<StreamEntry>, (u64, u64))>(&mut control)
+                    .await
+            })
+            .await?;
+        let entries = entries
+            .into_iter()
+            .map(|(id, fields)| {
+                let entry = fields
+                    .iter()
+                    .find(|(name, _)| name == "e")
+                    .and_then(|(_, value)| FillEntry::decode(value));
+                (id, entry)
+            })
+            .collect();
+        Ok(FillPoll {
+            leader,
+            entries,
+            now_ms: secs * 1000 + micros / 1000,
+        })
+    }
+
+    /// Adds `entries` to the fill stream of this host's fetch of `url`.
+    pub async fn add_fill(
+        &self,
+        url: &str,
+        lease: &Lease,
+        entries: &[FillEntry],
+    ) -> Result<(), FleetError> {
+        let stream = self.keys.fill(url, &lease.token);
+        let entries: Vec<Vec<u8>> = entries.iter().map(FillEntry::encode).collect();
+        self.call(Kind::Control, |mut control| async move {
+            let mut pipe = redis::pipe();
+            for entry in &entries {
+                pipe.cmd("XADD")
+                    .arg(&stream)
+                    .arg("*")
+                    .arg("e")
+                    .arg(entry)
+                    .ignore();
+            }
+            pipe.cmd("PEXPIRE")
+                .arg(&stream)
+                .arg(FILL_KEPT.as_millis() as u64)
+                .ignore();
+            pipe.query_async::<()>(&mut control).await
+        })
+        .await
+    }
+
+    /// Redis's clock, ms since the epoch: the fleet's one clock.
+    pub async fn now_ms(&self) -> Result<u64, FleetError> {
+        let (secs, micros): (u64, u64) = self
+            .call(Kind::Control, |mut control| async move {
+                redis::cmd("TIME").query_async(&mut control).await
+            })
+            .await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    /// Publishes a body whose chunks are all in Redis: its manifest, then
+    /// its URL's record (and, for the host that leads its fetch, `done` in
+    /// the fill stream), so a reader never finds a record whose chunks are
+    /// not all there. `received` is how long ago the response came.
     pub async fn publish(
         &self,
-        record: Record,
+        mut record: Record,
         received: Duration,
-        mut body: std::fs::File,
+        chunks: &[blake3::Hash],
         lease: Option<&Lease>,
     ) -> Result<(), FleetError> {
         if !self.publishes() {
             return Ok(());
         }
-        let mut chunks = Vec::new();
-        loop {
-            // Read and hashed on the blocking pool: 4 MiB of disk reads
-            // would hold up a runtime worker.
-            let (file, value, hash) = tokio::task::spawn_blocking(move || {
-                let mut buffer = vec![0u8; CHUNK_SIZE];
-                let filled = fill_buffer(&mut body, &mut buffer)?;
-                buffer.truncate(filled);
-                let hash = blake3::hash(&buffer);
-                Ok::<_, std::io::Error>((body, buffer, hash))
-            })
-            .await
-            .map_err(std::io::Error::other)??;
-            body = file;
-            let filled = value.len();
-            if filled == 0 {
-                break;
-            }
-            let key = self.keys.chunk(&hash);
-            // Written even when the key exists: a body is published only
-            // after an origin fetch, and that rewrite heals a chunk that
-            // was damaged in Redis.
-            self.call(Kind::Bulk, |mut bulk| async move {
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(value)
-                    .query_async::<()>(&mut bulk)
-                    .await
-            })
-            .await?;
-            chunks.push(hash.to_hex().to_string());
-            if filled < CHUNK_SIZE {
-                break;
-            }
-        }
         let manifest = Manifest {
             size: record.size,
             chunk_size: CHUNK_SIZE as u64,
-            chunks,
+            chunks: chunks.iter().map(|c| c.to_hex().to_string()).collect(),
         };
         let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
+        record.m3 = blake3::hash(&manifest).to_hex().to_string();
         self.publish_record(record, received, manifest, lease).await
     }
 
@@ -380,7 +545,7 @@ impl Fleet {
 
     /// Writes the record (and the manifest, unless empty) through the
     /// lease-checking script, stamping it with Redis's clock less
-    /// `received`.
+    /// `received`; the lease's fill stream gets `done`.
     async fn publish_record(
         &self,
         mut record: Record,
@@ -393,25 +558,39 @@ impl Fleet {
             .map(|hash| self.keys.object(&hash))
             .ok_or_else(|| FleetError::Damaged(record.b3.clone()))?;
         let url_key = self.keys.url(&record.url);
-        let (secs, micros): (u64, u64) = self
-            .call(Kind::Control, |mut control| async move {
-                redis::cmd("TIME").query_async(&mut control).await
-            })
-            .await?;
-        let now_ms = secs * 1000 + micros / 1000;
-        record.recv_ms = now_ms.saturating_sub(received.as_millis() as u64);
+        record.recv_ms = self
+            .now_ms()
+            .await?
+            .saturating_sub(received.as_millis() as u64);
         let value = serde_json::to_vec(&record).unwrap_or_default();
         let lease_key = self.keys.lease(&record.url);
-        let token = lease.map(|lease| lease.token.clone()).unwrap_or_default();
+        let (token, stream, done) = match lease {
+            Some(lease) => (
+                lease.token.clone(),
+                self.keys.fill(&record.url, &lease.token),
+                FillEntry::Done {
+                    b3: record.b3.clone(),
+                }
+                .encode(),
+            ),
+            None => (
+                String::new(),
+                self.keys.fill(&record.url, "none"),
+                Vec::new(),
+            ),
+        };
         let published = self
             .call(Kind::Control, |mut control| async move {
                 redis::Script::new(lease::PUBLISH)
                     .key(&url_key)
                     .key(&lease_key)
                     .key(&manifest_key)
+                    .key(&stream)
                     .arg(value)
                     .arg(manifest)
                     .arg(token)
+                    .arg(done)
+                    .arg(FILL_KEPT.as_millis() as u64)
                     .invoke_async::<i64>(&mut control)
                     .await
             })
@@ -709,6 +888,11 @@ impl Fleet {
 /// One entry of a Redis stream: its id and its fields.
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
+/// Entries of a fill stream read at once.
+const FILL_READ: usize = 256;
+/// How long a fill stream is kept after its last entry.
+const FILL_KEPT: Duration = Duration::from_secs(600);
+
 /// Commands applied while the fleet was away that are kept to send later.
 const PENDING_KEPT: usize = 10_000;
 
@@ -774,16 +958,4 @@ fn host_id() -> String {
 enum Kind {
     Control,
     Bulk,
-}
-
-/// Reads until `buffer` is full or the file ends; returns how much it read.
-fn fill_buffer(file: &mut std::fs::File, buffer: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match file.read(&mut buffer[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
 }

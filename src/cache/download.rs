@@ -56,6 +56,10 @@ mod spans;
 
 pub use spans::Spans;
 
+/// A download with no reader goes on this long, for the open that usually
+/// follows a lookup, before it stops.
+pub const UNWANTED_GRACE: Duration = Duration::from_secs(2);
+
 /// A sequential read that starts within this of the front is the front's
 /// to serve: a large `read(2)` has the kernel send a dozen 1 MiB reads at
 /// once, the last of them well ahead of the first.
@@ -576,6 +580,20 @@ impl Download {
                 source,
             })?;
         Ok(buf)
+    }
+
+    /// Bytes `[offset, offset + len)` as on disk, for a range the front
+    /// has passed (the fleet's publisher reads them back).
+    pub fn read_written(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    /// Whether the file holds `bytes` at `offset` (a range the front has
+    /// passed): a response that sends them again must send the same.
+    pub fn holds(&self, offset: u64, bytes: &[u8]) -> std::io::Result<bool> {
+        Ok(self.read_written(offset, bytes.len())? == bytes)
     }
 
     pub fn failed(&self) -> DownloadError {

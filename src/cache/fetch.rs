@@ -16,19 +16,15 @@ use http::{HeaderMap, StatusCode};
 use serde_json::json;
 use url::Url;
 
-use super::download::{Announced, DownloadWriter, Fate};
-use super::fleet::Publication;
+use super::download::{Announced, DownloadWriter, Fate, UNWANTED_GRACE};
+use super::fleet::Publishing;
 use super::freshness::{EntryMeta, missing_ttl, ttl_rules, unix_secs};
-use super::parts::{PartAnswer, part_source};
+use super::parts::{PartAnswer, PartError, part_source};
 use super::{Cache, CacheError, Download, Location, OpenBlob, Opened, Phase, StoredFile};
 use crate::config::Origin;
 use crate::origin::BodyStream;
 use crate::store::{BlobRecord, PartialBlob};
 use crate::telemetry::EventKind;
-
-/// A download with no reader goes on this long, for the open that usually
-/// follows a lookup, before it stops.
-const UNWANTED_GRACE: Duration = Duration::from_secs(2);
 
 /// A body fetched in parts whose front got as far ahead of its readers as it
 /// may keeps its connection this long, then closes it; a range request
@@ -60,10 +56,9 @@ impl Cache {
                 url: url.to_string(),
             });
         }
-        if let Some(hash) = self.before_fetch(loc, &url).await?
-            && let Some(blob) = self.open_stored(hash)?
-        {
-            return Ok(Opened::Stored(blob));
+        if let Some(download) = self.before_fetch(loc, &url).await? {
+            self.telemetry.counters.add_miss();
+            return Ok(Opened::Streaming(download.reader()));
         }
         let origin = &loc.origin;
         let body = self
@@ -202,24 +197,40 @@ impl Cache {
         };
         let publication = self.publication(origin, url, head);
         let (download, writer) = Download::start(url.to_string(), announced, partial.file());
-        if publication.as_ref().is_some_and(Publication::leads) {
-            // Other hosts wait for this body: it comes whole, at the
-            // origin's pace, not at that of the readers here.
-            download.want_everything();
-        }
+        let publishing =
+            publication.map(|publication| self.start_publishing(publication, &download));
         self.flights.start(Arc::clone(&download));
         self.telemetry.counters.download_started();
         self.telemetry.events.emit(
             EventKind::Fetch,
             json!({ "url": url.as_str(), "size": download.size }),
         );
+        let cache = Arc::clone(self);
+        self.spawn_fill(writer, move |writer| {
+            Box::pin(async move {
+                cache
+                    .fill(writer, Some(body), partial, meta, publishing, 0)
+                    .await
+            })
+        });
+        Ok(download)
+    }
+
+    /// Runs the task that fills a download registered in `flights`: when
+    /// it ends, however it ends, the URL is unregistered, then the readers
+    /// learn the outcome.
+    pub(super) fn spawn_fill(
+        self: &Arc<Self>,
+        writer: DownloadWriter,
+        fill: impl for<'w> FnOnce(&'w DownloadWriter) -> FillFuture<'w> + Send + 'static,
+    ) {
         let registration = Registration {
             cache: Arc::clone(self),
-            download: Arc::clone(&download),
+            download: Arc::clone(writer.download()),
         };
         let cache = Arc::clone(self);
         tokio::spawn(async move {
-            let result = cache.fill(&writer, body, partial, meta, publication).await;
+            let result = fill(&writer).await;
             drop(registration);
             match result {
                 Ok(()) => writer.complete(),
@@ -239,7 +250,6 @@ impl Cache {
                 }
             }
         });
-        Ok(download)
     }
 
     /// Streams the body to disk, then commits it as its fate says, and
@@ -247,19 +257,21 @@ impl Cache {
     /// for its readers ([`Download::fetch_limit`]), and after a while closes
     /// its connection and later asks for the rest with a range request; the
     /// parts on disk it reaches are read into the hash instead of fetched.
-    async fn fill(
+    /// Without a `body`, the rest comes in parts (none when it is all on
+    /// disk). The first `skip` bytes of `body` are on disk already (an origin that
+    /// sent the whole body where the rest was asked for): they are checked
+    /// against what is there, never written again.
+    pub(super) async fn fill(
         self: &Arc<Self>,
         writer: &DownloadWriter,
-        body: BodyStream,
+        mut body: Option<BodyStream>,
         mut partial: PartialBlob,
-        mut meta: EntryMeta,
-        publication: Option<Publication>,
+        meta: EntryMeta,
+        publishing: Option<Publishing>,
+        mut skip: u64,
     ) -> Result<(), CacheError> {
         let download = writer.download();
         let mut next_space_check = 0;
-        let mut body = Some(body);
-        // Bytes at the start of a response that the front already has.
-        let mut skip = 0;
         let mut paused_at: Option<tokio::time::Instant> = None;
         loop {
             if body.is_none() {
@@ -307,6 +319,12 @@ impl Cache {
             };
             if skip > 0 {
                 let skipped = skip.min(chunk.len() as u64);
+                if !download.holds(partial.len() - skip, &chunk[..skipped as usize])? {
+                    return Err(PartError::Changed {
+                        url: download.url.clone(),
+                    }
+                    .into());
+                }
                 chunk = chunk.slice(skipped as usize..);
                 skip -= skipped;
             }
@@ -321,12 +339,28 @@ impl Cache {
             self.append(&mut partial, &chunk, download.size)?;
             writer.advance(partial.len());
         }
+        let stored = self.commit_download(download, partial, meta).await?;
+        if let (Some((hash, size)), Some(publishing)) = (stored, publishing) {
+            publishing.finish(hash, size);
+        }
+        Ok(())
+    }
+
+    /// Commits a whole body as its fate says, and evicts if the store went
+    /// over its cap. Returns the stored body's hash and size, when it was
+    /// stored fresh (what the fleet may be told of).
+    pub(super) async fn commit_download(
+        self: &Arc<Self>,
+        download: &Arc<Download>,
+        partial: PartialBlob,
+        mut meta: EntryMeta,
+    ) -> Result<Option<(blake3::Hash, u64)>, CacheError> {
         if !meta.is_storable() {
-            return Ok(());
+            return Ok(None);
         }
         let cache = Arc::clone(self);
         let download = Arc::clone(download);
-        let stored = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let committed: Result<_, crate::store::StoreError> = download.commit_with(|fate| {
                 match fate {
                     Fate::Discard => return Ok(None),
@@ -356,11 +390,7 @@ impl Cache {
             Ok(stored)
         })
         .await
-        .map_err(|e| CacheError::Io(io::Error::other(e)))??;
-        if let (Some((hash, size)), Some(publication)) = (stored, publication) {
-            self.publish(publication, hash, size);
-        }
-        Ok(())
+        .map_err(|e| CacheError::Io(io::Error::other(e)))?
     }
 
     /// Waits while the front is as far ahead of its readers as it may be.
@@ -426,7 +456,7 @@ impl Cache {
 
     /// Stops a download nobody reads any more (`Abandoned`), unless a reader
     /// joined while the URL's lock was awaited: then it goes on.
-    async fn stop_unwanted(&self, download: &Arc<Download>) -> Result<(), CacheError> {
+    pub(super) async fn stop_unwanted(&self, download: &Arc<Download>) -> Result<(), CacheError> {
         let _guard = self.flights.lock(&download.url).await;
         if download.readers() > 0 {
             return Ok(());
@@ -466,6 +496,10 @@ fn is_ahead_of_readers(download: &Download, written: u64) -> bool {
         && download.size.is_some_and(|size| written < size)
         && written >= download.fetch_limit()
 }
+
+/// The work of a download's task, on its writer.
+pub(super) type FillFuture<'w> =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), CacheError>> + Send + 'w>>;
 
 /// Unregisters a download when its task ends, however it ends.
 struct Registration {

@@ -1,11 +1,16 @@
 //! The cache's side of the fleet tier ([`crate::shared`]): a URL the local
-//! store lacks is filled from the fleet when the fleet has it fresh, before
-//! the origin is asked; a body this host stored from its origin is
-//! published for the others, when a shared cache may keep it.
+//! store lacks is filled from the fleet when the fleet has it fresh, or
+//! while another host fetches it, before the origin is asked
+//! ([`follow`]); a body this host fetches from its origin is published for
+//! the others while it arrives, when a shared cache may keep it
+//! ([`publish`]).
 //!
-//! Both run under the URL's local flight lock or after its commit, so one
+//! Both run under the URL's local flight lock or as its download, so one
 //! host talks to the fleet once per URL however many readers it has. Any
 //! failure of the fleet is a miss: the caller goes on to the origin.
+
+mod follow;
+mod publish;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,50 +19,20 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::json;
 use url::Url;
 
-use super::freshness::{EntryMeta, is_shareable, ttl_rules, unix_secs};
-use super::{Cache, CacheError, Location, Resolved};
+use super::freshness::{EntryMeta, ttl_rules};
+use super::{Cache, CacheError, Download, Location, RemoteFile, Resolved};
 use crate::config::{Origin, ShareMode};
 use crate::origin::{Head, OriginClient};
-use crate::shared::schema::{Record, is_private_header};
+use crate::shared::lease;
+use crate::shared::schema::{FillEntry, Record, is_private_header};
 use crate::shared::{Fleet, Found, Lease, Turn};
 use crate::telemetry::EventKind;
+use follow::Source;
+pub use publish::{Publication, Publishing};
 
 /// The longest a host waits for another that leads a URL's fetch; then it
 /// fetches the URL itself.
 const FOLLOW_LIMIT: Duration = Duration::from_secs(600);
-
-/// What to publish of a response once its body is stored.
-pub struct Publication {
-    url: String,
-    status: u16,
-    headers: Vec<(String, String)>,
-    /// When the response came (its age counts from then on every host).
-    received: Instant,
-    /// The lease this host took to fetch it, if it did.
-    lease: Option<Lease>,
-}
-
-impl Publication {
-    /// Whether this host leads the fleet's fetch of it (holds the lease).
-    pub fn leads(&self) -> bool {
-        self.lease.is_some()
-    }
-
-    /// What the fleet may be told of the response `head` of `origin`:
-    /// `None` when a shared cache may not store it (see [`is_shareable`]).
-    pub fn of(origin: &Origin, url: &Url, head: &Head) -> Option<Publication> {
-        if !is_shareable(url, head, origin) {
-            return None;
-        }
-        Some(Publication {
-            url: url.to_string(),
-            status: head.status.as_u16(),
-            headers: shareable_headers(head),
-            received: Instant::now(),
-            lease: None,
-        })
-    }
-}
 
 impl Cache {
     /// Makes the cache use the fleet tier.
@@ -100,7 +75,9 @@ impl Cache {
     }
 
     /// What to publish of a response to `url`, if this mount has a fleet
-    /// tier that would take it.
+    /// tier that would take it. A lease held for it that will not be
+    /// published goes at once, with word to the hosts waiting for it that
+    /// they fetch it themselves.
     pub(super) fn publication(
         &self,
         origin: &Origin,
@@ -108,45 +85,118 @@ impl Cache {
         head: &Head,
     ) -> Option<Publication> {
         let fleet = self.fleet.get()?;
-        // Taken out first: when the response will not be published, the
-        // lease goes at once, and the hosts waiting for it fetch from the
-        // origin themselves.
         let lease = fleet.take_held(url.as_str());
-        if !fleet.publishes()
-            || head
-                .content_length()
-                .is_some_and(|size| size > fleet.max_object_size())
-        {
-            return None;
+        let too_big = head
+            .content_length()
+            .is_some_and(|size| size > fleet.max_object_size());
+        match Publication::of(origin, url, head).filter(|_| fleet.publishes() && !too_big) {
+            Some(mut publication) => {
+                publication.lease = lease;
+                Some(publication)
+            }
+            None => {
+                if let Some(lease) = lease {
+                    abort_lease(fleet, url, lease, "the response is not shared");
+                }
+                None
+            }
         }
-        Publication::of(origin, url, head).map(|publication| Publication {
-            lease,
-            ..publication
-        })
     }
 
     /// Before this host fetches `url` from its origin: fills it from the
-    /// fleet if it has it, waits while another host fetches it (then fills
-    /// it from the fleet), or takes the lease to fetch it itself. Returns
-    /// the stored body's hash, or `None`: fetch it (holding the lease when
-    /// this host won it; see [`Cache::drop_lease`]).
+    /// fleet if the fleet has it, or follows the host that is fetching it,
+    /// or takes the lease to fetch it itself. Returns the fleet's download,
+    /// or `None`: fetch it (holding the lease when this host won it; see
+    /// [`Cache::drop_lease`]). Call it holding the URL's lock.
     pub(super) async fn before_fetch(
         self: &Arc<Self>,
         loc: &Location,
         url: &Url,
-    ) -> Result<Option<blake3::Hash>, CacheError> {
-        let Some(fleet) = self.fleet_of(&loc.origin) else {
+    ) -> Result<Option<Arc<Download>>, CacheError> {
+        let origin = &loc.origin;
+        let Some(fleet) = self.fleet_of(origin) else {
             return Ok(None);
         };
-        let give_up = tokio::time::Instant::now() + FOLLOW_LIMIT;
+        // How long a host that leads it may take to get its answer.
+        let mut give_up = None;
         loop {
-            if let Some((hash, _)) = self.fill_from_fleet(loc, url).await? {
-                return Ok(Some(hash));
-            }
-            if !self.wait_turn(&fleet, url, give_up).await {
+            let Some(standing) = fleet.standing(url.as_str()).await else {
                 return Ok(None);
+            };
+            if let Some(found) = &standing.found
+                && found.record.size <= fleet.max_object_size()
+                && let Some(meta) = fresh_meta(found, origin, url)
+                && let Ok(chunks) = fleet.manifest(&found.record).await
+            {
+                let source = Source::Stored {
+                    record: found.record.clone(),
+                    chunks,
+                    received: received_ago(found.age),
+                };
+                return self
+                    .start_fleet_fill(fleet, loc, url, source, meta)
+                    .map(Some);
+            }
+            if let Some(token) = standing.leader {
+                let Ok(poll) = fleet.poll_fill(url.as_str(), &token, "").await else {
+                    return Ok(None);
+                };
+                match poll.entries.into_iter().find_map(|(_, entry)| entry) {
+                    Some(FillEntry::Head(head)) => {
+                        self.telemetry.counters.add_lease_followed();
+                        let age = Duration::from_millis(poll.now_ms.saturating_sub(head.recv_ms));
+                        let found = Found { record: head, age };
+                        let meta = meta_of(&found, origin, url);
+                        let source = Source::Following {
+                            token,
+                            head: found.record,
+                            received: received_ago(age),
+                        };
+                        return self
+                            .start_fleet_fill(fleet, loc, url, source, meta)
+                            .map(Some);
+                    }
+                    // The response may not be shared: fetch it here.
+                    Some(FillEntry::Abort { .. }) => return Ok(None),
+                    // The leader waits for its origin's answer.
+                    _ => {
+                        let deadline = *give_up.get_or_insert_with(|| {
+                            Instant::now() + origin.timeout + lease::LEASE_TTL
+                        });
+                        if Instant::now() > deadline {
+                            self.telemetry.counters.add_lease_bypass();
+                            return Ok(None);
+                        }
+                        tokio::time::sleep(lease::WAIT_POLL).await;
+                        continue;
+                    }
+                }
+            }
+            match fleet.turn(url.as_str()).await {
+                Turn::Lead(lease) => {
+                    self.telemetry.counters.add_lease_led();
+                    fleet.hold(url.as_str(), lease);
+                    return Ok(None);
+                }
+                Turn::Alone => return Ok(None),
+                Turn::Follow => {}
             }
         }
+    }
+
+    /// What a lookup of `url` answers when the fleet has it fresh: the
+    /// file as the fleet's record describes it, without a byte of it.
+    pub(super) async fn fleet_file(&self, loc: &Location, url: &Url) -> Option<RemoteFile> {
+        let fleet = self.fleet_of(&loc.origin)?;
+        let found = fleet.lookup(url.as_str()).await?;
+        if found.record.size > fleet.max_object_size() {
+            return None;
+        }
+        fresh_meta(&found, &loc.origin, url)?;
+        let head = head_of(&found.record, &loc.origin, url);
+        let file = super::resolve::remote_of_head(&head, found.record.size);
+        self.directory.remember_file(url.as_str(), file);
+        Some(file)
     }
 
     /// Before this host revalidates its stored `url` (body `blob`): takes
@@ -208,49 +258,13 @@ impl Cache {
     }
 
     /// The fetch this host led failed before its download started: the
-    /// lease goes, so a waiting host takes over at once.
+    /// lease goes, and the hosts waiting for it fetch it themselves.
     pub(super) fn drop_lease(&self, url: &Url) {
-        if let Some(fleet) = self.fleet.get() {
-            drop(fleet.take_held(url.as_str()));
+        if let Some(fleet) = self.fleet.get()
+            && let Some(lease) = fleet.take_held(url.as_str())
+        {
+            abort_lease(fleet, url, lease, "the origin's answer is not a body");
         }
-    }
-
-    /// Publishes the body `hash` just stored for `publication`, in the
-    /// background.
-    pub(super) fn publish(
-        self: &Arc<Self>,
-        publication: Publication,
-        hash: blake3::Hash,
-        size: u64,
-    ) {
-        let Some(fleet) = self.fleet.get().cloned() else {
-            return;
-        };
-        if size > fleet.max_object_size() {
-            return;
-        }
-        let cache = Arc::clone(self);
-        tokio::spawn(async move {
-            let body = match cache.store.blobs.open_blob(&hash) {
-                Ok(body) => body,
-                // Evicted already: nothing to share.
-                Err(_) => return,
-            };
-            let record = Record {
-                url: publication.url,
-                b3: hash.to_hex().to_string(),
-                size,
-                status: publication.status,
-                headers: publication.headers,
-                recv_ms: 0,
-            };
-            let url = record.url.clone();
-            let received = publication.received.elapsed();
-            let lease = publication.lease.as_ref();
-            if let Err(error) = fleet.publish(record, received, body, lease).await {
-                tracing::debug!("publishing {url} to the fleet tier: {error}");
-            }
-        });
     }
 
     /// Tells the fleet that this host applied `command` (`invalidate` or
@@ -271,75 +285,6 @@ impl Cache {
             }
         });
     }
-
-    /// Fills the local store with `url`'s body from the fleet tier, when
-    /// the fleet has a fresh response for it. Returns the stored body's
-    /// hash and how long it stays fresh; `None` when the fleet cannot help (a miss, a stale record, a
-    /// damaged or vanished chunk, Redis down): then the origin is asked.
-    /// Call it holding the URL's lock.
-    pub(super) async fn fill_from_fleet(
-        self: &Arc<Self>,
-        loc: &Location,
-        url: &Url,
-    ) -> Result<Option<(blake3::Hash, Duration)>, CacheError> {
-        let origin = &loc.origin;
-        let Some(fleet) = self.fleet_of(origin) else {
-            return Ok(None);
-        };
-        let Some(found) = fleet.lookup(url.as_str()).await else {
-            return Ok(None);
-        };
-        let record = &found.record;
-        if record.size > fleet.max_object_size() {
-            return Ok(None);
-        }
-        let Some(meta) = fresh_meta(&found, origin, url) else {
-            // Stale in the fleet: this host revalidates it with the origin.
-            return Ok(None);
-        };
-        self.ensure_room(record.size)?;
-        let mut partial = self.store.blobs.create_partial()?;
-        let filled = fleet
-            .read_body(record, |bytes| {
-                self.append(&mut partial, bytes, Some(record.size))
-                    .map_err(std::io::Error::other)
-            })
-            .await;
-        if let Err(error) = filled {
-            tracing::warn!(
-                "{url}: the fleet tier could not give the body ({error}); asking the origin"
-            );
-            return Ok(None);
-        }
-        if Some(partial.hash()) != record.body_hash() {
-            // Chunks that each check out but do not make the body: the
-            // manifest is wrong. The partial file goes with `partial`.
-            tracing::warn!(
-                "{url}: the fleet's chunks do not make the body it names; asking the origin"
-            );
-            fleet.forget_manifest(record).await;
-            return Ok(None);
-        }
-        let cache = Arc::clone(self);
-        let (url_text, mtime, json) = (url.to_string(), unix_secs(meta.mtime()), meta.to_json());
-        // The commit and the cap read and write the index: the blocking
-        // pool's work, as for a body from the origin.
-        let hash = tokio::task::spawn_blocking(move || {
-            let (hash, _) = cache.store.commit(partial, &url_text, mtime, json)?;
-            if let Err(error) = cache.enforce_cap() {
-                tracing::warn!("evicting to stay under the cache size cap: {error}");
-            }
-            Ok::<_, CacheError>(hash)
-        })
-        .await
-        .map_err(|e| CacheError::Io(std::io::Error::other(e)))??;
-        self.telemetry.counters.add_shared_hit();
-        self.telemetry.events.emit(
-            EventKind::SharedHit,
-            json!({ "url": url.as_str(), "size": record.size }),
-        );
-        Ok(Some((hash, meta.remaining(SystemTime::now()))))
-    }
 }
 
 /// The response headers a fleet record may carry: not `Set-Cookie` or the
@@ -354,15 +299,38 @@ fn shareable_headers(head: &Head) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The entry a fleet record makes on this host, when it is fresh: its
-/// freshness by this host's rules, and its age carried over (it was
-/// received `age` ago by Redis's clock, whatever this host's clock says).
-fn fresh_meta(found: &Found, origin: &Origin, url: &Url) -> Option<EntryMeta> {
+/// The instant that was `age` ago.
+fn received_ago(age: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(age).unwrap_or(now)
+}
+
+/// Tells the hosts waiting for `lease` that its fetch will not be
+/// published, then releases it, in the background.
+fn abort_lease(fleet: &Arc<Fleet>, url: &Url, lease: Lease, reason: &str) {
+    let (fleet, url, reason) = (Arc::clone(fleet), url.to_string(), reason.to_string());
+    tokio::spawn(async move {
+        let _ = fleet
+            .add_fill(&url, &lease, &[FillEntry::Abort { reason }])
+            .await;
+        drop(lease);
+    });
+}
+
+/// The entry a fleet record makes on this host: its freshness by this
+/// host's rules, and its age carried over (it was received `age` ago by
+/// Redis's clock, whatever this host's clock says).
+fn meta_of(found: &Found, origin: &Origin, url: &Url) -> EntryMeta {
     let head = head_of(&found.record, origin, url);
     let received = SystemTime::now()
         .checked_sub(found.age)
         .unwrap_or(UNIX_EPOCH);
-    let meta = EntryMeta::from_response(url, &head, &ttl_rules(origin), received);
+    EntryMeta::from_response(url, &head, &ttl_rules(origin), received)
+}
+
+/// [`meta_of`], when the entry is fresh.
+fn fresh_meta(found: &Found, origin: &Origin, url: &Url) -> Option<EntryMeta> {
+    let meta = meta_of(found, origin, url);
     (meta.is_storable() && meta.remaining(SystemTime::now()) > Duration::ZERO).then_some(meta)
 }
 

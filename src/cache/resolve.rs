@@ -114,10 +114,8 @@ impl Cache {
                 url: url.to_string(),
             });
         }
-        if let Some((hash, ttl)) = self.fill_from_fleet(loc, &url).await?
-            && let Some(stored) = self.stored_file(&hash, ttl)?
-        {
-            return Ok(stored);
+        if let Some(file) = self.fleet_file(loc, &url).await {
+            return Ok(Resolved::Remote(file));
         }
         self.probe(loc, &url).await
     }
@@ -383,16 +381,8 @@ impl Cache {
         url: &Url,
         head: &Head,
     ) -> Result<Resolved, CacheError> {
-        let mtime = head
-            .header_str(http::header::LAST_MODIFIED)
-            .and_then(|text| httpdate::parse_http_date(text).ok());
         if let Some(size) = head.content_length() {
-            let file = RemoteFile {
-                size,
-                mtime,
-                download: None,
-                private: is_private_response(&head.headers),
-            };
+            let file = remote_of_head(head, size);
             self.directory.remember_file(url.as_str(), file);
             return Ok(Resolved::Remote(file));
         }
@@ -447,6 +437,18 @@ impl Cache {
             ttl,
             private: false,
         })))
+    }
+}
+
+/// A file of `size` bytes, as the response `head` describes it.
+pub(super) fn remote_of_head(head: &Head, size: u64) -> RemoteFile {
+    RemoteFile {
+        size,
+        mtime: head
+            .header_str(http::header::LAST_MODIFIED)
+            .and_then(|text| httpdate::parse_http_date(text).ok()),
+        download: None,
+        private: is_private_response(&head.headers),
     }
 }
 

@@ -71,6 +71,12 @@ pub struct Stats {
     pub leases_led: u64,
     #[serde(default)]
     pub leases_followed: u64,
+    /// Fetches another host led and stopped, which this host took over;
+    /// and fetches this host stopped waiting for (no progress).
+    #[serde(default)]
+    pub leases_taken_over: u64,
+    #[serde(default)]
+    pub lease_bypasses: u64,
     pub hit_rate: f64,
     pub uptime_s: u64,
 }
@@ -114,6 +120,8 @@ impl Stats {
             fleet_commands_received: counters.fleet_commands_received,
             leases_led: counters.leases_led,
             leases_followed: counters.leases_followed,
+            leases_taken_over: counters.leases_taken_over,
+            lease_bypasses: counters.lease_bypasses,
             hit_rate: if lookups == 0 {
                 0.0
             } else {
@@ -397,6 +405,18 @@ const METRICS: &[Metric] = &[
         "leases_followed",
         Kind::Counter,
         "Times this host waited for another host's fetch of a URL.",
+    ),
+    metric(
+        "leases_taken_over",
+        "leases_taken_over",
+        Kind::Counter,
+        "Fetches another host led and stopped, taken over by this host.",
+    ),
+    metric(
+        "lease_bypasses",
+        "lease_bypasses",
+        Kind::Counter,
+        "Fetches by another host that made no progress, fetched here instead.",
     ),
     metric(
         "hit_rate",

@@ -35,10 +35,11 @@ end
 return 0";
 
 /// Writes a body's manifest and its URL's record, unless another host
-/// holds the URL's lease (KEYS: record, lease, manifest; ARGV: record,
-/// manifest, or empty to keep the one there (a refresh after a 304), and
-/// the token, or empty for a host that holds none). The lease is released
-/// with it.
+/// holds the URL's lease (KEYS: record, lease, manifest, fill stream;
+/// ARGV: record, manifest, or empty to keep the one there (a refresh after
+/// a 304), the token, or empty for a host that holds none, the `done`
+/// entry for the fill stream, or empty, and the stream's lifetime in ms).
+/// The lease is released with it.
 pub const PUBLISH: &str = r"
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[3] then
@@ -48,6 +49,10 @@ if ARGV[2] ~= '' then
   redis.call('SET', KEYS[3], ARGV[2])
 end
 redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[4] ~= '' then
+  redis.call('XADD', KEYS[4], '*', 'e', ARGV[4])
+  redis.call('PEXPIRE', KEYS[4], ARGV[5])
+end
 if holder then
   redis.call('DEL', KEYS[2])
 end

@@ -9,6 +9,10 @@
 //! - `NS:chunk:<blake3 of the chunk>`: up to [`CHUNK_SIZE`] bytes of a body.
 //! - `NS:lease:<blake3 of the URL>`: the token of the host fetching it
 //!   from its origin (see `lease.rs`).
+//! - `NS:fill:<blake3 of the URL>:<token>`: the progress of that fetch, a
+//!   stream of [`FillEntry`]s the hosts waiting for it read (cut-through):
+//!   the response's head, each chunk as it is stored, then `done` or
+//!   `abort`. A host that takes the fetch over starts a stream of its own.
 //! - `NS:commands`: a stream of the `invalidate` and `evict` writes hosts
 //!   applied (`by`, `command`, `lines`), which every host follows.
 //!
@@ -59,6 +63,16 @@ impl Keys {
         )
     }
 
+    /// The progress of the fetch of `url` by the host whose lease token is
+    /// `token`.
+    pub fn fill(&self, url: &str, token: &str) -> String {
+        format!(
+            "{}:fill:{}:{token}",
+            self.namespace,
+            blake3::hash(url.as_bytes()).to_hex()
+        )
+    }
+
     /// The stream of `invalidate` and `evict` commands hosts applied.
     pub fn commands(&self) -> String {
         format!("{}:commands", self.namespace)
@@ -77,6 +91,26 @@ pub struct Record {
     pub headers: Vec<(String, String)>,
     /// When the response was received, in Redis time (ms since the epoch).
     pub recv_ms: u64,
+    /// The blake3 of the body's manifest as stored, hex: a manifest damaged
+    /// or mixed up is caught before a byte of it is served.
+    #[serde(default)]
+    pub m3: String,
+}
+
+/// What a fill stream tells of a fetch in progress, one entry at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FillEntry {
+    /// The origin's response (a [`Record`] without `b3` and `m3`; `size`
+    /// is 0 when the origin did not announce one).
+    Head(Record),
+    /// Chunk `index` of the body is in Redis.
+    Chunk { index: u64, hash: String },
+    /// The body is whole, its record published.
+    Done { b3: String },
+    /// The fetch stopped, or its response may not be shared: the waiting
+    /// hosts go to the origin themselves.
+    Abort { reason: String },
 }
 
 /// The chunks of one body, in order.
@@ -91,6 +125,23 @@ pub struct Manifest {
 impl Record {
     pub fn body_hash(&self) -> Option<blake3::Hash> {
         blake3::Hash::from_hex(&self.b3).ok()
+    }
+
+    /// Whether `manifest` (as stored) is the one this record names.
+    pub fn names_manifest(&self, manifest: &[u8]) -> bool {
+        blake3::Hash::from_hex(&self.m3).is_ok_and(|m3| m3 == blake3::hash(manifest))
+    }
+}
+
+impl FillEntry {
+    /// The entry as stored in its stream's one field.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// An entry read back; `None` for one this version does not know.
+    pub fn decode(bytes: &[u8]) -> Option<FillEntry> {
+        serde_json::from_slice(bytes).ok()
     }
 }
 

@@ -33,6 +33,8 @@ pub struct Counters {
     fleet_commands_received: AtomicU64,
     leases_led: AtomicU64,
     leases_followed: AtomicU64,
+    leases_taken_over: AtomicU64,
+    lease_bypasses: AtomicU64,
 }
 
 /// The counters' values at one instant.
@@ -74,6 +76,8 @@ pub struct CounterValues {
     /// host's.
     pub leases_led: u64,
     pub leases_followed: u64,
+    pub leases_taken_over: u64,
+    pub lease_bypasses: u64,
     pub uptime_s: u64,
 }
 
@@ -106,6 +110,8 @@ impl Default for Counters {
             fleet_commands_received: AtomicU64::new(0),
             leases_led: AtomicU64::new(0),
             leases_followed: AtomicU64::new(0),
+            leases_taken_over: AtomicU64::new(0),
+            lease_bypasses: AtomicU64::new(0),
         }
     }
 }
@@ -185,6 +191,12 @@ impl Counters {
     pub fn add_lease_followed(&self) {
         self.leases_followed.fetch_add(1, Relaxed);
     }
+    pub fn add_lease_taken_over(&self) {
+        self.leases_taken_over.fetch_add(1, Relaxed);
+    }
+    pub fn add_lease_bypass(&self) {
+        self.lease_bypasses.fetch_add(1, Relaxed);
+    }
     /// A queued prefetch ended, stored or failed for good.
     pub fn prefetch_ended(&self, stored: bool) {
         self.prefetch_queued.fetch_sub(1, Relaxed);
@@ -224,6 +236,8 @@ impl Counters {
             fleet_commands_received: self.fleet_commands_received.load(Relaxed),
             leases_led: self.leases_led.load(Relaxed),
             leases_followed: self.leases_followed.load(Relaxed),
+            leases_taken_over: self.leases_taken_over.load(Relaxed),
+            lease_bypasses: self.lease_bypasses.load(Relaxed),
             uptime_s: self.started.elapsed().as_secs(),
         }
     }

@@ -33,6 +33,8 @@ pub enum EventKind {
     Publish,
     SharedDown,
     SharedUp,
+    /// A fetch another host led and stopped, taken over by this host.
+    Takeover,
 }
 
 impl EventKind {
@@ -48,6 +50,7 @@ impl EventKind {
             EventKind::Publish => "publish",
             EventKind::SharedDown => "shared_down",
             EventKind::SharedUp => "shared_up",
+            EventKind::Takeover => "takeover",
         }
     }
 }

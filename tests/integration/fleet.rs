@@ -87,7 +87,10 @@ fn private_and_credentialed_responses_are_never_published() {
         assert_eq!(read(&b.path(path)), served.as_bytes());
     }
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(redis.keys("fetchfs:v1:*"), Vec::<String>::new());
+    for kind in ["url", "obj", "chunk"] {
+        let keys = redis.keys(&format!("fetchfs:v1:{kind}:*"));
+        assert_eq!(keys, Vec::<String>::new(), "published");
+    }
     assert_eq!(a.stat("shared_publishes") + b.stat("shared_publishes"), 0);
     assert_eq!(origin.gets("/base/mine.txt"), 2, "each host fetched it");
     assert_eq!(origin.gets("/auth/token.txt"), 2);
@@ -280,27 +283,29 @@ fn an_invalidate_on_one_host_reaches_the_others_within_a_second() {
     assert_eq!(redis.keys("fetchfs:v1:url:*"), Vec::<String>::new());
 }
 
-/// Readers on two hosts open the same URL at once: one host leads and
-/// fetches it from the origin, the other waits for it and fills from the
-/// fleet. One GET for the fleet.
+/// F1: 32 readers, 16 on each of two hosts, open the same 256 MiB URL at
+/// once: one host leads and fetches it from the origin, the other follows
+/// its fetch through the fleet. One GET for the fleet, every byte right.
 #[test]
 fn readers_on_two_hosts_at_once_cause_one_origin_get() {
-    let body = random_bytes(SIZE, 15);
+    const BIG: usize = 256 * 1024 * 1024;
+    let body = random_bytes(BIG, 15);
+    let want = sha256_hex(&body);
     let origin = Origin::start();
     // Slow enough that both hosts ask while the first fetch runs.
     origin.route(
         "/base/big.bin",
-        Route::fresh(body.clone()).throttle(16 * 1024 * 1024),
+        Route::fresh(body).throttle(64 * 1024 * 1024),
     );
     let redis = Redis::start();
     let a = host(&origin, &redis);
     let b = host(&origin, &redis);
-    let readers: Vec<_> = (0..8)
+    let readers: Vec<_> = (0..16)
         .flat_map(|_| [a.path("o/big.bin"), b.path("o/big.bin")])
-        .map(|path| std::thread::spawn(move || std::fs::read(path)))
+        .map(|path| std::thread::spawn(move || sha256_file(&path)))
         .collect();
     for reader in readers {
-        assert_eq!(reader.join().unwrap().unwrap(), body, "a wrong byte");
+        assert_eq!(reader.join().unwrap().unwrap(), want, "a wrong byte");
     }
     assert_eq!(
         origin.gets("/base/big.bin"),
@@ -310,7 +315,12 @@ fn readers_on_two_hosts_at_once_cause_one_origin_get() {
     );
     assert_eq!(a.stat("shared_hits") + b.stat("shared_hits"), 1);
     assert_eq!(a.stat("leases_led") + b.stat("leases_led"), 1);
-    assert!(a.stat("leases_followed") + b.stat("leases_followed") >= 1);
+    assert_eq!(a.stat("leases_followed") + b.stat("leases_followed"), 1);
+    assert_eq!(
+        a.stat("bytes_from_origin").min(b.stat("bytes_from_origin")),
+        0,
+        "one host had nothing from the origin"
+    );
     assert_eq!(redis.keys("fetchfs:v1:lease:*"), Vec::<String>::new());
 }
 
@@ -327,20 +337,9 @@ fn a_leader_killed_mid_fetch_is_taken_over() {
     let redis = Redis::start();
     let mut a = host(&origin, &redis);
     let b = host(&origin, &redis);
-    let leader = std::thread::spawn({
-        let path = a.path("o/slow.bin");
-        move || std::fs::read(path)
-    });
-    assert!(
-        eventually(Duration::from_secs(5), || !redis
-            .keys("fetchfs:v1:lease:*")
-            .is_empty()),
-        "A took no lease"
-    );
-    let follower = std::thread::spawn({
-        let path = b.path("o/slow.bin");
-        move || std::fs::read(path)
-    });
+    let leader = read_in_background(&a, "o/slow.bin");
+    wait_for_a_lease(&redis);
+    let follower = read_in_background(&b, "o/slow.bin");
     std::thread::sleep(Duration::from_millis(500));
     a.stop_with(libc::SIGKILL);
     let _ = leader.join();
@@ -831,4 +830,220 @@ fn a_leader_brings_the_whole_body_for_the_fleet_however_its_readers_read() {
     );
     assert_eq!(b.stat("shared_hits"), 1, "{}", origin.describe_requests());
     drop(idle);
+}
+
+/// The GETs `origin` saw for `path`: how many asked for the whole body,
+/// and the `Range` of each that asked for a part.
+fn whole_and_ranged_gets(origin: &Origin, path: &str) -> (usize, Vec<String>) {
+    let gets: Vec<_> = origin
+        .requests_to(path)
+        .into_iter()
+        .filter(|request| request.method == "GET")
+        .collect();
+    let ranges: Vec<String> = gets
+        .iter()
+        .filter_map(|request| request.header("Range").map(str::to_string))
+        .collect();
+    (gets.len() - ranges.len(), ranges)
+}
+
+/// A 32 MiB body the origin sends at `rate` bytes/s, in parts if asked,
+/// and two hosts: A fetches it (and leads the fleet's fetch), B waits for
+/// A's fetch; each reads it whole on a thread of its own.
+struct LeaderAndFollower {
+    body: Vec<u8>,
+    origin: Origin,
+    redis: Redis,
+    a: Mount,
+    b: Mount,
+    leader: Reading,
+    follower: Reading,
+}
+
+type Reading = std::thread::JoinHandle<std::io::Result<Vec<u8>>>;
+
+/// Reads `path` of `mount` whole, on a thread of its own.
+fn read_in_background(mount: &Mount, path: &str) -> Reading {
+    let path = mount.path(path);
+    std::thread::spawn(move || std::fs::read(path))
+}
+
+/// Waits until a host holds a lease (leads a fetch).
+fn wait_for_a_lease(redis: &Redis) {
+    assert!(
+        eventually(Duration::from_secs(5), || !redis
+            .keys("fetchfs:v1:lease:*")
+            .is_empty()),
+        "no host took a lease"
+    );
+}
+
+impl LeaderAndFollower {
+    fn start(rate: u64) -> LeaderAndFollower {
+        let body = random_bytes(32 * 1024 * 1024, 21);
+        let origin = Origin::start();
+        origin.route(
+            "/base/big.bin",
+            Route::fresh(body.clone()).ranges().throttle(rate),
+        );
+        let redis = Redis::start();
+        let a = host(&origin, &redis);
+        let b = host(&origin, &redis);
+        let leader = read_in_background(&a, "o/big.bin");
+        assert!(
+            eventually(Duration::from_secs(5), || !redis
+                .keys("fetchfs:v1:fill:*")
+                .is_empty()),
+            "A published no progress; stderr:\n{}",
+            a.stderr()
+        );
+        let follower = read_in_background(&b, "o/big.bin");
+        LeaderAndFollower {
+            body,
+            origin,
+            redis,
+            a,
+            b,
+            leader,
+            follower,
+        }
+    }
+}
+
+/// Checks that the readers were done within `bound` of `since`, and that
+/// the origin saw one GET of the whole body and one of a part; returns
+/// the part's `Range`.
+fn done_in_time_with_one_range_request(
+    origin: &Origin,
+    since: std::time::Instant,
+    bound: Duration,
+) -> String {
+    let took = since.elapsed();
+    assert!(took < bound, "took {took:?}, more than {bound:?}");
+    let (whole, ranges) = whole_and_ranged_gets(origin, "/base/big.bin");
+    assert_eq!(
+        (whole, ranges.len()),
+        (1, 1),
+        "{}",
+        origin.describe_requests()
+    );
+    eprintln!("done after {took:?}, asking for {}", ranges[0]);
+    ranges[0].clone()
+}
+
+/// Waits until `count` chunks of a body are in Redis.
+fn wait_for_chunks(redis: &Redis, count: usize) {
+    assert!(
+        eventually(Duration::from_secs(20), || redis
+            .keys("fetchfs:v1:chunk:*")
+            .len()
+            >= count),
+        "the fleet never had {count} chunks"
+    );
+}
+
+/// Cut-through: a host waiting for another's fetch reads each chunk as
+/// the leader stores it, so its reader's first bytes come long before
+/// the body is whole; still one origin GET for the fleet.
+#[test]
+fn a_follower_reads_the_body_while_the_leader_fetches_it() {
+    use std::io::Read;
+    let rate = 4 * 1024 * 1024;
+    let body = random_bytes(32 * 1024 * 1024, 22);
+    let origin = Origin::start();
+    origin.route("/base/slow.bin", Route::fresh(body.clone()).throttle(rate));
+    let redis = Redis::start();
+    let a = host(&origin, &redis);
+    let b = host(&origin, &redis);
+    let started = std::time::Instant::now();
+    let leader = read_in_background(&a, "o/slow.bin");
+    wait_for_a_lease(&redis);
+    let mut file = std::fs::File::open(b.path("o/slow.bin")).unwrap();
+    let mut first = vec![0u8; 4096];
+    file.read_exact(&mut first).unwrap();
+    let first_bytes = started.elapsed();
+    eprintln!("first bytes after {first_bytes:?}");
+    assert_eq!(first, body[..4096]);
+    // The whole body takes 8 s at the origin's pace.
+    assert!(
+        first_bytes < Duration::from_secs(4),
+        "B's first bytes came after {first_bytes:?}: not while A fetched"
+    );
+    let mut rest = Vec::new();
+    file.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, body[4096..], "a wrong byte");
+    assert_eq!(leader.join().unwrap().unwrap(), body);
+    assert_eq!(
+        origin.gets("/base/slow.bin"),
+        1,
+        "{}",
+        origin.describe_requests()
+    );
+    assert_eq!(b.stat("bytes_from_origin"), 0);
+    assert_eq!(b.stat("shared_hits"), 1);
+    assert_eq!(b.stat("leases_followed"), 1);
+}
+
+/// F4: the leader killed with SIGKILL at about 40% of a throttled fetch.
+/// The follower, which has the first chunks from the fleet, takes the
+/// fetch over once the lease expires, with one range request for the rest
+/// (`If-Range`), and publishes it: a third host then reads the whole body
+/// from the fleet. No byte is wrong.
+#[test]
+fn a_leader_killed_mid_fetch_is_taken_over_with_one_range_request() {
+    let rate = 8 * 1024 * 1024;
+    let LeaderAndFollower {
+        body,
+        origin,
+        redis,
+        mut a,
+        b,
+        leader,
+        follower,
+    } = LeaderAndFollower::start(rate);
+    wait_for_chunks(&redis, 3);
+    a.stop_with(libc::SIGKILL);
+    let killed = std::time::Instant::now();
+    let _ = leader.join();
+    assert_eq!(follower.join().unwrap().unwrap(), body, "a wrong byte");
+    // Lease TTL + the rest at the origin's pace (at most 60%) + 2 s.
+    let bound = Duration::from_secs(10) + Duration::from_millis(2400) + Duration::from_secs(2);
+    let range = done_in_time_with_one_range_request(&origin, killed, bound);
+    assert_ne!(range, "bytes=0-", "B had chunks from the fleet");
+    assert_eq!(b.stat("leases_taken_over"), 1);
+    assert!(
+        eventually(Duration::from_secs(10), || b.stat("shared_publishes") == 1),
+        "B did not publish what it took over"
+    );
+    let c = host(&origin, &redis);
+    assert_eq!(read(&c.path("o/big.bin")), body);
+    assert_eq!(c.stat("bytes_from_origin"), 0);
+    assert_eq!(whole_and_ranged_gets(&origin, "/base/big.bin").0, 1);
+}
+
+/// F5: Redis killed while a host follows another's fetch. The follower
+/// gets the rest from the origin with one range request, the leader goes
+/// on without publishing; every reader gets every byte, without an error.
+#[test]
+fn redis_killed_while_a_host_follows_leaves_the_rest_to_the_origin() {
+    let rate = 8 * 1024 * 1024;
+    let LeaderAndFollower {
+        body,
+        origin,
+        mut redis,
+        a: _a,
+        b,
+        leader,
+        follower,
+    } = LeaderAndFollower::start(rate);
+    wait_for_chunks(&redis, 2);
+    redis.kill();
+    let killed = std::time::Instant::now();
+    assert_eq!(follower.join().unwrap().unwrap(), body, "B: a wrong byte");
+    assert_eq!(leader.join().unwrap().unwrap(), body, "A: a wrong byte");
+    // The rest (at most 94%) at the origin's pace + 2 s.
+    let bound = Duration::from_millis(3800) + Duration::from_secs(2);
+    done_in_time_with_one_range_request(&origin, killed, bound);
+    assert!(b.stat("shared_errors") >= 1);
+    assert!(b.stat("bytes_from_shared") > 0);
 }
