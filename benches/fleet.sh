@@ -10,7 +10,19 @@
 #   fleet host      hosts B and C read it: from Redis
 # then the ratios fleet/curl and fleet/first, and the origin GETs per URL:
 # for the file above, and for a second file the three hosts open at once
-# (one GET expected: one host leads, the others wait and fill from Redis).
+# (one GET expected: one host leads, the others follow its fetch).
+#
+# Small files: 2,000 files of 4 KiB, read cold by host A (from the origin)
+# and then by host B (from the fleet), in files/s; then host C looks up
+# (stat) half of them and opens and reads the other half, from the fleet,
+# first alone and then while a 256 MiB fill from the fleet runs on it
+# (head-of-line: p50 and p99 of each, target p99 <= 5 ms).
+#
+# Takeover: a 256 MiB file nginx sends at 32 MB/s; host A leads its fetch,
+# host B follows, and A's daemon is killed with SIGKILL at 40%. Rows: the
+# seconds from the kill until B has every byte (bound: the 10 s lease + the
+# rest at the origin's pace), and the origin's GETs for it (1 whole and 1
+# ranged expected).
 #
 # Environment:
 #   BENCH_DIR    where the data and caches go (default: /var/tmp; not a tmpfs)
@@ -24,6 +36,8 @@ use_cargo_target_dir
 
 readonly FILE_BYTES=$((256 * 1024 * 1024))
 readonly HOSTS="a b c"
+readonly SMALL_FILES=2000
+readonly SLOW_RATE=32m
 
 work_dir=""
 nginx_pid=""
@@ -57,6 +71,12 @@ work_dir=$(mktemp -d "${BENCH_DIR:-/var/tmp}/fetchfs-fleet.XXXXXX")
 mkdir -p "$work_dir/data" "$work_dir/nginx/tmp"
 head -c "$FILE_BYTES" /dev/urandom >"$work_dir/data/model.bin"
 head -c "$FILE_BYTES" /dev/urandom >"$work_dir/data/together.bin"
+head -c "$FILE_BYTES" /dev/urandom >"$work_dir/data/busy.bin"
+mkdir -p "$work_dir/data/small" "$work_dir/data/slow"
+head -c "$FILE_BYTES" /dev/urandom >"$work_dir/data/slow/takeover.bin"
+for i in $(seq -w 0 $((SMALL_FILES - 1))); do
+    head -c 4096 /dev/urandom >"$work_dir/data/small/$i.bin"
+done
 
 port=$(free_port)
 cat >"$work_dir/nginx/nginx.conf" <<EOF
@@ -67,7 +87,7 @@ pid $work_dir/nginx/nginx.pid;
 error_log $work_dir/nginx/error.log warn;
 events { worker_connections 1024; }
 http {
-    log_format requests '\$request_method \$uri \$status \$http_user_agent';
+    log_format requests '\$request_method \$uri \$status \$http_user_agent range=\$http_range';
     access_log $work_dir/nginx/access.log requests;
     sendfile on;
     client_body_temp_path $work_dir/nginx/tmp/client;
@@ -75,7 +95,10 @@ http {
     fastcgi_temp_path $work_dir/nginx/tmp/fastcgi;
     uwsgi_temp_path $work_dir/nginx/tmp/uwsgi;
     scgi_temp_path $work_dir/nginx/tmp/scgi;
-    server { listen 127.0.0.1:$port; root $work_dir/data; expires 1h; }
+    server {
+        listen 127.0.0.1:$port; root $work_dir/data; expires 1h;
+        location /slow/ { limit_rate $SLOW_RATE; }
+    }
 }
 EOF
 nginx -p "$work_dir/nginx" -e "$work_dir/nginx/error.log" -c "$work_dir/nginx/nginx.conf" &
@@ -110,6 +133,48 @@ rate() {
 }
 # The GETs fetchfs sent for /NAME (curl's, for the limit, not counted).
 gets_of() { grep -c "^GET /$1 200 fetchfs/" "$work_dir/nginx/access.log" || true; }
+ranged_gets_of() { grep -c "^GET /$1 206 fetchfs/" "$work_dir/nginx/access.log" || true; }
+# small_paths HOST [GLOB]: the small files' paths on HOST's mount (the
+# origin lists no directory: the names come from the data).
+small_paths() {
+    local name
+    for name in "$work_dir/data/small/"${2:-*}.bin; do
+        printf '%s\n' "$work_dir/$1/mnt/o/small/${name##*/}"
+    done
+}
+# files_per_s HOST: files/s of reading every small file on HOST, one by one.
+files_per_s() {
+    local t0 t1
+    t0=$(date +%s%N)
+    small_paths "$1" | xargs cat >/dev/null
+    t1=$(date +%s%N)
+    awk -v n="$SMALL_FILES" -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", n * 1e9 / ns }'
+}
+# latencies HOST GLOB_STAT GLOB_OPEN: "p50 p99 p50 p99" in ms of a stat
+# (a lookup: from the fleet's record alone) of each small file named
+# GLOB_STAT, and of an open + read (a fill from the fleet, stored on the
+# host) of each named GLOB_OPEN, taken in turns.
+latencies() {
+    paste -d '\n' <(small_paths "$1" "$2") <(small_paths "$1" "$3") | perl -MTime::HiRes=time -e '
+        my (@stat, @open);
+        while (my $stat = <STDIN>) {
+            my $open = <STDIN>;
+            chomp($stat, $open);
+            my $t0 = time;
+            stat($stat) or die "$stat: $!";
+            push @stat, (time - $t0) * 1000;
+            $t0 = time;
+            open(my $f, "<", $open) or die "$open: $!";
+            local $/; my $bytes = <$f>; close $f;
+            push @open, (time - $t0) * 1000;
+        }
+        for my $ms (\@stat, \@open) {
+            my @sorted = sort { $a <=> $b } @$ms;
+            printf "%.2f %.2f ", $sorted[int(@sorted * 0.50)], $sorted[int(@sorted * 0.99)];
+        }
+        print "\n";
+    '
+}
 stat_of() { sed -n "s/^ *\"$2\": \\([0-9]*\\),\$/\\1/p" "$work_dir/$1/mnt/.fetchfs/stats"; }
 
 curl_rate=$(rate curl -s "http://127.0.0.1:$port/model.bin")
@@ -131,6 +196,42 @@ done
 wait "${readers[@]}"
 sleep 1
 
+small_origin=$(files_per_s a)
+cat "$work_dir/a/mnt/o/busy.bin" >/dev/null
+sleep 2
+small_fleet=$(files_per_s b)
+read -r idle_stat_p50 idle_stat_p99 idle_p50 idle_p99 < <(latencies c '0[0-4]*' '0[5-9]*')
+cat "$work_dir/c/mnt/o/busy.bin" >/dev/null &
+busy=$!
+sleep 0.1
+read -r stat_p50 stat_p99 open_p50 open_p99 < <(latencies c '1[0-4]*' '1[5-9]*')
+wait "$busy"
+
+fills() { redis-cli -p "$redis_port" --scan --pattern 'fetchfs:v1:fill:*' | sort; }
+fills_before=$(fills)
+cat "$work_dir/a/mnt/o/slow/takeover.bin" >/dev/null 2>&1 &
+leader=$!
+fill=""
+until [[ -n "$fill" ]]; do
+    sleep 0.05
+    fill=$(comm -13 <(printf '%s\n' "$fills_before") <(fills) | head -n 1)
+done
+cat "$work_dir/b/mnt/o/slow/takeover.bin" >"$work_dir/takeover.out" &
+follower=$!
+# 40% of the body: its head and 26 chunks of 4 MiB - 4 KiB in A's stream.
+until [[ $(redis-cli -p "$redis_port" xlen "$fill") -ge 27 ]]; do
+    sleep 0.05
+done
+kill -KILL "${mount_pids[a]}"
+killed=$(date +%s%N)
+wait "$follower"
+taken_over=$(date +%s%N)
+wait "$leader" || true
+cmp "$work_dir/data/slow/takeover.bin" "$work_dir/takeover.out"
+rm -f "$work_dir/takeover.out"
+fusermount3 -u "$work_dir/a/mnt" 2>/dev/null || umount -l "$work_dir/a/mnt" 2>/dev/null || true
+mount_pids[a]=""
+
 printf '\n%-34s %10s\n' "cold read of 256 MiB" "MB/s"
 printf '%-34s %10s\n' "curl (the limit)" "$curl_rate" \
     "first host (from the origin)" "$first_rate" \
@@ -140,5 +241,16 @@ printf '%-34s %10s\n' "fleet / curl" "$(awk -v f="$fleet_b" -v c="$curl_rate" 'B
     "fleet / first host" "$(awk -v f="$fleet_b" -v c="$first_rate" 'BEGIN { printf "%.2f", f / c }')"
 printf '%-34s %10s\n' "origin GETs, read in turn" "$(gets_of model.bin)" \
     "origin GETs, opened at once" "$(gets_of together.bin)"
-printf '%-34s %10s\n' "Redis memory for 512 MiB of bodies" \
+printf '%-34s %10s\n' "Redis memory" \
     "$(redis-cli -p "$redis_port" info memory | sed -n 's/^used_memory_human:\(.*\)\r$/\1/p')"
+printf '\n%-34s %10s\n' "2,000 files of 4 KiB" "files/s"
+printf '%-34s %10s\n' "first host (from the origin)" "$small_origin" \
+    "second host (from the fleet)" "$small_fleet"
+printf '%-34s %10s\n' "stat, p50 / p99" "$idle_stat_p50 / $idle_stat_p99 ms" \
+    "open+read, p50 / p99" "$idle_p50 / $idle_p99 ms" \
+    "stat during a fleet fill, p50 / p99" "$stat_p50 / $stat_p99 ms" \
+    "open+read during a fill, p50 / p99" "$open_p50 / $open_p99 ms"
+printf '\n%s\n' "takeover of a 256 MiB fetch at $SLOW_RATE/s, leader killed at 40%"
+printf '%-34s %10s\n' "kill -9 of the leader to done" \
+    "$(awk -v ns=$((taken_over - killed)) 'BEGIN { printf "%.1f s", ns / 1e9 }')" \
+    "origin GETs: whole / ranged" "$(gets_of slow/takeover.bin) / $(ranged_gets_of slow/takeover.bin)"
