@@ -124,18 +124,10 @@ impl Cache {
                 return Ok(None);
             };
             if let Some(found) = &standing.found
-                && found.record.size <= fleet.max_object_size()
                 && let Some(meta) = fresh_meta(found, origin, url)
-                && let Ok(chunks) = fleet.manifest(&found.record).await
+                && let Some(download) = self.fill_from_record(&fleet, loc, url, found, meta).await?
             {
-                let source = Source::Stored {
-                    record: found.record.clone(),
-                    chunks,
-                    received: received_ago(found.age),
-                };
-                return self
-                    .start_fleet_fill(fleet, loc, url, source, meta)
-                    .map(Some);
+                return Ok(Some(download));
             }
             if let Some(token) = standing.leader {
                 let Ok(poll) = fleet.poll_fill(url.as_str(), &token, "").await else {
@@ -200,11 +192,12 @@ impl Cache {
     }
 
     /// Before this host revalidates its stored `url` (body `blob`): takes
-    /// the fleet's record when it names the same body and is fresh (another
-    /// host revalidated it: no request), else leads the fleet's
-    /// revalidation, or waits for the host that leads it and looks again.
-    /// `Some` when the entry is fresh again; `None`: revalidate with the
-    /// origin (holding the lease when this host won it).
+    /// the fleet's record when it is fresh (another host revalidated it:
+    /// no request), the same body refreshed, or a new body filled from the
+    /// fleet; else leads the fleet's revalidation, or waits for the host
+    /// that leads it and looks again. `Some` when the entry is fresh
+    /// again; `None`: revalidate with the origin (holding the lease when
+    /// this host won it).
     pub(super) async fn refresh_from_fleet(
         self: &Arc<Self>,
         loc: &Location,
@@ -217,21 +210,58 @@ impl Cache {
         let give_up = tokio::time::Instant::now() + FOLLOW_LIMIT;
         loop {
             if let Some(found) = fleet.lookup(url.as_str()).await
-                && found.record.body_hash() == Some(*blob)
                 && let Some(meta) = fresh_meta(&found, &loc.origin, url)
             {
-                self.store.index.update_meta(url.as_str(), meta.to_json())?;
-                self.telemetry.counters.add_shared_hit();
-                self.telemetry.events.emit(
-                    EventKind::SharedHit,
-                    json!({ "url": url.as_str(), "refreshed": true }),
-                );
-                return self.stored_file(blob, meta.remaining(SystemTime::now()));
+                if found.record.body_hash() == Some(*blob) {
+                    self.store.index.update_meta(url.as_str(), meta.to_json())?;
+                    self.telemetry.counters.add_shared_hit();
+                    self.telemetry.events.emit(
+                        EventKind::SharedHit,
+                        json!({ "url": url.as_str(), "refreshed": true }),
+                    );
+                    return self.stored_file(blob, meta.remaining(SystemTime::now()));
+                }
+                // The body changed, and another host has the new one.
+                if let Some(download) = self
+                    .fill_from_record(&fleet, loc, url, &found, meta)
+                    .await?
+                {
+                    return self
+                        .resolve_download(url, download.reader())
+                        .await
+                        .map(Some);
+                }
             }
             if !self.wait_turn(&fleet, url, give_up).await {
                 return Ok(None);
             }
         }
+    }
+
+    /// Starts filling `url` from the fleet's `found` record, fresh by
+    /// `meta`; `None` when its body is too large to share or its manifest
+    /// is gone. Call it holding the URL's lock.
+    async fn fill_from_record(
+        self: &Arc<Self>,
+        fleet: &Arc<Fleet>,
+        loc: &Location,
+        url: &Url,
+        found: &Found,
+        meta: EntryMeta,
+    ) -> Result<Option<Arc<Download>>, CacheError> {
+        if found.record.size > fleet.max_object_size() {
+            return Ok(None);
+        }
+        let Ok(chunks) = fleet.manifest(&found.record).await else {
+            return Ok(None);
+        };
+        let source = Source::Stored {
+            record: found.record.clone(),
+            chunks,
+            received: received_ago(found.age),
+        };
+        self.start_fleet_fill(Arc::clone(fleet), loc, url, source, meta)
+            .map(Some)
     }
 
     /// The origin answered 304 to this host's revalidation of `url` (body

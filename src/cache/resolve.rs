@@ -400,7 +400,7 @@ impl Cache {
     /// A lookup's answer for a body on its way. `st_size` must be true, so a
     /// body whose size the origin did not announce is waited for whole: it
     /// is then stored (or, if it may not be, its length is known).
-    async fn resolve_download(
+    pub(super) async fn resolve_download(
         self: &Arc<Self>,
         url: &Url,
         reader: super::Reader,

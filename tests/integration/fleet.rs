@@ -753,6 +753,41 @@ fn a_stale_body_is_revalidated_once_for_the_fleet() {
     assert_eq!(origin.requests_to("/base/f.txt").len(), before + 1);
 }
 
+/// A stale body that changed on the origin: the host that revalidates it
+/// gets the new body (one conditional request for the fleet), and every
+/// other host takes the new body from the fleet, at once or later.
+#[test]
+fn a_stale_body_that_changed_comes_from_the_origin_once_for_the_fleet() {
+    let (origin, redis, a, b) = two_hosts_with_max_age(b"version 1", 2);
+    read_and_publish(&a, "o/f.txt");
+    assert_eq!(read(&b.path("o/f.txt")), b"version 1");
+    origin.route(
+        "/base/f.txt",
+        Route::ok(b"version 2".to_vec())
+            .header("Cache-Control", "max-age=60")
+            .header("ETag", "\"v2\""),
+    );
+    let before = origin.requests_to("/base/f.txt").len();
+
+    std::thread::sleep(Duration::from_millis(2500));
+    let readers: Vec<_> = [a.path("o/f.txt"), b.path("o/f.txt")]
+        .into_iter()
+        .map(|path| std::thread::spawn(move || std::fs::read(path)))
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.join().unwrap().unwrap(), b"version 2");
+    }
+    assert_eq!(
+        origin.requests_to("/base/f.txt").len(),
+        before + 1,
+        "one request for the fleet: {}",
+        origin.describe_requests()
+    );
+    let c = host(&origin, &redis);
+    assert_eq!(read(&c.path("o/f.txt")), b"version 2");
+    assert_eq!(origin.requests_to("/base/f.txt").len(), before + 1);
+}
+
 /// A manifest whose chunks each check out but do not make the body it
 /// names (here, in the wrong order) is caught by the body's hash.
 #[test]
