@@ -155,10 +155,26 @@ pub struct Fleet {
     held: parking_lot::Mutex<std::collections::HashMap<String, Lease>>,
     /// Commands applied here while the fleet did not answer, to send.
     pending: parking_lot::Mutex<Vec<Command>>,
+    /// Where this host keeps what it must not forget across restarts.
+    journal: Arc<dyn Journal>,
 }
 
+/// Where a host keeps, across restarts, its name in the fleet, its place
+/// in the command stream and the commands it could not send yet (the
+/// cache's index, in the daemon). A failure to save is logged and costs
+/// what it costs after a restart: commands missed or not sent.
+pub trait Journal: Send + Sync {
+    fn load(&self, name: &str) -> Option<Vec<u8>>;
+    fn save(&self, name: &str, value: &[u8]);
+}
+
+/// The journal's names, under the namespace (one stream per namespace).
+const HOST_NAME: &str = "host";
+const CURSOR_NAME: &str = "cursor";
+const PENDING_NAME: &str = "pending";
+
 /// An `invalidate` or `evict` this host applied, for the other hosts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Command {
     command: String,
     lines: Vec<u8>,
@@ -167,9 +183,14 @@ struct Command {
 }
 
 impl Fleet {
-    /// The fleet tier of `config`. Connects lazily, on the first call: call
-    /// it on the tokio runtime that will use it.
-    pub fn new(config: SharedConfig, telemetry: Telemetry) -> Result<Arc<Fleet>, FleetError> {
+    /// The fleet tier of `config`, keeping its state in `journal`.
+    /// Connects lazily, on the first call: call it on the tokio runtime
+    /// that will use it.
+    pub fn new(
+        config: SharedConfig,
+        telemetry: Telemetry,
+        journal: Arc<dyn Journal>,
+    ) -> Result<Arc<Fleet>, FleetError> {
         let info = config.connection_info()?;
         let client = match &config.ca_pem {
             Some(ca) => redis::Client::build_with_tls(
@@ -182,6 +203,21 @@ impl Fleet {
             None => redis::Client::open(info)?,
         };
         telemetry.counters.set_shared_up(true);
+        let name = |what: &str| format!("{}/{what}", config.namespace);
+        // One name for the life of the cache dir: a host that restarts
+        // knows the commands it sent before.
+        let host = match journal.load(&name(HOST_NAME)) {
+            Some(host) => String::from_utf8_lossy(&host).into_owned(),
+            None => {
+                let host = host_id();
+                journal.save(&name(HOST_NAME), host.as_bytes());
+                host
+            }
+        };
+        let pending = journal
+            .load(&name(PENDING_NAME))
+            .and_then(|saved| serde_json::from_slice(&saved).ok())
+            .unwrap_or_default();
         Ok(Arc::new(Fleet {
             client,
             control: Default::default(),
@@ -190,10 +226,22 @@ impl Fleet {
             config,
             breaker: Default::default(),
             telemetry,
-            host: host_id(),
+            host,
             held: Default::default(),
-            pending: Default::default(),
+            pending: parking_lot::Mutex::new(pending),
+            journal,
         }))
+    }
+
+    /// The journal's key of `what` for this namespace.
+    fn journal_name(&self, what: &str) -> String {
+        format!("{}/{what}", self.config.namespace)
+    }
+
+    /// Saves the commands left to send (under the lock that guards them).
+    fn save_pending(&self, pending: &[Command]) {
+        let saved = serde_json::to_vec(pending).unwrap_or_default();
+        self.journal.save(&self.journal_name(PENDING_NAME), &saved);
     }
 
     /// The connection of a kind, made (lazily: it connects on its first
@@ -635,6 +683,7 @@ impl Fleet {
                 let mut pending = self.pending.lock();
                 if pending.len() < PENDING_KEPT {
                     pending.push(sent);
+                    self.save_pending(&pending);
                 }
                 Err(error)
             }
@@ -674,6 +723,9 @@ impl Fleet {
     /// in order; those that still fail stay pending.
     async fn flush_pending(&self) {
         let pending = std::mem::take(&mut *self.pending.lock());
+        if pending.is_empty() {
+            return;
+        }
         let mut left = Vec::new();
         for (i, sent) in pending.iter().enumerate() {
             if self.send_command(sent).await.is_err() {
@@ -681,11 +733,10 @@ impl Fleet {
                 break;
             }
         }
-        if !left.is_empty() {
-            let mut pending = self.pending.lock();
-            left.append(&mut pending);
-            *pending = left;
-        }
+        let mut pending = self.pending.lock();
+        left.append(&mut pending);
+        *pending = left;
+        self.save_pending(&pending);
     }
 
     /// Follows the fleet's command stream for as long as the process lives,
@@ -699,7 +750,12 @@ impl Fleet {
     ) {
         let fleet = Arc::clone(self);
         tokio::spawn(async move {
-            let mut cursor = Cursor::default();
+            // Where this host stopped reading, before a restart too.
+            let mut cursor: Cursor = fleet
+                .journal
+                .load(&fleet.journal_name(CURSOR_NAME))
+                .and_then(|saved| serde_json::from_slice(&saved).ok())
+                .unwrap_or_default();
             loop {
                 match fleet.read_commands(&mut cursor, &apply).await {
                     Ok(()) => {}
@@ -744,6 +800,7 @@ impl Fleet {
                     .await?;
                 cursor.last = Some(newest.first().map_or("0-0".into(), |(id, _)| id.clone()));
                 cursor.added_before = added;
+                self.save_cursor(cursor);
             }
             // Reconnected. The entries added since this host started that
             // it has not read are the newest ones; trimming drops the
@@ -757,6 +814,7 @@ impl Fleet {
                 apply("invalidate", b"/**\n".to_vec());
                 // What is left is read below; what was lost is made up for.
                 cursor.read = added.saturating_sub(cursor.added_before + length);
+                self.save_cursor(cursor);
             }
             Some(_) => {}
         }
@@ -796,8 +854,14 @@ impl Fleet {
                     self.telemetry.counters.add_fleet_command_received();
                     apply(&String::from_utf8_lossy(&command), lines);
                 }
+                self.save_cursor(cursor);
             }
         }
+    }
+
+    fn save_cursor(&self, cursor: &Cursor) {
+        let saved = serde_json::to_vec(cursor).unwrap_or_default();
+        self.journal.save(&self.journal_name(CURSOR_NAME), &saved);
     }
 
     /// Drops the manifest of `record`'s body: its chunks do not make it.
@@ -904,7 +968,7 @@ const FOLLOW_BLOCK: Duration = Duration::from_secs(1);
 const FOLLOW_RETRY: Duration = Duration::from_secs(1);
 
 /// Where a host stands in the command stream.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Cursor {
     /// The id of the last entry it read (or the stream's end when it started).
     last: Option<String>,
@@ -943,7 +1007,7 @@ async fn stream_counts(
     }
 }
 
-/// This daemon's name in the fleet: host name, pid and a random part.
+/// A name in the fleet: host name, pid and a random part.
 fn host_id() -> String {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let nanos = std::time::SystemTime::now()

@@ -25,7 +25,7 @@ use crate::config::{Origin, ShareMode};
 use crate::origin::{Head, OriginClient};
 use crate::shared::lease;
 use crate::shared::schema::{FillEntry, Record, is_private_header};
-use crate::shared::{Fleet, Found, Lease, Turn};
+use crate::shared::{Fleet, Found, Journal, Lease, Turn};
 use crate::telemetry::EventKind;
 use follow::Source;
 pub use publish::{Publication, Publishing};
@@ -38,6 +38,11 @@ impl Cache {
     /// Makes the cache use the fleet tier.
     pub fn set_fleet(&self, fleet: Arc<Fleet>) {
         let _ = self.fleet.set(fleet);
+    }
+
+    /// Where the fleet tier keeps its state across restarts: the index.
+    pub fn fleet_journal(&self) -> Arc<dyn Journal> {
+        Arc::new(IndexJournal(Arc::clone(&self.store.index)))
     }
 
     /// The fleet tier, when the mount has one.
@@ -327,6 +332,25 @@ fn shareable_headers(head: &Head) -> Vec<(String, String)> {
             Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
         })
         .collect()
+}
+
+/// The fleet's [`Journal`] in the cache's index.
+struct IndexJournal(Arc<crate::store::Index>);
+
+impl Journal for IndexJournal {
+    fn load(&self, name: &str) -> Option<Vec<u8>> {
+        self.0
+            .state(&format!("fleet/{name}"))
+            .inspect_err(|error| tracing::warn!("reading the fleet tier's {name}: {error}"))
+            .ok()
+            .flatten()
+    }
+
+    fn save(&self, name: &str, value: &[u8]) {
+        if let Err(error) = self.0.set_state(&format!("fleet/{name}"), value) {
+            tracing::warn!("keeping the fleet tier's {name}: {error}");
+        }
+    }
 }
 
 /// The instant that was `age` ago.

@@ -168,7 +168,8 @@ fn serve(config: &Config, status: Status, ready: Option<OwnedFd>) -> anyhow::Res
     if let Some(shared) = &config.shared {
         // Lazy: the mount never waits for Redis.
         let _runtime = runtime.enter();
-        let fleet = crate::shared::Fleet::new(shared.clone(), cache.telemetry().clone())
+        let journal = cache.fleet_journal();
+        let fleet = crate::shared::Fleet::new(shared.clone(), cache.telemetry().clone(), journal)
             .with_context(|| format!("the fleet tier {}", shared.url))?;
         cache.set_fleet(fleet);
     }

@@ -41,6 +41,8 @@ const SCRUBBED_KEY: &[u8] = b"credentials_scrubbed";
 /// ([`Counted`]), written in every batch that changes them, so that opening
 /// the index reads them instead of counting every record.
 const TOTALS_KEY: &[u8] = b"totals";
+/// The `meta` keys of state the floors above keep here, under this prefix.
+const STATE_PREFIX: &[u8] = b"state/";
 /// The `meta` key of the last commit made durable.
 const SYNCED_KEY: &[u8] = b"synced_seq";
 /// The size of each column family's memtable.
@@ -491,6 +493,18 @@ impl Index {
     }
 
     /// Syncs the index's log: every write so far survives a power loss.
+    /// A value a floor above keeps in the index under `name` (the fleet
+    /// tier's place in its command stream, say).
+    pub fn state(&self, name: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        Ok(self.db.get_cf(self.cf(CF_META), state_key(name))?)
+    }
+
+    /// Sets the value kept under `name`; it is durable with the next sync
+    /// of the index's log, like every write.
+    pub fn set_state(&self, name: &str, value: &[u8]) -> Result<(), IndexError> {
+        Ok(self.db.put_cf(self.cf(CF_META), state_key(name), value)?)
+    }
+
     pub fn sync_log(&self) -> Result<(), IndexError> {
         Ok(self.db.flush_wal(true)?)
     }
@@ -800,6 +814,10 @@ fn encode_totals(totals: &Totals, last_seq: u64) -> Vec<u8> {
     })
 }
 
+fn state_key(name: &str) -> Vec<u8> {
+    [STATE_PREFIX, name.as_bytes()].concat()
+}
+
 fn ino_key(ino: u64) -> Vec<u8> {
     let mut key = b"ino/".to_vec();
     key.extend_from_slice(&ino.to_be_bytes());
@@ -847,6 +865,27 @@ mod tests {
 
     fn meta() -> serde_json::Value {
         serde_json::json!({})
+    }
+
+    #[test]
+    fn state_kept_for_other_floors_survives_a_reopen_beside_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = NewBody {
+            hash: blake3::hash(b"b"),
+            size: 1,
+            mtime: 0,
+        };
+        {
+            let index = Index::open(dir.path()).unwrap();
+            assert_eq!(index.state("fleet/cursor").unwrap(), None);
+            index.set_state("fleet/cursor", b"1-0").unwrap();
+            index.set_state("fleet/cursor", b"2-0").unwrap();
+            index.link("http://h/a", body, meta(), 1).unwrap();
+        }
+        let index = Index::open(dir.path()).unwrap();
+        assert_eq!(index.state("fleet/cursor").unwrap().unwrap(), b"2-0");
+        assert_eq!(index.totals().entries, 1, "state is not a record");
+        assert!(index.undecodable().unwrap().is_empty());
     }
 
     /// RocksDB gives each column family a block cache of its own (32 MiB)

@@ -226,16 +226,17 @@ impl VersionedFleet {
     fn change_and_invalidate_on(&self, host: &Mount) {
         self.origin
             .route("/base/v.txt", Route::fresh(b"version 2".to_vec()));
-        let invalidated = run_fetchfs(
-            &[
-                "invalidate",
-                host.mountpoint().to_str().unwrap(),
-                "/o/v.txt",
-            ],
-            Duration::from_secs(10),
-        );
-        assert!(invalidated.status.success());
+        invalidate_on(host, "/o/v.txt");
     }
+}
+
+/// `fetchfs invalidate` of `pattern` on `host`.
+fn invalidate_on(host: &Mount, pattern: &str) {
+    let invalidated = run_fetchfs(
+        &["invalidate", host.mountpoint().to_str().unwrap(), pattern],
+        Duration::from_secs(10),
+    );
+    assert!(invalidated.status.success());
 }
 
 /// `invalidate` on one host reaches every host of the fleet within a
@@ -1081,4 +1082,79 @@ fn redis_killed_while_a_host_follows_leaves_the_rest_to_the_origin() {
     done_in_time_with_one_range_request(&origin, killed, bound);
     assert!(b.stat("shared_errors") >= 1);
     assert!(b.stat("bytes_from_shared") > 0);
+}
+
+/// A host of `origin`'s fleet whose cache is `cache` (kept across mounts).
+fn host_in(origin: &Origin, redis: &Redis, cache: &std::path::Path) -> Mount {
+    Mount::builder()
+        .origin(OriginConfig::new("o", origin.url("/base")))
+        .config("shared", &redis.shared_config())
+        .cache_dir(cache)
+        .mount()
+}
+
+/// A host that was down while another applied an `invalidate` applies it
+/// when it mounts again: it reads the command stream on from the last
+/// command it saw, which it keeps in its cache's index.
+#[test]
+fn a_host_that_was_down_applies_the_commands_it_missed_when_it_mounts_again() {
+    let origin = Origin::start();
+    origin.route("/base/v.txt", Route::fresh(b"version 1".to_vec()));
+    let redis = Redis::start();
+    let cache = tempfile::tempdir().unwrap();
+    let a = host(&origin, &redis);
+    let mut b = host_in(&origin, &redis, cache.path());
+    assert_eq!(read_and_publish(&a, "o/v.txt"), b"version 1");
+    assert_eq!(read(&b.path("o/v.txt")), b"version 1");
+    // A command B hears while up, so that it has a place in the stream.
+    invalidate_on(&a, "/o/other.txt");
+    assert!(eventually(Duration::from_secs(5), || b
+        .stat("fleet_commands_received")
+        == 1));
+    b.wait_idle(Duration::from_secs(10));
+    assert!(b.unmount().success());
+    drop(b);
+
+    origin.route("/base/v.txt", Route::fresh(b"version 2".to_vec()));
+    invalidate_on(&a, "/o/v.txt");
+    let b = host_in(&origin, &redis, cache.path());
+    assert!(
+        eventually(Duration::from_secs(5), || b.stat("fleet_commands_received")
+            == 1),
+        "B did not catch up; stderr:\n{}",
+        b.stderr()
+    );
+    assert_eq!(read(&b.path("o/v.txt")), b"version 2");
+}
+
+/// A command applied while Redis is down is kept in the host's index: a
+/// restart of that host before Redis returns does not lose it.
+#[test]
+fn a_command_kept_while_redis_is_down_survives_a_restart() {
+    let origin = Origin::start();
+    origin.route("/base/v.txt", Route::fresh(b"version 1".to_vec()));
+    let mut redis = Redis::start();
+    let port = redis.port();
+    let cache = tempfile::tempdir().unwrap();
+    let mut a = host_in(&origin, &redis, cache.path());
+    let b = host(&origin, &redis);
+    assert_eq!(read_and_publish(&a, "o/v.txt"), b"version 1");
+    assert_eq!(read(&b.path("o/v.txt")), b"version 1");
+
+    redis.kill();
+    origin.route("/base/v.txt", Route::fresh(b"version 2".to_vec()));
+    invalidate_on(&a, "/o/v.txt");
+    a.wait_idle(Duration::from_secs(10));
+    assert!(a.unmount().success());
+    drop(a);
+    let redis = Redis::start_on(port);
+    let _a = host_in(&origin, &redis, cache.path());
+    assert!(
+        eventually(Duration::from_secs(15), || b
+            .stat("fleet_commands_received")
+            == 1),
+        "B never heard of it; B's stderr:\n{}",
+        b.stderr()
+    );
+    assert_eq!(read(&b.path("o/v.txt")), b"version 2");
 }
