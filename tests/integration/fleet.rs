@@ -603,6 +603,19 @@ fn two_hosts_with_max_age(body: &[u8], max_age: u32) -> (Origin, Redis, Mount, M
     (origin, redis, a, b)
 }
 
+/// Waits until `o/f.txt` (max-age 2) is stale, then reads it on both
+/// hosts at once: each gets `expected`.
+fn read_on_both_once_stale(a: &Mount, b: &Mount, expected: &[u8]) {
+    std::thread::sleep(Duration::from_millis(2500));
+    let readers: Vec<_> = [a.path("o/f.txt"), b.path("o/f.txt")]
+        .into_iter()
+        .map(|path| std::thread::spawn(move || std::fs::read(path)))
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.join().unwrap().unwrap(), expected);
+    }
+}
+
 /// A body from the fleet keeps its age: fresh for what is left of its
 /// max-age on every host, then revalidated once, by the host that reads it.
 #[test]
@@ -724,14 +737,7 @@ fn a_stale_body_is_revalidated_once_for_the_fleet() {
     assert_eq!(read(&b.path("o/f.txt")), b"two seconds");
     let before = origin.requests_to("/base/f.txt").len();
 
-    std::thread::sleep(Duration::from_millis(2500));
-    let readers: Vec<_> = [a.path("o/f.txt"), b.path("o/f.txt")]
-        .into_iter()
-        .map(|path| std::thread::spawn(move || std::fs::read(path)))
-        .collect();
-    for reader in readers {
-        assert_eq!(reader.join().unwrap().unwrap(), b"two seconds");
-    }
+    read_on_both_once_stale(&a, &b, b"two seconds");
     let requests = origin.requests_to("/base/f.txt");
     assert_eq!(
         requests.len(),
@@ -770,14 +776,7 @@ fn a_stale_body_that_changed_comes_from_the_origin_once_for_the_fleet() {
     );
     let before = origin.requests_to("/base/f.txt").len();
 
-    std::thread::sleep(Duration::from_millis(2500));
-    let readers: Vec<_> = [a.path("o/f.txt"), b.path("o/f.txt")]
-        .into_iter()
-        .map(|path| std::thread::spawn(move || std::fs::read(path)))
-        .collect();
-    for reader in readers {
-        assert_eq!(reader.join().unwrap().unwrap(), b"version 2");
-    }
+    read_on_both_once_stale(&a, &b, b"version 2");
     assert_eq!(
         origin.requests_to("/base/f.txt").len(),
         before + 1,
