@@ -1157,3 +1157,44 @@ fn a_command_kept_while_redis_is_down_survives_a_restart() {
     );
     assert_eq!(read(&b.path("o/v.txt")), b"version 2");
 }
+
+/// A leader that is alive but gives the others nothing (no new chunk for
+/// the origin's `timeout` plus the lease's 10 s) is bypassed: the waiting
+/// host fetches the body itself rather than wait on.
+#[test]
+fn a_leader_that_makes_no_progress_is_bypassed() {
+    let body = random_bytes(6 * 1024 * 1024, 23);
+    let origin = Origin::start();
+    // A's answer: its first chunk takes 16 s.
+    origin.route(
+        "/base/stall.bin",
+        Route::fresh(body.clone()).ranges().throttle(256 * 1024),
+    );
+    let redis = Redis::start();
+    let host = || {
+        Mount::builder()
+            .origin(OriginConfig::new("o", origin.url("/base")).timeout("1s"))
+            .config("shared", &redis.shared_config())
+            .mount()
+    };
+    let (a, b) = (host(), host());
+    let _leader = read_in_background(&a, "o/stall.bin");
+    assert!(
+        eventually(Duration::from_secs(5), || !redis
+            .keys("fetchfs:v1:fill:*")
+            .is_empty()),
+        "A published no progress"
+    );
+    // What B asks the origin for comes at once.
+    origin.route("/base/stall.bin", Route::fresh(body.clone()).ranges());
+    let started = std::time::Instant::now();
+    assert_eq!(read(&b.path("o/stall.bin")), body);
+    let took = started.elapsed();
+    // 1 s + 10 s without a chunk, then the body; A needs 24 s for it.
+    assert!(
+        took > Duration::from_secs(10) && took < Duration::from_secs(16),
+        "B took {took:?}"
+    );
+    assert_eq!(b.stat("lease_bypasses"), 1);
+    assert_eq!(b.stat("bytes_from_shared"), 0);
+}
