@@ -71,7 +71,7 @@ pub struct ChunkQueue {
     asked: std::collections::VecDeque<(blake3::Hash, ChunkAnswer)>,
 }
 
-type ChunkAnswer = tokio::task::JoinHandle<Result<Option<Vec<u8>>, FleetError>>;
+type ChunkAnswer = tokio::task::JoinHandle<Result<Vec<u8>, FleetError>>;
 
 /// The largest body whose chunk comes on the control connection.
 const SMALL_BODY: u64 = 64 * 1024;
@@ -112,15 +112,9 @@ impl ChunkQueue {
         };
         self.ask();
         let fleet = &self.fleet;
-        let key = fleet.keys.chunk(&chunk);
         let bytes = answer
             .await
-            .map_err(|e| FleetError::Io(std::io::Error::other(e)))??
-            .ok_or(FleetError::Missing(key.clone()))?;
-        if blake3::hash(&bytes) != chunk {
-            fleet.drop_key(key.clone()).await;
-            return Err(FleetError::Damaged(key));
-        }
+            .map_err(|e| FleetError::Io(std::io::Error::other(e)))??;
         fleet
             .telemetry
             .counters
@@ -424,18 +418,33 @@ impl Fleet {
         }
     }
 
-    /// Asks for one chunk on a connection of `kind`, on a task of its own.
+    /// Asks for one chunk on a connection of `kind`, on a task of its own,
+    /// which also checks it against its hash (on the blocking pool: 4 MiB
+    /// of hashing would hold up a runtime worker's lookups).
     fn get_chunk(self: &Arc<Self>, kind: Kind, chunk: &blake3::Hash) -> ChunkAnswer {
-        let (fleet, key) = (Arc::clone(self), self.keys.chunk(chunk));
+        let (fleet, key, chunk) = (Arc::clone(self), self.keys.chunk(chunk), *chunk);
         tokio::spawn(async move {
-            fleet
+            let asked = key.clone();
+            let bytes: Option<Vec<u8>> = fleet
                 .call(kind, |mut connection| async move {
                     redis::cmd("GET")
-                        .arg(&key)
+                        .arg(&asked)
                         .query_async(&mut connection)
                         .await
                 })
-                .await
+                .await?;
+            let bytes = bytes.ok_or(FleetError::Missing(key.clone()))?;
+            let (bytes, whole) = tokio::task::spawn_blocking(move || {
+                let whole = blake3::hash(&bytes) == chunk;
+                (bytes, whole)
+            })
+            .await
+            .map_err(|e| FleetError::Io(std::io::Error::other(e)))?;
+            if !whole {
+                fleet.drop_key(key.clone()).await;
+                return Err(FleetError::Damaged(key));
+            }
+            Ok(bytes)
         })
     }
 
