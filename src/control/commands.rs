@@ -18,7 +18,7 @@ use std::sync::Arc;
 use url::Url;
 
 use super::ControlFile;
-use super::pattern::{OriginBase, PatternError, PatternSet, ScanScope};
+use super::pattern::{OriginBase, PatternError, PatternPart, PatternSet, ScanScope};
 use crate::cache::{Cache, CacheError, Location};
 use crate::config::Origin;
 use crate::namespace::{self, MountPath};
@@ -63,23 +63,25 @@ pub struct Origins {
 
 impl Origins {
     /// Parses and applies one write to a command file. Blocks on the index.
+    /// A write another host of the fleet applied (`from_fleet`) may name
+    /// URLs none of this mount's origins holds: those name nothing here.
     pub fn apply(
         &self,
         file: ControlFile,
         input: &[u8],
         cache: &Cache,
+        from_fleet: bool,
     ) -> Result<Applied, CommandError> {
         let bases = self.bases();
-        let origin_bases: Vec<OriginBase<'_>> = self
-            .configured
-            .iter()
-            .zip(&bases)
-            .map(|(origin, base)| OriginBase {
-                name: &origin.name,
-                base,
-            })
-            .collect();
-        let patterns = PatternSet::parse(input, &origin_bases, self.any_host)?;
+        let origin_bases = self.origin_bases(&bases);
+        let patterns = if from_fleet {
+            match PatternSet::parse_from_fleet(input, &origin_bases, self.any_host)? {
+                Some(patterns) => patterns,
+                None => return Ok(Applied::default()),
+            }
+        } else {
+            PatternSet::parse(input, &origin_bases, self.any_host)?
+        };
         let mut applied = Applied::default();
         match file {
             ControlFile::Prefetch => {
@@ -115,6 +117,51 @@ impl Origins {
             other => return Err(CommandError::NotACommand(other.name())),
         }
         Ok(applied)
+    }
+
+    /// `input` (a write this mount applied) as every host of the fleet
+    /// reads it, whatever it names its origins: an exact path or a
+    /// directory under a configured origin becomes the URL it stands for,
+    /// which each host maps through its own origins. Globs (and the whole
+    /// mount, `/`) stay as written: hosts that share those must share
+    /// origin names.
+    pub fn portable_lines(&self, input: &[u8]) -> Vec<u8> {
+        let bases = self.bases();
+        let Ok(patterns) = PatternSet::parse(input, &self.origin_bases(&bases), self.any_host)
+        else {
+            return input.to_vec();
+        };
+        let mut lines = String::new();
+        for part in patterns.parts() {
+            let url = match part {
+                PatternPart::Path(path) => {
+                    self.location_of(path).and_then(|loc| loc.file_url().ok())
+                }
+                PatternPart::Directory(directory) => self
+                    .location_of(&MountPath::from_text(directory))
+                    .and_then(|loc| loc.dir_url().ok()),
+                PatternPart::Glob(_) => None,
+            };
+            let text = match (url, part) {
+                (Some(url), _) => url.to_string(),
+                (None, PatternPart::Path(path)) => path.to_text(),
+                (None, PatternPart::Directory(text) | PatternPart::Glob(text)) => text.to_string(),
+            };
+            lines.push_str(&text);
+            lines.push('\n');
+        }
+        lines.into_bytes()
+    }
+
+    fn origin_bases<'a>(&'a self, bases: &'a [Url]) -> Vec<OriginBase<'a>> {
+        self.configured
+            .iter()
+            .zip(bases)
+            .map(|(origin, base)| OriginBase {
+                name: &origin.name,
+                base,
+            })
+            .collect()
     }
 
     fn bases(&self) -> Vec<Url> {
@@ -244,6 +291,25 @@ mod tests {
             ],
             any_host,
         }
+    }
+
+    #[test]
+    fn a_write_travels_to_the_fleet_as_urls_where_it_names_one() {
+        let origins = origins(false);
+        let portable = origins.portable_lines(
+            b"/pypi/packages/a b.whl\n# a comment\n/rel/v1.2/\n/pypi/**/*.whl\n/\n\
+              https://downloads.example.org/x.tar\n",
+        );
+        assert_eq!(
+            String::from_utf8(portable).unwrap(),
+            "https://files.example.org/pypi/packages/a%20b.whl\n\
+             https://downloads.example.org/v1.2/\n\
+             /pypi/**/*.whl\n\
+             /\n\
+             https://downloads.example.org/x.tar\n"
+        );
+        // Not a valid write: sent as written (it was not applied anyway).
+        assert_eq!(origins.portable_lines(b"nonsense\n"), b"nonsense\n");
     }
 
     #[test]

@@ -116,6 +116,18 @@ pub struct PatternSet {
     globs: GlobSet,
 }
 
+/// What one pattern of a write names.
+#[derive(Debug, Clone, Copy)]
+pub enum PatternPart<'a> {
+    /// Exactly this mount path.
+    Path(&'a MountPath),
+    /// This directory and everything below, as normalised mount path text
+    /// ending in '/'.
+    Directory(&'a str),
+    /// A glob over mount paths, as written.
+    Glob(&'a str),
+}
+
 /// The part of the mount one pattern can touch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanScope {
@@ -162,6 +174,26 @@ impl PatternSet {
         origins: &[OriginBase<'_>],
         any_host: bool,
     ) -> Result<PatternSet, PatternError> {
+        PatternSet::parse_with(input, origins, any_host, false)?.ok_or(PatternError::Empty)
+    }
+
+    /// [`PatternSet::parse`] for a write another host of the fleet applied:
+    /// a URL that none of `origins` holds names nothing here, and is
+    /// skipped rather than refused. `None` when no pattern is left.
+    pub fn parse_from_fleet(
+        input: &[u8],
+        origins: &[OriginBase<'_>],
+        any_host: bool,
+    ) -> Result<Option<PatternSet>, PatternError> {
+        PatternSet::parse_with(input, origins, any_host, true)
+    }
+
+    fn parse_with(
+        input: &[u8],
+        origins: &[OriginBase<'_>],
+        any_host: bool,
+        skip_unknown_origins: bool,
+    ) -> Result<Option<PatternSet>, PatternError> {
         let text = std::str::from_utf8(input).map_err(|err| PatternError::NotUtf8 {
             line: line_of_offset(input, err.valid_up_to()),
         })?;
@@ -178,7 +210,10 @@ impl PatternSet {
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
-            let kind = parse_line(trimmed, line, origins, any_host)?;
+            let kind = match parse_line(trimmed, line, origins, any_host) {
+                Err(PatternError::UnknownOrigin { .. }) if skip_unknown_origins => continue,
+                kind => kind?,
+            };
             patterns.push(Pattern {
                 line,
                 text: trimmed.to_owned(),
@@ -186,9 +221,18 @@ impl PatternSet {
             });
         }
         if patterns.is_empty() {
-            return Err(PatternError::Empty);
+            return Ok(None);
         }
-        PatternSet::from_patterns(patterns)
+        PatternSet::from_patterns(patterns).map(Some)
+    }
+
+    /// Each pattern of the write, in input order, as what it names.
+    pub fn parts(&self) -> impl Iterator<Item = PatternPart<'_>> {
+        self.patterns.iter().map(|pattern| match &pattern.kind {
+            PatternKind::Exact { names, .. } => PatternPart::Path(names),
+            PatternKind::Directory(directory) => PatternPart::Directory(directory),
+            PatternKind::Glob { .. } => PatternPart::Glob(&pattern.text),
+        })
     }
 
     /// Whether the mount-relative path (starting with '/', components joined by '/', names as raw bytes lossily UTF-8) matches any pattern.
@@ -560,6 +604,34 @@ impl PatternSet {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_write_from_the_fleet_skips_urls_of_origins_this_mount_lacks() {
+        let base = Url::parse("https://files.example.org/pypi/").unwrap();
+        let origins = [OriginBase {
+            name: "pypi",
+            base: &base,
+        }];
+        let write = b"https://downloads.example.org/x.tar\n/pypi/a.whl\n";
+        assert!(matches!(
+            PatternSet::parse(write, &origins, false),
+            Err(PatternError::UnknownOrigin { line: 1, .. })
+        ));
+        let patterns = PatternSet::parse_from_fleet(write, &origins, false)
+            .unwrap()
+            .unwrap();
+        assert!(patterns.matches("/pypi/a.whl"));
+        assert_eq!(patterns.parts().count(), 1);
+        let nothing = b"https://downloads.example.org/x.tar\n";
+        assert!(
+            PatternSet::parse_from_fleet(nothing, &origins, false)
+                .unwrap()
+                .is_none()
+        );
+        // Anything else malformed is still refused.
+        assert!(PatternSet::parse_from_fleet(b"nonsense\n", &origins, false).is_err());
+    }
+
     use super::*;
 
     struct Origins {

@@ -72,12 +72,19 @@ impl CommandRunner {
     ) {
         let runner = self.clone();
         self.runtime.spawn_blocking(move || {
-            match runner.origins.apply(file, &lines, &runner.cache) {
+            let from_fleet = source == Source::Fleet;
+            match runner
+                .origins
+                .apply(file, &lines, &runner.cache, from_fleet)
+            {
                 Ok(applied) => {
                     if source == Source::Here
                         && matches!(file, ControlFile::Invalidate | ControlFile::Evict)
                     {
-                        runner.cache.tell_fleet(file.name(), &lines, &applied.urls);
+                        let portable = runner.origins.portable_lines(&lines);
+                        runner
+                            .cache
+                            .tell_fleet(file.name(), &portable, &applied.urls);
                     }
                     for loc in applied.prefetch {
                         // Waits while the origin's queue is full.
