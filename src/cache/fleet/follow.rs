@@ -65,6 +65,16 @@ impl Source {
     }
 }
 
+/// What a fill from the fleet needs: where from, for which URL, and the
+/// entry it makes here.
+struct FleetFill {
+    fleet: Arc<Fleet>,
+    loc: Location,
+    url: Url,
+    source: Source,
+    meta: EntryMeta,
+}
+
 /// How the fleet's part of a fill ended.
 enum Ending {
     /// Every byte came from the fleet; the body should hash to this.
@@ -107,28 +117,34 @@ impl Cache {
         let (download, writer) = Download::start(url.to_string(), announced, partial.file());
         self.flights.start(Arc::clone(&download));
         self.telemetry.counters.download_started();
-        let (cache, loc, url) = (Arc::clone(self), loc.clone(), url.clone());
+        let fill = FleetFill {
+            fleet,
+            loc: loc.clone(),
+            url: url.clone(),
+            source,
+            meta,
+        };
+        let cache = Arc::clone(self);
         self.spawn_fill(writer, move |writer| {
-            Box::pin(async move {
-                cache
-                    .fill_from_fleet(writer, partial, &fleet, &loc, &url, source, meta)
-                    .await
-            })
+            Box::pin(async move { cache.fill_from_fleet(writer, partial, fill).await })
         });
         Ok(download)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn fill_from_fleet(
         self: &Arc<Self>,
         writer: &DownloadWriter,
         mut partial: PartialBlob,
-        fleet: &Arc<Fleet>,
-        loc: &Location,
-        url: &Url,
-        source: Source,
-        meta: EntryMeta,
+        fill: FleetFill,
     ) -> Result<(), CacheError> {
+        let FleetFill {
+            fleet,
+            loc,
+            url,
+            source,
+            meta,
+        } = fill;
+        let (fleet, loc, url) = (&fleet, &loc, &url);
         let download = writer.download();
         let mut chunks = Vec::new();
         let ending = match &source {
@@ -166,13 +182,15 @@ impl Cache {
         match ending {
             Ending::Whole(b3) => {
                 if partial.hash() != b3 {
-                    // Chunks that each check out but do not make the body.
+                    // Chunks that each check out but do not make the body
+                    // (the manifest's own hash was right): it goes from the
+                    // fleet, and the next open asks the origin.
                     if let Source::Stored { record, .. } = &source {
                         fleet.forget_manifest(record).await;
                     }
                     return Err(CacheError::Io(std::io::Error::other(format!(
                         "{url}: the fleet's chunks do not make the body it names; \
-                         it was dropped from the fleet, open the file again"
+                         open the file again"
                     ))));
                 }
                 self.commit_download(download, partial, meta).await?;
