@@ -24,7 +24,7 @@ use super::{Cache, CacheError, Download, Location, RemoteFile, Resolved};
 use crate::config::{Origin, ShareMode};
 use crate::origin::{Head, OriginClient};
 use crate::shared::lease;
-use crate::shared::schema::{FillEntry, Record, is_private_header};
+use crate::shared::schema::{CHUNK_SIZE, FillEntry, Record, is_private_header};
 use crate::shared::{Fleet, Found, Journal, Lease, Turn};
 use crate::telemetry::EventKind;
 use follow::Source;
@@ -254,11 +254,24 @@ impl Cache {
         found: &Found,
         meta: EntryMeta,
     ) -> Result<Option<Arc<Download>>, CacheError> {
-        if found.record.size > fleet.max_object_size() {
+        let record = &found.record;
+        if record.size > fleet.max_object_size() {
             return Ok(None);
         }
-        let Ok(chunks) = fleet.manifest(&found.record).await else {
-            return Ok(None);
+        let chunks = match record.body_hash() {
+            // A body of one chunk is that chunk: its hash is the body's,
+            // and its manifest need not be read.
+            Some(b3) if record.size <= CHUNK_SIZE as u64 => {
+                if record.size == 0 {
+                    Vec::new()
+                } else {
+                    vec![b3]
+                }
+            }
+            _ => match fleet.manifest(record).await {
+                Ok(chunks) => chunks,
+                Err(_) => return Ok(None),
+            },
         };
         let source = Source::Stored {
             record: found.record.clone(),

@@ -1237,3 +1237,43 @@ fn a_command_reaches_a_host_that_names_the_origin_otherwise() {
         b.stderr()
     );
 }
+
+/// A body of one chunk is read without its manifest, and an empty body
+/// comes from the fleet too; a damaged single chunk is still caught.
+#[test]
+fn small_and_empty_bodies_come_from_the_fleet() {
+    let origin = Origin::start();
+    let small = random_bytes(4096, 24);
+    origin.route("/base/small.bin", Route::fresh(small.clone()));
+    origin.route("/base/empty.bin", Route::fresh(Vec::new()));
+    origin.route("/base/damaged.bin", Route::fresh(random_bytes(4096, 25)));
+    let redis = Redis::start();
+    let a = host(&origin, &redis);
+    for path in ["o/small.bin", "o/empty.bin", "o/damaged.bin"] {
+        read(&a.path(path));
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || a.stat("shared_publishes") == 3),
+        "A published {}",
+        a.stat("shared_publishes")
+    );
+    // The damaged body's one chunk is named by the body's hash.
+    let damaged = redis
+        .keys("fetchfs:v1:url:*")
+        .into_iter()
+        .map(|key| serde_json::from_str::<serde_json::Value>(&redis.cli(&["GET", &key])).unwrap())
+        .find(|record| record["url"].as_str().unwrap().ends_with("/damaged.bin"))
+        .map(|record| format!("fetchfs:v1:chunk:{}", record["b3"].as_str().unwrap()))
+        .expect("the damaged body's record");
+    redis.cli(&["SETRANGE", &damaged, "0", "garbage"]);
+
+    let b = host(&origin, &redis);
+    assert_eq!(read(&b.path("o/small.bin")), small);
+    assert_eq!(read(&b.path("o/empty.bin")), b"");
+    let before = origin.gets("/base/damaged.bin");
+    assert_eq!(read(&b.path("o/damaged.bin")).len(), 4096);
+    assert_eq!(origin.gets("/base/small.bin"), 1);
+    assert_eq!(origin.gets("/base/empty.bin"), 1);
+    assert_eq!(origin.gets("/base/damaged.bin"), before + 1, "refetched");
+    assert_eq!(b.stat("shared_hits"), 2);
+}
