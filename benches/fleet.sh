@@ -16,7 +16,8 @@
 # and then by host B (from the fleet), in files/s; then host C looks up
 # (stat) half of them and opens and reads the other half, from the fleet,
 # first alone and then while a 256 MiB fill from the fleet runs on it
-# (head-of-line: p50 and p99 of each, target p99 <= 5 ms).
+# (head-of-line: p50 and p99 of each, target p99 <= 5 ms), and Redis's own
+# latency (a PING) alone and while the fill runs.
 #
 # Takeover: a 256 MiB file nginx sends at 32 MB/s; host A leads its fetch,
 # host B follows, and A's daemon is killed with SIGKILL at 40%. Rows: the
@@ -150,6 +151,26 @@ files_per_s() {
     t1=$(date +%s%N)
     awk -v n="$SMALL_FILES" -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", n * 1e9 / ns }'
 }
+# redis_ping_latency SECONDS: "p50 p99" in ms of a PING to Redis, sent
+# once a millisecond for SECONDS (Redis's own latency, whoever asks).
+redis_ping_latency() {
+    perl -MIO::Socket::INET -MTime::HiRes=time,sleep -e '
+        my ($port, $seconds) = @ARGV;
+        my $redis = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $port) or die $!;
+        $redis->autoflush(1);
+        my @ms;
+        my $end = time + $seconds;
+        while (time < $end) {
+            my $t0 = time;
+            print $redis "PING\r\n";
+            my $answer = <$redis>;
+            push @ms, (time - $t0) * 1000;
+            sleep 0.001;
+        }
+        @ms = sort { $a <=> $b } @ms;
+        printf "%.2f %.2f\n", $ms[int(@ms * 0.50)], $ms[int(@ms * 0.99)];
+    ' "$redis_port" "$1"
+}
 # latencies HOST GLOB_STAT GLOB_OPEN: "p50 p99 p50 p99" in ms of a stat
 # (a lookup: from the fleet's record alone) of each small file named
 # GLOB_STAT, and of an open + read (a fill from the fleet, stored on the
@@ -201,11 +222,14 @@ cat "$work_dir/a/mnt/o/busy.bin" >/dev/null
 sleep 2
 small_fleet=$(files_per_s b)
 read -r idle_stat_p50 idle_stat_p99 idle_p50 idle_p99 < <(latencies c '0[0-4]*' '0[5-9]*')
+read -r idle_ping_p50 idle_ping_p99 < <(redis_ping_latency 1)
 cat "$work_dir/c/mnt/o/busy.bin" >/dev/null &
 busy=$!
+redis_ping_latency 0.3 >"$work_dir/ping.txt" &
 sleep 0.1
 read -r stat_p50 stat_p99 open_p50 open_p99 < <(latencies c '1[0-4]*' '1[5-9]*')
 wait "$busy"
+read -r ping_p50 ping_p99 <"$work_dir/ping.txt"
 
 fills() { redis-cli -p "$redis_port" --scan --pattern 'fetchfs:v1:fill:*' | sort; }
 fills_before=$(fills)
@@ -249,7 +273,9 @@ printf '%-34s %10s\n' "first host (from the origin)" "$small_origin" \
 printf '%-34s %10s\n' "stat, p50 / p99" "$idle_stat_p50 / $idle_stat_p99 ms" \
     "open+read, p50 / p99" "$idle_p50 / $idle_p99 ms" \
     "stat during a fleet fill, p50 / p99" "$stat_p50 / $stat_p99 ms" \
-    "open+read during a fill, p50 / p99" "$open_p50 / $open_p99 ms"
+    "open+read during a fill, p50 / p99" "$open_p50 / $open_p99 ms" \
+    "Redis PING alone, p50 / p99" "$idle_ping_p50 / $idle_ping_p99 ms" \
+    "Redis PING during a fill, p50 / p99" "$ping_p50 / $ping_p99 ms"
 printf '\n%s\n' "takeover of a 256 MiB fetch at $SLOW_RATE/s, leader killed at 40%"
 printf '%-34s %10s\n' "kill -9 of the leader to done" \
     "$(awk -v ns=$((taken_over - killed)) 'BEGIN { printf "%.1f s", ns / 1e9 }')" \
