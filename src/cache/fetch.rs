@@ -56,25 +56,7 @@ impl Cache {
                 url: url.to_string(),
             });
         }
-        if let Some(download) = self.before_fetch(loc, &url).await? {
-            self.telemetry.counters.add_miss();
-            return Ok(Opened::Streaming(download.reader()));
-        }
-        let origin = &loc.origin;
-        let body = self
-            .within_budget(origin, &url, |deadline| {
-                self.origin.get(origin, &url, HeaderMap::new(), deadline)
-            })
-            .await
-            .map_err(CacheError::from)
-            .and_then(|body| self.accept_body(loc, &url, body));
-        let reader = match body {
-            Ok(download) => download.reader(),
-            Err(error) => {
-                self.drop_lease(&url);
-                return Err(error);
-            }
-        };
+        let reader = self.fetch_body(loc, &url).await?.reader();
         self.telemetry.counters.add_miss();
         if reader.size == Some(0) {
             // The kernel answers end-of-file for an empty file without a
@@ -82,6 +64,32 @@ impl Cache {
             reader.wait_until_whole().await?;
         }
         Ok(Opened::Streaming(reader))
+    }
+
+    /// The body of `url` on its way: from the fleet (stored there, or
+    /// following the host that fetches it), else from the origin with a
+    /// GET (leading the fleet's fetch when this host took the lease). Call
+    /// it holding the URL's lock.
+    pub(super) async fn fetch_body(
+        self: &Arc<Self>,
+        loc: &Location,
+        url: &Url,
+    ) -> Result<Arc<Download>, CacheError> {
+        if let Some(download) = self.before_fetch(loc, url).await? {
+            return Ok(download);
+        }
+        let origin = &loc.origin;
+        let body = self
+            .within_budget(origin, url, |deadline| {
+                self.origin.get(origin, url, HeaderMap::new(), deadline)
+            })
+            .await
+            .map_err(CacheError::from)
+            .and_then(|body| self.accept_body(loc, url, body));
+        if body.is_err() {
+            self.drop_lease(url);
+        }
+        body
     }
 
     /// Opens a stored body for reading; it is not evicted by the cap until

@@ -374,7 +374,8 @@ impl Cache {
     }
 
     /// A file the origin has. Its size must be true, so an origin that does not
-    /// announce it gets its body fetched now.
+    /// announce it gets its body fetched now (through the fleet, when the
+    /// mount has one: one GET for the fleet, as for an open).
     async fn remote_file(
         self: &Arc<Self>,
         loc: &Location,
@@ -386,13 +387,7 @@ impl Cache {
             self.directory.remember_file(url.as_str(), file);
             return Ok(Resolved::Remote(file));
         }
-        let origin = &loc.origin;
-        let body = self
-            .within_budget(origin, url, |deadline| {
-                self.origin.get(origin, url, HeaderMap::new(), deadline)
-            })
-            .await?;
-        let reader = self.accept_body(loc, url, body)?.reader();
+        let reader = self.fetch_body(loc, url).await?.reader();
         self.telemetry.counters.add_miss();
         self.resolve_download(url, reader).await
     }

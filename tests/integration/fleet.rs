@@ -1277,3 +1277,65 @@ fn small_and_empty_bodies_come_from_the_fleet() {
     assert_eq!(origin.gets("/base/damaged.bin"), before + 1, "refetched");
     assert_eq!(b.stat("shared_hits"), 2);
 }
+
+/// A body the origin sends without a length (chunked) is followed too:
+/// the follower learns its size at the end, and every byte is right.
+#[test]
+fn a_body_without_a_length_is_followed_through_the_fleet() {
+    let body = random_bytes(12 * 1024 * 1024, 26);
+    let origin = Origin::start();
+    origin.route(
+        "/base/chunked.bin",
+        Route::fresh(body.clone())
+            .chunked()
+            .throttle(8 * 1024 * 1024),
+    );
+    let redis = Redis::start();
+    let a = host(&origin, &redis);
+    let b = host(&origin, &redis);
+    let leader = read_in_background(&a, "o/chunked.bin");
+    assert!(
+        eventually(Duration::from_secs(5), || !redis
+            .keys("fetchfs:v1:fill:*")
+            .is_empty()),
+        "A published no progress"
+    );
+    assert_eq!(read(&b.path("o/chunked.bin")), body);
+    assert_eq!(leader.join().unwrap().unwrap(), body);
+    assert_eq!(origin.gets("/base/chunked.bin"), 1);
+    assert_eq!(b.stat("leases_followed"), 1);
+    assert_eq!(b.stat("shared_hits"), 1);
+}
+
+/// A response the fleet may not share (`private`) releases the lease at
+/// once, with word to the hosts waiting: each fetches it itself, at the
+/// same time, rather than one after the other.
+#[test]
+fn hosts_waiting_for_a_response_that_is_not_shared_fetch_it_at_once() {
+    let body = random_bytes(4 * 1024 * 1024, 27);
+    let origin = Origin::start();
+    // Two seconds a body.
+    origin.route(
+        "/base/mine.bin",
+        Route::ok(body.clone())
+            .header("Cache-Control", "private, max-age=3600")
+            .throttle(2 * 1024 * 1024),
+    );
+    let redis = Redis::start();
+    let hosts: Vec<Mount> = (0..3).map(|_| host(&origin, &redis)).collect();
+    let started = std::time::Instant::now();
+    let readers: Vec<_> = hosts
+        .iter()
+        .map(|mount| read_in_background(mount, "o/mine.bin"))
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.join().unwrap().unwrap(), body);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the hosts fetched it one after the other: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(origin.gets("/base/mine.bin"), 3);
+    assert_eq!(redis.keys("fetchfs:v1:url:*"), Vec::<String>::new());
+}
