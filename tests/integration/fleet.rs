@@ -903,6 +903,17 @@ fn read_in_background(mount: &Mount, path: &str) -> Reading {
     std::thread::spawn(move || std::fs::read(path))
 }
 
+/// Waits until `leader` publishes the progress of a fetch it leads.
+fn wait_for_a_fill(redis: &Redis, leader: &Mount) {
+    assert!(
+        eventually(Duration::from_secs(5), || !redis
+            .keys("fetchfs:v1:fill:*")
+            .is_empty()),
+        "the leader published no progress; stderr:\n{}",
+        leader.stderr()
+    );
+}
+
 /// Waits until a host holds a lease (leads a fetch).
 fn wait_for_a_lease(redis: &Redis) {
     assert!(
@@ -925,13 +936,7 @@ impl LeaderAndFollower {
         let a = host(&origin, &redis);
         let b = host(&origin, &redis);
         let leader = read_in_background(&a, "o/big.bin");
-        assert!(
-            eventually(Duration::from_secs(5), || !redis
-                .keys("fetchfs:v1:fill:*")
-                .is_empty()),
-            "A published no progress; stderr:\n{}",
-            a.stderr()
-        );
+        wait_for_a_fill(&redis, &a);
         let follower = read_in_background(&b, "o/big.bin");
         LeaderAndFollower {
             body,
@@ -1179,12 +1184,7 @@ fn a_leader_that_makes_no_progress_is_bypassed() {
     };
     let (a, b) = (host(), host());
     let _leader = read_in_background(&a, "o/stall.bin");
-    assert!(
-        eventually(Duration::from_secs(5), || !redis
-            .keys("fetchfs:v1:fill:*")
-            .is_empty()),
-        "A published no progress"
-    );
+    wait_for_a_fill(&redis, &a);
     // What B asks the origin for comes at once.
     origin.route("/base/stall.bin", Route::fresh(body.clone()).ranges());
     let started = std::time::Instant::now();
@@ -1294,12 +1294,7 @@ fn a_body_without_a_length_is_followed_through_the_fleet() {
     let a = host(&origin, &redis);
     let b = host(&origin, &redis);
     let leader = read_in_background(&a, "o/chunked.bin");
-    assert!(
-        eventually(Duration::from_secs(5), || !redis
-            .keys("fetchfs:v1:fill:*")
-            .is_empty()),
-        "A published no progress"
-    );
+    wait_for_a_fill(&redis, &a);
     assert_eq!(read(&b.path("o/chunked.bin")), body);
     assert_eq!(leader.join().unwrap().unwrap(), body);
     assert_eq!(origin.gets("/base/chunked.bin"), 1);
