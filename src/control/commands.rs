@@ -23,6 +23,18 @@ use crate::cache::{Cache, CacheError, Location};
 use crate::config::Origin;
 use crate::namespace::{self, MountPath};
 
+/// The comment that names, in a write sent to the fleet, the URL of an
+/// origin its globs start with: `# origin NAME URL`.
+const ORIGIN_COMMENT: &str = "# origin ";
+
+/// The first name of a mount path or glob (`/o/a/*` is `o`).
+fn first_name(path: &str) -> &str {
+    path.trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error(transparent)]
@@ -75,7 +87,8 @@ impl Origins {
         let bases = self.bases();
         let origin_bases = self.origin_bases(&bases);
         let patterns = if from_fleet {
-            match PatternSet::parse_from_fleet(input, &origin_bases, self.any_host)? {
+            let input = self.localize(input);
+            match PatternSet::parse_from_fleet(&input, &origin_bases, self.any_host)? {
                 Some(patterns) => patterns,
                 None => return Ok(Applied::default()),
             }
@@ -122,15 +135,18 @@ impl Origins {
     /// `input` (a write this mount applied) as every host of the fleet
     /// reads it, whatever it names its origins: an exact path or a
     /// directory under a configured origin becomes the URL it stands for,
-    /// which each host maps through its own origins. Globs (and the whole
-    /// mount, `/`) stay as written: hosts that share those must share
-    /// origin names.
+    /// which each host maps through its own origins; for a glob whose
+    /// first name is a configured origin, a comment line names that
+    /// origin's URL (`# origin NAME URL`), by which [`Origins::localize`]
+    /// renames it on each host. A glob over the origins themselves (`/*/x`,
+    /// `/**`) stays as written.
     pub fn portable_lines(&self, input: &[u8]) -> Vec<u8> {
         let bases = self.bases();
         let Ok(patterns) = PatternSet::parse(input, &self.origin_bases(&bases), self.any_host)
         else {
             return input.to_vec();
         };
+        let mut named = BTreeSet::new();
         let mut lines = String::new();
         for part in patterns.parts() {
             let url = match part {
@@ -140,7 +156,13 @@ impl Origins {
                 PatternPart::Directory(directory) => self
                     .location_of(&MountPath::from_text(directory))
                     .and_then(|loc| loc.dir_url().ok()),
-                PatternPart::Glob(_) => None,
+                PatternPart::Glob(glob) => {
+                    let first = first_name(glob);
+                    if let Some(i) = self.configured.iter().position(|o| o.name == first) {
+                        named.insert(i);
+                    }
+                    None
+                }
             };
             let text = match (url, part) {
                 (Some(url), _) => url.to_string(),
@@ -150,7 +172,51 @@ impl Origins {
             lines.push_str(&text);
             lines.push('\n');
         }
-        lines.into_bytes()
+        let comments: String = named
+            .into_iter()
+            .map(|i| format!("{ORIGIN_COMMENT}{} {}\n", self.configured[i].name, bases[i]))
+            .collect();
+        (comments + &lines).into_bytes()
+    }
+
+    /// A write another host applied, its globs renamed for this mount: a
+    /// glob whose first name is an origin the writer named by its URL
+    /// (see [`Origins::portable_lines`]) gets the name this mount gives
+    /// that URL, or goes when this mount has no such origin.
+    fn localize<'a>(&self, input: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        let Ok(text) = std::str::from_utf8(input) else {
+            return input.into();
+        };
+        let writer: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix(ORIGIN_COMMENT)?.split_once(' '))
+            .collect();
+        if writer.is_empty() {
+            return input.into();
+        }
+        let bases = self.bases();
+        let mut lines = String::new();
+        for line in text.lines() {
+            let trimmed = line.trim();
+            let named = writer
+                .iter()
+                .find(|(name, _)| trimmed.starts_with('/') && first_name(trimmed) == *name);
+            let Some((name, base)) = named else {
+                lines.push_str(line);
+                lines.push('\n');
+                continue;
+            };
+            let here = self
+                .configured
+                .iter()
+                .zip(&bases)
+                .find(|(_, known)| known.as_str() == base.trim());
+            if let Some((origin, _)) = here {
+                let rest = &trimmed.trim_start_matches('/')[name.len()..];
+                lines.push_str(&format!("/{}{rest}\n", origin.name));
+            }
+        }
+        lines.into_bytes().into()
     }
 
     fn origin_bases<'a>(&'a self, bases: &'a [Url]) -> Vec<OriginBase<'a>> {
@@ -301,8 +367,9 @@ mod tests {
               https://downloads.example.org/x.tar\n",
         );
         assert_eq!(
-            String::from_utf8(portable).unwrap(),
-            "https://files.example.org/pypi/packages/a%20b.whl\n\
+            String::from_utf8(portable.clone()).unwrap(),
+            "# origin pypi https://files.example.org/pypi/\n\
+             https://files.example.org/pypi/packages/a%20b.whl\n\
              https://downloads.example.org/v1.2/\n\
              /pypi/**/*.whl\n\
              /\n\
@@ -310,6 +377,31 @@ mod tests {
         );
         // Not a valid write: sent as written (it was not applied anyway).
         assert_eq!(origins.portable_lines(b"nonsense\n"), b"nonsense\n");
+
+        // A host that calls the pypi origin "py", and has no "rel".
+        let elsewhere = Origins {
+            configured: vec![Arc::new(Origin::with_defaults(
+                "py".to_string(),
+                Url::parse("https://files.example.org/pypi").unwrap(),
+            ))],
+            any_host: false,
+        };
+        let here = elsewhere.localize(&portable);
+        let text = std::str::from_utf8(&here).unwrap();
+        assert!(text.contains("\n/py/**/*.whl\n"), "{text}");
+        assert!(!text.contains("/pypi/**"), "{text}");
+        let bases = elsewhere.bases();
+        let patterns = PatternSet::parse_from_fleet(&here, &elsewhere.origin_bases(&bases), false)
+            .unwrap()
+            .unwrap();
+        assert!(patterns.matches("/py/packages/a b.whl"));
+        assert!(patterns.matches("/py/x/y.whl"));
+        // A glob naming an origin this host lacks goes.
+        let lines = b"# origin rel https://downloads.example.org/\n/rel/*.tar\n/py/a\n";
+        assert_eq!(
+            std::str::from_utf8(&elsewhere.localize(lines)).unwrap(),
+            "# origin rel https://downloads.example.org/\n/py/a\n"
+        );
     }
 
     #[test]

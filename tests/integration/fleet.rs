@@ -1201,13 +1201,15 @@ fn a_leader_that_makes_no_progress_is_bypassed() {
 
 /// Hosts that name an origin differently still hear each other's
 /// commands: an exact path or a directory travels as the URL it stands
-/// for, which each host maps through its own origins; a URL that none of
-/// a host's origins holds is nothing there, not an error.
+/// for, a glob with the URL of the origin it starts with, and each host
+/// maps them through its own origins; a URL that none of a host's origins
+/// holds is nothing there, not an error.
 #[test]
 fn a_command_reaches_a_host_that_names_the_origin_otherwise() {
     let origin = Origin::start();
     origin.route("/base/v.txt", Route::fresh(b"version 1".to_vec()));
     origin.route("/base/dir/w.txt", Route::fresh(b"w 1".to_vec()));
+    origin.route("/base/globbed/g.txt", Route::fresh(b"g 1".to_vec()));
     let redis = Redis::start();
     let named = |name: &str| {
         Mount::builder()
@@ -1220,10 +1222,13 @@ fn a_command_reaches_a_host_that_names_the_origin_otherwise() {
     assert_eq!(read(&a.path("o/dir/w.txt")), b"w 1");
     assert_eq!(read(&b.path("rel/v.txt")), b"version 1");
     assert_eq!(read(&b.path("rel/dir/w.txt")), b"w 1");
+    assert_eq!(read(&a.path("o/globbed/g.txt")), b"g 1");
+    assert_eq!(read(&b.path("rel/globbed/g.txt")), b"g 1");
 
     origin.route("/base/v.txt", Route::fresh(b"version 2".to_vec()));
     origin.route("/base/dir/w.txt", Route::fresh(b"w 2".to_vec()));
-    invalidate_on(&a, "/o/v.txt\n/o/dir/\n");
+    origin.route("/base/globbed/g.txt", Route::fresh(b"g 2".to_vec()));
+    invalidate_on(&a, "/o/v.txt\n/o/dir/\n/o/glob*/*.txt\n");
     assert!(
         eventually(Duration::from_secs(2), || b.stat("fleet_commands_received")
             == 1),
@@ -1231,6 +1236,7 @@ fn a_command_reaches_a_host_that_names_the_origin_otherwise() {
     );
     assert_eq!(read(&b.path("rel/v.txt")), b"version 2");
     assert_eq!(read(&b.path("rel/dir/w.txt")), b"w 2");
+    assert_eq!(read(&b.path("rel/globbed/g.txt")), b"g 2");
     assert!(
         !b.stderr().contains("not inside any configured origin"),
         "{}",
