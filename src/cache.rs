@@ -220,6 +220,20 @@ impl Cache {
         result
     }
 
+    /// A plain GET of `url` (no condition, no range), within the read's
+    /// budget (see [`Cache::within_budget`]).
+    async fn get_whole(
+        &self,
+        origin: &Origin,
+        url: &Url,
+    ) -> Result<crate::origin::BodyStream, crate::origin::OriginError> {
+        self.within_budget(origin, url, |deadline| {
+            self.origin
+                .get(origin, url, http::HeaderMap::new(), deadline)
+        })
+        .await
+    }
+
     /// Has `tell` called with the inodes of stored bodies whose link count
     /// changed (a URL linked to or dropped from them), once it is written.
     pub fn on_links_changed(&self, tell: impl Fn(&[u64]) + Send + Sync + 'static) {

@@ -1,8 +1,9 @@
 //! The fleet tier: bodies shared by every mount that names the same Redis
 //! (`[shared]` in the config), so a fleet fetches each body from its origin
-//! once. The design is FLEET.md's; this is its first phase: a body stored
-//! by one host is published (chunks, manifest, record) and another host's
-//! lookup fills its local store from Redis instead of asking the origin.
+//! once. The design is FLEET.md's, on Redis alone: the host that fetches a
+//! body publishes it chunk by chunk as it arrives (chunks, a fill stream,
+//! then manifest and record), and the other hosts read it from Redis, as
+//! it arrives or later, instead of asking the origin.
 //!
 //! Redis is never the truth, only a hint: a key that is missing is a miss,
 //! every chunk and every body is checked against its blake3, and every
@@ -197,22 +198,7 @@ impl Fleet {
             None => redis::Client::open(info)?,
         };
         telemetry.counters.set_shared_up(true);
-        let name = |what: &str| format!("{}/{what}", config.namespace);
-        // One name for the life of the cache dir: a host that restarts
-        // knows the commands it sent before.
-        let host = match journal.load(&name(HOST_NAME)) {
-            Some(host) => String::from_utf8_lossy(&host).into_owned(),
-            None => {
-                let host = host_id();
-                journal.save(&name(HOST_NAME), host.as_bytes());
-                host
-            }
-        };
-        let pending = journal
-            .load(&name(PENDING_NAME))
-            .and_then(|saved| serde_json::from_slice(&saved).ok())
-            .unwrap_or_default();
-        Ok(Arc::new(Fleet {
+        let mut fleet = Fleet {
             client,
             control: Default::default(),
             bulk: Default::default(),
@@ -220,22 +206,37 @@ impl Fleet {
             config,
             breaker: Default::default(),
             telemetry,
-            host,
+            host: String::new(),
             held: Default::default(),
-            pending: parking_lot::Mutex::new(pending),
+            pending: Default::default(),
             journal,
-        }))
+        };
+        // One name for the life of the cache dir: a host that restarts
+        // knows the commands it sent before.
+        fleet.host = fleet.load(HOST_NAME).unwrap_or_else(|| {
+            let host = host_id();
+            fleet.save(HOST_NAME, &host);
+            host
+        });
+        fleet.pending = parking_lot::Mutex::new(fleet.load(PENDING_NAME).unwrap_or_default());
+        Ok(Arc::new(fleet))
     }
 
-    /// The journal's key of `what` for this namespace.
+    /// What the journal keeps under `what` for this namespace; `None` when
+    /// nothing, or nothing this version reads.
+    fn load<T: serde::de::DeserializeOwned>(&self, what: &str) -> Option<T> {
+        let saved = self.journal.load(&self.journal_name(what))?;
+        serde_json::from_slice(&saved).ok()
+    }
+
+    /// Keeps `value` in the journal under `what` for this namespace.
+    fn save(&self, what: &str, value: &impl serde::Serialize) {
+        let saved = serde_json::to_vec(value).unwrap_or_default();
+        self.journal.save(&self.journal_name(what), &saved);
+    }
+
     fn journal_name(&self, what: &str) -> String {
         format!("{}/{what}", self.config.namespace)
-    }
-
-    /// Saves the commands left to send (under the lock that guards them).
-    fn save_pending(&self, pending: &[Command]) {
-        let saved = serde_json::to_vec(pending).unwrap_or_default();
-        self.journal.save(&self.journal_name(PENDING_NAME), &saved);
     }
 
     /// The connection of a kind, made (lazily: it connects on its first
@@ -278,18 +279,7 @@ impl Fleet {
     /// What the fleet knows of `url`; `None` for a miss, and for any
     /// failure (counted, logged by the breaker).
     pub async fn lookup(&self, url: &str) -> Option<Found> {
-        let key = self.keys.url(url);
-        let asked = self
-            .call(Kind::Control, |mut control| async move {
-                redis::pipe()
-                    .get(&key)
-                    .cmd("TIME")
-                    .query_async::<(Option<Vec<u8>>, (u64, u64))>(&mut control)
-                    .await
-            })
-            .await;
-        let (value, (secs, micros)) = asked.ok()?;
-        self.found(url, &value?, secs * 1000 + micros / 1000).await
+        self.standing(url).await?.found
     }
 
     /// The record of `url` read as `value` when Redis's clock said `now_ms`;
@@ -366,20 +356,27 @@ impl Fleet {
                     .await
             })
             .await;
-        let (value, leader, (secs, micros)) = asked.ok()?;
+        let (value, leader, time) = asked.ok()?;
         let found = match value {
-            Some(value) => self.found(url, &value, secs * 1000 + micros / 1000).await,
+            Some(value) => self.found(url, &value, redis_ms(time)).await,
             None => None,
         };
         Some(Standing { found, leader })
     }
 
-    /// The chunks of `record`'s body, from its manifest; a manifest that is
-    /// not the one the record names, or does not add up, is dropped.
-    pub async fn manifest(&self, record: &Record) -> Result<Vec<blake3::Hash>, FleetError> {
+    /// The chunks of `record`'s body. A body of one chunk is that chunk:
+    /// its hash is the body's, and no manifest is read. Otherwise they come
+    /// from its manifest; a manifest that is not the one the record names,
+    /// or does not add up, is dropped.
+    pub async fn chunks_of(&self, record: &Record) -> Result<Vec<blake3::Hash>, FleetError> {
         let body = record
             .body_hash()
             .ok_or_else(|| FleetError::Damaged(self.keys.url(&record.url)))?;
+        match record.size {
+            0 => return Ok(Vec::new()),
+            size if size <= CHUNK_SIZE as u64 => return Ok(vec![body]),
+            _ => {}
+        }
         let manifest_key = self.keys.object(&body);
         let key = manifest_key.clone();
         let stored: Option<Vec<u8>> = self
@@ -482,7 +479,7 @@ impl Fleet {
         } else {
             format!("({after}")
         };
-        let (leader, entries, (secs, micros)) = self
+        let (leader, entries, time) = self
             .call(Kind::Control, |mut control| async move {
                 redis::pipe()
                     .get(&lease)
@@ -510,7 +507,7 @@ impl Fleet {
         Ok(FillPoll {
             leader,
             entries,
-            now_ms: secs * 1000 + micros / 1000,
+            now_ms: redis_ms(time),
         })
     }
 
@@ -544,12 +541,12 @@ impl Fleet {
 
     /// Redis's clock, ms since the epoch: the fleet's one clock.
     pub async fn now_ms(&self) -> Result<u64, FleetError> {
-        let (secs, micros): (u64, u64) = self
+        let time = self
             .call(Kind::Control, |mut control| async move {
                 redis::cmd("TIME").query_async(&mut control).await
             })
             .await?;
-        Ok(secs * 1000 + micros / 1000)
+        Ok(redis_ms(time))
     }
 
     /// Publishes a body whose chunks are all in Redis: its manifest, then
@@ -692,7 +689,7 @@ impl Fleet {
                 let mut pending = self.pending.lock();
                 if pending.len() < PENDING_KEPT {
                     pending.push(sent);
-                    self.save_pending(&pending);
+                    self.save(PENDING_NAME, &*pending);
                 }
                 Err(error)
             }
@@ -745,7 +742,7 @@ impl Fleet {
         let mut pending = self.pending.lock();
         left.append(&mut pending);
         *pending = left;
-        self.save_pending(&pending);
+        self.save(PENDING_NAME, &*pending);
     }
 
     /// Follows the fleet's command stream for as long as the process lives,
@@ -760,11 +757,7 @@ impl Fleet {
         let fleet = Arc::clone(self);
         tokio::spawn(async move {
             // Where this host stopped reading, before a restart too.
-            let mut cursor: Cursor = fleet
-                .journal
-                .load(&fleet.journal_name(CURSOR_NAME))
-                .and_then(|saved| serde_json::from_slice(&saved).ok())
-                .unwrap_or_default();
+            let mut cursor: Cursor = fleet.load(CURSOR_NAME).unwrap_or_default();
             loop {
                 match fleet.read_commands(&mut cursor, &apply).await {
                     Ok(()) => {}
@@ -809,7 +802,7 @@ impl Fleet {
                     .await?;
                 cursor.last = Some(newest.first().map_or("0-0".into(), |(id, _)| id.clone()));
                 cursor.added_before = added;
-                self.save_cursor(cursor);
+                self.save(CURSOR_NAME, cursor);
             }
             // Reconnected. The entries added since this host started that
             // it has not read are the newest ones; trimming drops the
@@ -823,7 +816,7 @@ impl Fleet {
                 apply("invalidate", b"/**\n".to_vec());
                 // What is left is read below; what was lost is made up for.
                 cursor.read = added.saturating_sub(cursor.added_before + length);
-                self.save_cursor(cursor);
+                self.save(CURSOR_NAME, cursor);
             }
             Some(_) => {}
         }
@@ -863,14 +856,9 @@ impl Fleet {
                     self.telemetry.counters.add_fleet_command_received();
                     apply(&String::from_utf8_lossy(&command), lines);
                 }
-                self.save_cursor(cursor);
+                self.save(CURSOR_NAME, cursor);
             }
         }
-    }
-
-    fn save_cursor(&self, cursor: &Cursor) {
-        let saved = serde_json::to_vec(cursor).unwrap_or_default();
-        self.journal.save(&self.journal_name(CURSOR_NAME), &saved);
     }
 
     /// Drops the manifest of `record`'s body: its chunks do not make it.
@@ -975,6 +963,11 @@ const COMMANDS_KEPT: u64 = 100_000;
 const FOLLOW_BLOCK: Duration = Duration::from_secs(1);
 /// After a failed read of the command stream, the wait before the next.
 const FOLLOW_RETRY: Duration = Duration::from_secs(1);
+
+/// Redis's `TIME` answer (seconds, microseconds) in ms since the epoch.
+fn redis_ms((secs, micros): (u64, u64)) -> u64 {
+    secs * 1000 + micros / 1000
+}
 
 /// Where a host stands in the command stream.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]

@@ -12,7 +12,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde_json::json;
 use url::Url;
 
@@ -78,11 +78,8 @@ impl Cache {
         if let Some(download) = self.before_fetch(loc, url).await? {
             return Ok(download);
         }
-        let origin = &loc.origin;
         let body = self
-            .within_budget(origin, url, |deadline| {
-                self.origin.get(origin, url, HeaderMap::new(), deadline)
-            })
+            .get_whole(&loc.origin, url)
             .await
             .map_err(CacheError::from)
             .and_then(|body| self.accept_body(loc, url, body));

@@ -24,7 +24,7 @@ use super::{Cache, CacheError, Download, Location, RemoteFile, Resolved};
 use crate::config::{Origin, ShareMode};
 use crate::origin::{Head, OriginClient};
 use crate::shared::lease;
-use crate::shared::schema::{CHUNK_SIZE, FillEntry, Record, is_private_header};
+use crate::shared::schema::{FillEntry, Record, is_private_header};
 use crate::shared::{Fleet, Found, Journal, Lease, Turn};
 use crate::telemetry::EventKind;
 use follow::Source;
@@ -55,16 +55,10 @@ impl Cache {
         self.fleet().filter(|_| origin.share != ShareMode::Never)
     }
 
-    /// The fleet could not help with `url`: takes its lease (`false`: go to
-    /// the origin, holding it), or waits while another host holds it
-    /// (`true`: look in the fleet again), or gives up waiting at `give_up`
-    /// or when the fleet cannot say (`false`).
-    async fn wait_turn(
-        &self,
-        fleet: &Arc<Fleet>,
-        url: &Url,
-        give_up: tokio::time::Instant,
-    ) -> bool {
+    /// The fleet could not help with `url`: takes its lease, to go to the
+    /// origin holding it (`false`), unless another host holds it (`true`).
+    /// `false` too when the fleet cannot say.
+    async fn another_leads(&self, fleet: &Arc<Fleet>, url: &Url) -> bool {
         match fleet.turn(url.as_str()).await {
             Turn::Lead(lease) => {
                 self.telemetry.counters.add_lease_led();
@@ -72,11 +66,24 @@ impl Cache {
                 false
             }
             Turn::Alone => false,
-            Turn::Follow => {
-                self.telemetry.counters.add_lease_followed();
-                fleet.wait_for_lease(url.as_str(), give_up).await
-            }
+            Turn::Follow => true,
         }
+    }
+
+    /// [`Cache::another_leads`], and if another host does, waits while it
+    /// holds the lease (`true`: look in the fleet again), up to `give_up`
+    /// (`false`: go to the origin).
+    async fn wait_turn(
+        &self,
+        fleet: &Arc<Fleet>,
+        url: &Url,
+        give_up: tokio::time::Instant,
+    ) -> bool {
+        if !self.another_leads(fleet, url).await {
+            return false;
+        }
+        self.telemetry.counters.add_lease_followed();
+        fleet.wait_for_lease(url.as_str(), give_up).await
     }
 
     /// What to publish of a response to `url`, if this mount has a fleet
@@ -169,14 +176,8 @@ impl Cache {
                     }
                 }
             }
-            match fleet.turn(url.as_str()).await {
-                Turn::Lead(lease) => {
-                    self.telemetry.counters.add_lease_led();
-                    fleet.hold(url.as_str(), lease);
-                    return Ok(None);
-                }
-                Turn::Alone => return Ok(None),
-                Turn::Follow => {}
+            if !self.another_leads(&fleet, url).await {
+                return Ok(None);
             }
         }
     }
@@ -244,8 +245,8 @@ impl Cache {
     }
 
     /// Starts filling `url` from the fleet's `found` record, fresh by
-    /// `meta`; `None` when its body is too large to share or its manifest
-    /// is gone. Call it holding the URL's lock.
+    /// `meta`; `None` when its body is too large to share or its chunks
+    /// are not known. Call it holding the URL's lock.
     async fn fill_from_record(
         self: &Arc<Self>,
         fleet: &Arc<Fleet>,
@@ -258,20 +259,8 @@ impl Cache {
         if record.size > fleet.max_object_size() {
             return Ok(None);
         }
-        let chunks = match record.body_hash() {
-            // A body of one chunk is that chunk: its hash is the body's,
-            // and its manifest need not be read.
-            Some(b3) if record.size <= CHUNK_SIZE as u64 => {
-                if record.size == 0 {
-                    Vec::new()
-                } else {
-                    vec![b3]
-                }
-            }
-            _ => match fleet.manifest(record).await {
-                Ok(chunks) => chunks,
-                Err(_) => return Ok(None),
-            },
+        let Ok(chunks) = fleet.chunks_of(record).await else {
+            return Ok(None);
         };
         let source = Source::Stored {
             record: found.record.clone(),

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde_json::json;
 use url::Url;
 
@@ -207,11 +207,7 @@ impl Cache {
                 };
             }
             // The 304 confirms another response than the stored one: fetch anew.
-            let asked = self
-                .within_budget(origin, url, |deadline| {
-                    self.origin.get(origin, url, HeaderMap::new(), deadline)
-                })
-                .await;
+            let asked = self.get_whole(origin, url).await;
             body = match asked {
                 Ok(body) => body,
                 Err(error) => {

@@ -64,6 +64,9 @@ pub struct Applied {
     pub prefetch: Vec<Location>,
     /// The URLs an `invalidate` or `evict` matched.
     pub urls: Vec<String>,
+    /// An `invalidate` or `evict` written here, as the other hosts of the
+    /// fleet are to read it (see [`Origins::portable_lines`]).
+    pub fleet_lines: Vec<u8>,
 }
 
 /// The origins a pattern can name.
@@ -126,13 +129,16 @@ impl Origins {
                     cache.evict(&matched)?;
                 }
                 applied.urls = matched;
+                if !from_fleet {
+                    applied.fleet_lines = self.portable_lines(&patterns, &bases);
+                }
             }
             other => return Err(CommandError::NotACommand(other.name())),
         }
         Ok(applied)
     }
 
-    /// `input` (a write this mount applied) as every host of the fleet
+    /// `patterns` (a write this mount applied) as every host of the fleet
     /// reads it, whatever it names its origins: an exact path or a
     /// directory under a configured origin becomes the URL it stands for,
     /// which each host maps through its own origins; for a glob whose
@@ -140,12 +146,7 @@ impl Origins {
     /// origin's URL (`# origin NAME URL`), by which [`Origins::localize`]
     /// renames it on each host. A glob over the origins themselves (`/*/x`,
     /// `/**`) stays as written.
-    pub fn portable_lines(&self, input: &[u8]) -> Vec<u8> {
-        let bases = self.bases();
-        let Ok(patterns) = PatternSet::parse(input, &self.origin_bases(&bases), self.any_host)
-        else {
-            return input.to_vec();
-        };
+    fn portable_lines(&self, patterns: &PatternSet, bases: &[Url]) -> Vec<u8> {
         let mut named = BTreeSet::new();
         let mut lines = String::new();
         for part in patterns.parts() {
@@ -362,10 +363,15 @@ mod tests {
     #[test]
     fn a_write_travels_to_the_fleet_as_urls_where_it_names_one() {
         let origins = origins(false);
-        let portable = origins.portable_lines(
+        let bases = origins.bases();
+        let write = PatternSet::parse(
             b"/pypi/packages/a b.whl\n# a comment\n/rel/v1.2/\n/pypi/**/*.whl\n/\n\
               https://downloads.example.org/x.tar\n",
-        );
+            &origins.origin_bases(&bases),
+            false,
+        )
+        .unwrap();
+        let portable = origins.portable_lines(&write, &bases);
         assert_eq!(
             String::from_utf8(portable.clone()).unwrap(),
             "# origin pypi https://files.example.org/pypi/\n\
@@ -375,8 +381,6 @@ mod tests {
              /\n\
              https://downloads.example.org/x.tar\n"
         );
-        // Not a valid write: sent as written (it was not applied anyway).
-        assert_eq!(origins.portable_lines(b"nonsense\n"), b"nonsense\n");
 
         // A host that calls the pypi origin "py", and has no "rel".
         let elsewhere = Origins {

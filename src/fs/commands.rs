@@ -81,10 +81,9 @@ impl CommandRunner {
                     if source == Source::Here
                         && matches!(file, ControlFile::Invalidate | ControlFile::Evict)
                     {
-                        let portable = runner.origins.portable_lines(&lines);
                         runner
                             .cache
-                            .tell_fleet(file.name(), &portable, &applied.urls);
+                            .tell_fleet(file.name(), &applied.fleet_lines, &applied.urls);
                     }
                     for loc in applied.prefetch {
                         // Waits while the origin's queue is full.

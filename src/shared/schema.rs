@@ -127,6 +127,14 @@ impl Record {
         blake3::Hash::from_hex(&self.b3).ok()
     }
 
+    /// The value of the response header `name` (any case), if it has one.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
     /// Whether `manifest` (as stored) is the one this record names.
     pub fn names_manifest(&self, manifest: &[u8]) -> bool {
         blake3::Hash::from_hex(&self.m3).is_ok_and(|m3| m3 == blake3::hash(manifest))

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde_json::json;
 use url::Url;
 
@@ -281,11 +281,7 @@ impl Cache {
                 PartAnswer::Whole(body) => Ok((body, start)),
             };
         }
-        let body = self
-            .within_budget(origin, url, |deadline| {
-                self.origin.get(origin, url, HeaderMap::new(), deadline)
-            })
-            .await?;
+        let body = self.get_whole(origin, url).await?;
         if body.head.status != StatusCode::OK || body.head.content_length() != download.size {
             return Err(PartError::Changed {
                 url: url.to_string(),
@@ -450,15 +446,8 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
 
 /// Whether two heads describe one response: status, length and validators.
 fn same_response(a: &Record, b: &Record) -> bool {
-    let header = |record: &Record, name: &str| {
-        record
-            .headers
-            .iter()
-            .find(|(known, _)| known.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.clone())
-    };
     a.status == b.status
         && ["content-length", "etag", "last-modified"]
             .iter()
-            .all(|name| header(a, name) == header(b, name))
+            .all(|name| a.header(name) == b.header(name))
 }

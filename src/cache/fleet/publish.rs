@@ -112,7 +112,8 @@ impl Cache {
         publication: Publication,
         download: &Arc<Download>,
     ) -> Publishing {
-        let Some(fleet) = self.fleet() else {
+        // A read-only host never writes: nothing to read back and hash.
+        let Some(fleet) = self.fleet().filter(|fleet| fleet.publishes()) else {
             return Publishing { stored: None };
         };
         // Hosts wait for this body: it comes whole, at the origin's pace,
